@@ -1,0 +1,20 @@
+// Entry point of the posix-daemon addon: registers each part's bindings.
+#include "common.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // Remember how stdio looked before anything (typically Node's lazy
+  // process.stdout getter) switched it to non-blocking, so an exec can hand
+  // the next image the mode the process was started with.
+  pd::RecordStdioFlags();
+  pd::InitFork(env, exports);
+  pd::InitExec(env, exports);
+  pd::InitWait(env, exports);
+  pd::InitProc(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(posix_daemon, Init)

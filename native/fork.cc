@@ -1,0 +1,394 @@
+// fork(plan): the real fork(2), where the child never runs JavaScript.
+//
+// Node marks the V8 heap MADV_DONTFORK and other threads' locks vanish in
+// the child, so whatever the child must do is described as data (a plan),
+// fully converted to C structures before fork(), and carried out here with
+// async-signal-safe calls only. Modelled on libuv's uv_spawn: signals blocked
+// around fork, dispositions reset in the child, exec errors reported through
+// a close-on-exec pipe so they can be thrown synchronously in the parent.
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "common.h"
+
+namespace pd {
+namespace {
+
+enum Stage : int32_t {
+  kStageNone = 0,
+  kStageSetsid,
+  kStageFork,
+  kStageChdir,
+  kStageOpenDevNull,
+  kStageDup,
+  kStageCloexec,
+  kStageExecve,
+};
+
+const char* StageSyscall(int32_t stage) {
+  switch (stage) {
+    case kStageSetsid: return "setsid";
+    case kStageFork: return "fork";
+    case kStageChdir: return "chdir";
+    case kStageOpenDevNull: return "open";
+    case kStageDup: return "dup2";
+    case kStageCloexec: return "fcntl";
+    default: return "execve";
+  }
+}
+
+// One message on the status pipe; small enough for atomic pipe writes.
+struct Message {
+  int32_t kind;   // kPid: an intermediate reports the PID it forked; kError
+  int32_t level;  // nesting level of the sender
+  int32_t value;  // pid or errno
+  int32_t stage;
+};
+constexpr int32_t kPid = 1;
+constexpr int32_t kError = 2;
+
+enum class StdioMode { kInherit, kIgnore, kFds };
+
+struct Plan {
+  bool setsid = false;
+  int umask = -1;
+  bool has_cwd = false;
+  std::string cwd;
+  StdioMode stdio = StdioMode::kInherit;
+  int stdio_fds[3] = {0, 1, 2};
+  std::vector<int> keep_fds;  // sorted, unique, all >= 3
+  std::unique_ptr<Plan> next;
+  std::string file;
+  CStrings argv;
+  CStrings envp;
+};
+
+constexpr int kMaxNesting = 4;
+
+void CheckOpenFd(Napi::Env env, int fd, const std::string& name) {
+  if (!FdIsOpen(fd)) throw ErrnoError(env, EBADF, "fcntl");
+}
+
+std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const std::string& name,
+                                int depth) {
+  if (!value.IsObject() || value.IsArray() || value.IsFunction()) {
+    throw ArgTypeError(env, name, "of type object");
+  }
+  if (depth > kMaxNesting) throw ArgValueError(env, name, "nests forks too deeply");
+  Napi::Object o = value.As<Napi::Object>();
+  auto plan = std::make_unique<Plan>();
+
+  plan->setsid = OptBool(o, "setsid", false);
+
+  Napi::Value v = o.Get("umask");
+  if (!v.IsUndefined()) plan->umask = Int(v, name + ".umask", 0, 0777);
+
+  v = o.Get("cwd");
+  if (!v.IsUndefined()) {
+    plan->cwd = CString(v, name + ".cwd");
+    plan->has_cwd = true;
+  }
+
+  v = o.Get("stdio");
+  if (v.IsUndefined()) {
+    plan->stdio = StdioMode::kInherit;
+  } else if (v.IsString()) {
+    std::string s = v.As<Napi::String>().Utf8Value();
+    if (s == "inherit") plan->stdio = StdioMode::kInherit;
+    else if (s == "ignore") plan->stdio = StdioMode::kIgnore;
+    else throw ArgValueError(env, name + ".stdio", "must be 'inherit', 'ignore' or [fd, fd, fd]");
+  } else if (v.IsArray() && v.As<Napi::Array>().Length() == 3) {
+    std::vector<int> fds = FdArray(v, name + ".stdio", 0);
+    plan->stdio = StdioMode::kFds;
+    for (int i = 0; i < 3; i++) {
+      CheckOpenFd(env, fds[i], name + ".stdio");
+      plan->stdio_fds[i] = fds[i];
+    }
+  } else {
+    throw ArgValueError(env, name + ".stdio", "must be 'inherit', 'ignore' or [fd, fd, fd]");
+  }
+
+  v = o.Get("keepFds");
+  if (!v.IsUndefined()) {
+    plan->keep_fds = FdArray(v, name + ".keepFds", 3);
+    for (int fd : plan->keep_fds) CheckOpenFd(env, fd, name + ".keepFds");
+    std::sort(plan->keep_fds.begin(), plan->keep_fds.end());
+    plan->keep_fds.erase(std::unique(plan->keep_fds.begin(), plan->keep_fds.end()),
+                         plan->keep_fds.end());
+  }
+
+  Napi::Value nested = o.Get("fork");
+  Napi::Value file = o.Get("file");
+  if (!nested.IsUndefined() && !file.IsUndefined()) {
+    throw ArgValueError(env, name, "must have either 'file' or 'fork', not both");
+  }
+  if (!nested.IsUndefined()) {
+    plan->next = ParsePlan(env, nested, name + ".fork", depth + 1);
+    return plan;
+  }
+  if (file.IsUndefined()) throw ArgValueError(env, name, "must have 'file' or 'fork'");
+  plan->file = CString(file, name + ".file");
+  if (plan->file.empty()) throw ArgValueError(env, name + ".file", "must be a non-empty string");
+
+  std::vector<std::string> argv;
+  v = o.Get("argv0");
+  argv.push_back(v.IsUndefined() ? plan->file : CString(v, name + ".argv0"));
+  v = o.Get("args");
+  if (!v.IsUndefined()) {
+    std::vector<std::string> args = CStringArray(v, name + ".args");
+    argv.insert(argv.end(), args.begin(), args.end());
+  }
+  plan->argv = CStrings(std::move(argv));
+
+  v = o.Get("env");
+  plan->envp = CStrings(v.IsUndefined() ? CurrentEnviron() : CStringArray(v, name + ".env"));
+  return plan;
+}
+
+// ---------------------------------------------------------------------------
+// Child side. Everything below runs between fork() and execve(): only
+// async-signal-safe calls, no allocation, no C++ exceptions, no JavaScript.
+
+struct ChildContext {
+  int fd_limit;
+  bool stdio_nonblocking_at_load[3];
+};
+
+void WriteMessage(int fd, const Message& m) {
+  const char* p = reinterpret_cast<const char*>(&m);
+  size_t left = sizeof(m);
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+[[noreturn]] void Fail(int status_fd, int level, Stage stage, int err) {
+  WriteMessage(status_fd, Message{kError, level, err, stage});
+  _exit(127);
+}
+
+void ResetSignals() {
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof(dfl));
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  // Dispositions first, while everything is still blocked, so no handler
+  // inherited from Node can run in the child.
+  for (int s = 1; s < NSIG; s++) {
+    if (s == SIGKILL || s == SIGSTOP) continue;
+    sigaction(s, &dfl, nullptr);  // EINVAL for libc-reserved RT signals: fine
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+void SetBlocking(int fd, bool nonblocking) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl == -1) return;
+  int want = nonblocking ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+  if (want != fl) fcntl(fd, F_SETFL, want);
+}
+
+[[noreturn]] void RunChild(const Plan* plan, int status_fd, const ChildContext& ctx, int level) {
+  ResetSignals();
+
+  if (plan->setsid && setsid() == -1) Fail(status_fd, level, kStageSetsid, errno);
+
+  if (plan->next) {
+    pid_t pid = fork();
+    if (pid == -1) Fail(status_fd, level, kStageFork, errno);
+    if (pid == 0) RunChild(plan->next.get(), status_fd, ctx, level + 1);
+    // The intermediate's only job was to fork: report the PID and vanish,
+    // so the grandchild is orphaned and adopted by init (or a subreaper).
+    WriteMessage(status_fd, Message{kPid, level + 1, pid, kStageNone});
+    _exit(0);
+  }
+
+  if (plan->umask >= 0) umask(static_cast<mode_t>(plan->umask));
+  if (plan->has_cwd && chdir(plan->cwd.c_str()) == -1) Fail(status_fd, level, kStageChdir, errno);
+
+  // The status pipe must not sit on 0-2, where stdio is about to go.
+  if (status_fd < 3) {
+    int moved = fcntl(status_fd, F_DUPFD_CLOEXEC, 3);
+    if (moved == -1) Fail(status_fd, level, kStageDup, errno);
+    status_fd = moved;
+  }
+
+  int src[3] = {0, 1, 2};
+  if (plan->stdio == StdioMode::kIgnore) {
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd == -1) Fail(status_fd, level, kStageOpenDevNull, errno);
+    for (int i = 0; i < 3; i++) src[i] = null_fd;
+  } else if (plan->stdio == StdioMode::kFds) {
+    for (int i = 0; i < 3; i++) src[i] = plan->stdio_fds[i];
+  }
+  // A source sitting on 0-2 could be overwritten by an earlier dup2 (think
+  // [1, 0, 2]): lift such sources above 2 first.
+  for (int i = 0; i < 3; i++) {
+    if (src[i] < 3 && src[i] != i) {
+      int lifted = fcntl(src[i], F_DUPFD_CLOEXEC, 3);
+      if (lifted == -1) Fail(status_fd, level, kStageDup, errno);
+      for (int j = i + 1; j < 3; j++) {
+        if (src[j] == src[i]) src[j] = lifted;
+      }
+      src[i] = lifted;
+    }
+  }
+  for (int i = 0; i < 3; i++) {
+    if (src[i] == i) {
+      int flags = fcntl(i, F_GETFD);
+      if (flags != -1 && (flags & FD_CLOEXEC)) fcntl(i, F_SETFD, flags & ~FD_CLOEXEC);
+    } else if (dup2(src[i], i) == -1) {
+      Fail(status_fd, level, kStageDup, errno);
+    }
+  }
+  if (plan->stdio != StdioMode::kIgnore) {
+    // Inherited stdio goes back to the mode the process started with: Node
+    // may have made a pipe or tty non-blocking, which most programs can't
+    // handle.
+    for (int i = 0; i < 3; i++) {
+      if (src[i] == i || plan->stdio == StdioMode::kInherit) {
+        SetBlocking(i, ctx.stdio_nonblocking_at_load[i]);
+      }
+    }
+  }
+
+  int err = CloexecAllExcept(plan->keep_fds.data(), plan->keep_fds.size(), ctx.fd_limit);
+  if (err != 0) Fail(status_fd, level, kStageCloexec, err);
+
+  execve(plan->file.c_str(), const_cast<Plan*>(plan)->argv.data(),
+         const_cast<Plan*>(plan)->envp.data());
+  Fail(status_fd, level, kStageExecve, errno);
+}
+
+// ---------------------------------------------------------------------------
+// Parent side.
+
+int MakeStatusPipe(int fds[2]) {
+#ifdef __linux__
+  return pipe2(fds, O_CLOEXEC);
+#else
+  if (pipe(fds) == -1) return -1;
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  return 0;
+#endif
+}
+
+void ReapBlocking(pid_t pid) {
+  int status;
+  while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {
+  }
+}
+
+const Plan* ExecPlan(const Plan* p) {
+  while (p->next) p = p->next.get();
+  return p;
+}
+
+Napi::Value Fork(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || info[0].IsUndefined() || info[0].IsNull()) {
+    throw ArgTypeError(env, "plan", "of type object");
+  }
+  std::unique_ptr<Plan> plan = ParsePlan(env, info[0], "plan", 0);
+
+  ChildContext ctx;
+  ctx.fd_limit = ScanFdLimit();
+  for (int i = 0; i < 3; i++) ctx.stdio_nonblocking_at_load[i] = StdioWasNonblocking(i);
+
+  int status_pipe[2];
+  if (MakeStatusPipe(status_pipe) == -1) throw ErrnoError(env, errno, "pipe");
+
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(status_pipe[0]);
+    RunChild(plan.get(), status_pipe[1], ctx, 0);
+  }
+  int fork_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  close(status_pipe[1]);
+  if (pid == -1) {
+    close(status_pipe[0]);
+    throw ErrnoError(env, fork_errno, "fork");
+  }
+
+  // EOF arrives once every process holding the write end has exec'd (the
+  // pipe is close-on-exec) or exited.
+  std::vector<pid_t> forked = {pid};  // forked[level] = pid at that level
+  int err = 0;
+  int32_t stage = kStageNone;
+  Message msg;
+  size_t have = 0;
+  char* buf = reinterpret_cast<char*>(&msg);
+  for (;;) {
+    ssize_t n = read(status_pipe[0], buf + have, sizeof(msg) - have);
+    if (n == -1 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+    if (have < sizeof(msg)) continue;
+    have = 0;
+    if (msg.kind == kPid && msg.level > 0 && msg.level <= kMaxNesting + 1) {
+      if (forked.size() <= static_cast<size_t>(msg.level)) forked.resize(msg.level + 1, 0);
+      forked[msg.level] = msg.value;
+    } else if (msg.kind == kError && err == 0) {
+      err = msg.value;
+      stage = msg.stage;
+    }
+  }
+  close(status_pipe[0]);
+
+  // Intermediates have exited by now. The first is our child; deeper ones
+  // are ours only if we are a subreaper (waitpid then reaps them, else it
+  // fails with ECHILD, which is fine).
+  const bool nested = plan->next != nullptr;
+  pid_t exec_pid = forked.back();
+  if (nested) {
+    ReapBlocking(pid);
+    for (size_t i = 1; i + 1 < forked.size(); i++) {
+      if (forked[i] > 0) ReapBlocking(forked[i]);
+    }
+  }
+  if (err != 0) {
+    // The failed process exited with 127 right after reporting: reap it if
+    // it is ours, so nothing is left behind.
+    if (!nested) ReapBlocking(pid);
+    else if (exec_pid > 0 && exec_pid != pid) ReapBlocking(exec_pid);
+    const Plan* last = ExecPlan(plan.get());
+    const char* path = nullptr;
+    if (stage == kStageExecve) path = last->file.c_str();
+    else if (stage == kStageChdir) path = last->cwd.c_str();
+    throw ErrnoError(env, err, StageSyscall(stage), path);
+  }
+  if (nested && (forked.size() < 2 || exec_pid <= 0)) {
+    // An intermediate died before it could report (killed from outside).
+    throw ErrnoError(env, ECHILD, "fork");
+  }
+  return Napi::Number::New(env, exec_pid);
+}
+
+}  // namespace
+
+void InitFork(Napi::Env env, Napi::Object exports) {
+  exports.Set("fork", Napi::Function::New(env, Fork, "fork"));
+}
+
+}  // namespace pd

@@ -1,0 +1,55 @@
+// The one place the addon is loaded. node-gyp-build picks a prebuild from
+// prebuilds/<platform>-<arch>/ when one matches, else build/Release.
+import { join } from 'node:path';
+import { featureUnavailable } from './errors';
+
+export interface RawWaitResult {
+  pid: number;
+  status: number;
+  exitCode: number | null;
+  termSignal: number;
+  coreDumped: boolean;
+  stopSignal: number;
+  continued: boolean;
+  rusage?: Record<string, number>;
+}
+
+export interface RawExitWatcher {
+  close(): void;
+  ref(): this;
+  unref(): this;
+  readonly kind: 'pidfd' | 'kqueue' | 'sigchld';
+}
+
+export interface RawAddon {
+  fork(plan: unknown): number;
+  execve(file: string, args: string[], env: string[], keepFds?: number[]): never;
+  waitpid(pid: number, flags?: number): RawWaitResult;
+  wait4(pid: number, flags?: number): RawWaitResult;
+  ExitWatcher: new (pid: number, callback: () => void) => RawExitWatcher;
+  setsid(): number;
+  getsid(pid?: number): number;
+  getpgid(pid?: number): number;
+  exit(code?: number): never;
+  setChildSubreaper(on: boolean): boolean;
+  isChildSubreaper(): boolean;
+  childPids(pid: number): number[];
+  setCloexec(fd: number, on: boolean): void;
+  pipe(): [number, number];
+  getFdFlags(fd: number): { cloexec: boolean; nonblocking: boolean };
+  constants: { WNOHANG: number; WUNTRACED: number; WCONTINUED: number };
+}
+
+if (process.platform === 'win32') {
+  throw featureUnavailable('posix-daemon (POSIX process control)');
+}
+
+const packageRoot = join(__dirname, '..');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const nodeGypBuild = require('node-gyp-build') as ((dir: string) => RawAddon) & { resolve(dir: string): string };
+
+/** The raw bindings. Prefer the validated wrappers in `posix`. */
+export const addon: RawAddon = nodeGypBuild(packageRoot);
+
+/** Absolute path of the .node file that was loaded (a prebuild or a local build). */
+export const addonPath: string = nodeGypBuild.resolve(packageRoot);

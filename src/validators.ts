@@ -1,0 +1,107 @@
+// Argument validation with Node's error codes and messages (modelled on
+// lib/internal/validators.js), shared by every public entry point.
+import { constants as osConstants } from 'node:os';
+import { invalidArgType, invalidArgValue, outOfRange, unknownSignal } from './errors';
+
+export function validateString(value: unknown, name: string): asserts value is string {
+  if (typeof value !== 'string') throw invalidArgType(name, 'string', value);
+}
+
+/** A string that can travel through execve(2): no NUL bytes. */
+export function validateCString(value: unknown, name: string, { allowEmpty = true } = {}): asserts value is string {
+  validateString(value, name);
+  if (value.includes('\u0000')) throw invalidArgValue(name, value, 'must be a string without null bytes');
+  if (!allowEmpty && value === '') throw invalidArgValue(name, value, 'must be a non-empty string');
+}
+
+export function validateBoolean(value: unknown, name: string): asserts value is boolean {
+  if (typeof value !== 'boolean') throw invalidArgType(name, 'boolean', value);
+}
+
+export function validateFunction(value: unknown, name: string): asserts value is Function {
+  if (typeof value !== 'function') throw invalidArgType(name, 'Function', value);
+}
+
+export function validateObject(value: unknown, name: string): asserts value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalidArgType(name, 'Object', value);
+  }
+}
+
+export function validateArray(value: unknown, name: string): asserts value is unknown[] {
+  if (!Array.isArray(value)) throw invalidArgType(name, 'Array', value);
+}
+
+export function validateInteger(value: unknown, name: string, min = Number.MIN_SAFE_INTEGER,
+  max = Number.MAX_SAFE_INTEGER): asserts value is number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'number', value);
+  if (!Number.isInteger(value)) throw outOfRange(name, 'an integer', value);
+  if (value < min || value > max) throw outOfRange(name, `>= ${min} && <= ${max}`, value);
+}
+
+/** A duration in milliseconds: finite and non-negative. */
+export function validateDuration(value: unknown, name: string): asserts value is number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'number', value);
+  if (!Number.isFinite(value) || value < 0) throw outOfRange(name, 'a finite number >= 0', value);
+}
+
+export function validateAbortSignal(value: unknown, name: string): asserts value is AbortSignal {
+  if (value !== undefined &&
+      (value === null || typeof value !== 'object' || !('aborted' in value))) {
+    throw invalidArgType(name, 'AbortSignal', value);
+  }
+}
+
+/** An array of string arguments for execve(2), checked like process.execve. */
+export function validateArgs(value: unknown, name: string): asserts value is string[] {
+  validateArray(value, name);
+  for (let i = 0; i < value.length; i++) {
+    const arg = value[i];
+    if (typeof arg !== 'string' || arg.includes('\u0000')) {
+      throw invalidArgValue(`${name}[${i}]`, arg, 'must be a string without null bytes');
+    }
+  }
+}
+
+/** An environment object turned into "KEY=value" strings, checked like process.execve. */
+export function envToArray(env: unknown, name: string): string[] {
+  validateObject(env, name);
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(env)) {
+    if (typeof key !== 'string' || typeof value !== 'string' ||
+        key.includes('\u0000') || value.includes('\u0000')) {
+      throw invalidArgValue(name, env, 'must be an object with string keys and values without null bytes');
+    }
+    out.push(`${key}=${value}`);
+  }
+  return out;
+}
+
+/** A file descriptor list: integers >= 0, no duplicates needed. */
+export function validateFdList(value: unknown, name: string, min = 0): asserts value is number[] {
+  validateArray(value, name);
+  for (let i = 0; i < value.length; i++) validateInteger(value[i], `${name}[${i}]`, min, 2 ** 31 - 1);
+}
+
+/** Signal name or number → number, as child_process does it. */
+export function toSignalNumber(value: unknown, name: string): number {
+  if (typeof value === 'number') {
+    const known = Object.values(osConstants.signals).includes(value);
+    if (!known) throw unknownSignal(value);
+    return value;
+  }
+  if (typeof value === 'string') {
+    const n = (osConstants.signals as Record<string, number>)[value];
+    if (n === undefined) throw unknownSignal(value);
+    return n;
+  }
+  throw invalidArgType(name, ['string', 'number'], value);
+}
+
+const signalNames = new Map<number, string>();
+for (const [n, v] of Object.entries(osConstants.signals)) if (!signalNames.has(v)) signalNames.set(v, n);
+
+export function signalName(signo: number): string | null {
+  if (!signo) return null;
+  return signalNames.get(signo) ?? `SIG${signo}`;
+}

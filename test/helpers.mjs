@@ -1,0 +1,157 @@
+// Shared helpers for tests that run real processes. Every test that starts a
+// process registers it with a Reaper and kills it in an after() hook:
+// daemons outlive their parent, so nothing else would.
+import { spawn } from 'node:child_process';
+import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const fixtures = join(root, 'test', 'fixtures');
+
+export function isAlive(pid) {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if (err.code === 'ESRCH') return false;
+    throw err;
+  }
+  // A zombie still "exists" for kill(0); it is not running.
+  const st = procStat(pid);
+  return st !== null && st.state !== 'Z';
+}
+
+/** Fields of /proc/PID/stat, or null when the process is gone. */
+export function procStat(pid) {
+  let text;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return null;
+  }
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return {
+    state: rest[0],
+    ppid: Number(rest[1]),
+    pgrp: Number(rest[2]),
+    session: Number(rest[3]),
+    ttyNr: Number(rest[4]),
+  };
+}
+
+export function procStatus(pid) {
+  const out = {};
+  for (const line of readFileSync(`/proc/${pid}/status`, 'latin1').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+export function procEnv(pid) {
+  const env = {};
+  for (const kv of readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0')) {
+    if (kv === '') continue;
+    const i = kv.indexOf('=');
+    env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return env;
+}
+
+export function procCwd(pid) {
+  return readlinkSync(`/proc/${pid}/cwd`);
+}
+
+/** fd number → link target, for every open fd of `pid`. */
+export function procFds(pid) {
+  const out = {};
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out[fd] = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+/** Children of `pid` that are zombies. */
+export function zombieChildren(pid) {
+  const out = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const st = procStat(Number(e));
+    if (st && st.ppid === pid && st.state === 'Z') out.push(Number(e));
+  }
+  return out;
+}
+
+/**
+ * Polls `fn` until it returns a truthy value. For tests only: the library
+ * itself never polls. The limit is a safety net against hanging, not a
+ * performance assertion.
+ */
+export async function waitFor(fn, { timeout = 15000, interval = 20, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(interval);
+  }
+}
+
+/** Kills everything registered with it; use one per test file. */
+export class Reaper {
+  pids = new Set();
+
+  add(pid) {
+    if (Number.isInteger(pid) && pid > 0) this.pids.add(pid);
+    return pid;
+  }
+
+  /** Also registers PIDs a child reports on a line like "PID 1234". */
+  watchOutput(text) {
+    for (const m of String(text).matchAll(/\bPID[ =:](\d+)/g)) this.add(Number(m[1]));
+  }
+
+  async killAll() {
+    for (const pid of this.pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    for (const pid of this.pids) {
+      await waitFor(() => !isAlive(pid), { timeout: 5000, what: `pid ${pid} to die` }).catch(() => {});
+    }
+    this.pids.clear();
+  }
+}
+
+/**
+ * Runs `node [nodeArgs] script [args]` and resolves with its exit code,
+ * signal, stdout and stderr. Killed after `timeout` ms as a safety net.
+ */
+export function runNode(script, args = [], { env = process.env, nodeArgs = [], timeout = 30000, cwd, input, reaper } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...nodeArgs, script, ...args], {
+      env, cwd, stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    reaper?.add(child.pid);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; reaper?.watchOutput(d); });
+    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeout);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, pid: child.pid });
+    });
+    if (input !== undefined) child.stdin.end(input);
+    else child.stdin.end();
+  });
+}
