@@ -243,6 +243,12 @@ export function wait4(pid: number, flags = 0): Wait4Result {
 export interface WaitAsyncOptions {
   /** Stop waiting; the child is then left unreaped. */
   signal?: AbortSignal;
+  /**
+   * Keep the event loop alive while waiting (default true, like a
+   * child_process child). With `false` the wait still reaps the child if the
+   * process is running anyway, but never holds it open.
+   */
+  ref?: boolean;
 }
 
 /**
@@ -258,8 +264,9 @@ export interface WaitAsyncOptions {
 export function waitAsync(pid: number, options: WaitAsyncOptions = {}): Promise<Wait4Result> {
   validateInteger(pid, 'pid', 1, 2 ** 31 - 1);
   validateObject(options as unknown, 'options');
-  const { signal } = options;
+  const { signal, ref = true } = options;
   validateAbortSignal(signal, 'options.signal');
+  validateBoolean(ref, 'options.ref');
   return new Promise<Wait4Result>((resolve, reject) => {
     if (signal?.aborted) {
       reject(abortError(signal.reason));
@@ -290,10 +297,12 @@ export function waitAsync(pid: number, options: WaitAsyncOptions = {}): Promise<
       signal?.removeEventListener('abort', onAbort);
       resolve(r);
     };
-    watcher = new addon.ExitWatcher(pid, check);
+    const w = new addon.ExitWatcher(pid, check);
+    if (!ref) w.unref();
+    watcher = w;
     signal?.addEventListener('abort', onAbort, { once: true });
     // The child may have exited between the first check and the watcher.
-    if (watcher && (watcher as { kind?: string }).kind === 'sigchld') check();
+    if (w.kind === 'sigchld') check();
   });
 }
 
