@@ -1,0 +1,246 @@
+/**
+ * posix-daemon/monitor: keep a copy of the program running. A port of Go's
+ * `daemon/monitor`: the monitor starts the program again as its child, waits
+ * for its readiness report, and restarts it with exponential backoff when it
+ * fails to start or dies.
+ */
+import { debuglog } from 'node:util';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fork, waitAsync, type Wait4Result } from './posix';
+import { receiver, type Receiver } from './initstatus';
+import { abortError, invalidArgValue, outOfRange } from './errors';
+import {
+  signalName, toSignalNumber, validateAbortSignal, validateCString, validateDuration, validateFunction, validateObject,
+} from './validators';
+
+const debug = debuglog('posix-daemon');
+
+/** What the monitor reports through `onEvent` (and `NODE_DEBUG=posix-daemon`). */
+export type MonitorEvent =
+  | { type: 'start'; pid: number; round: number }
+  | { type: 'start-failed'; round: number; error: Error }
+  | { type: 'ready'; pid: number }
+  | { type: 'not-ready'; pid: number; error: Error }
+  | { type: 'exit'; pid: number; code: number | null; signal: NodeJS.Signals | null; ready: boolean }
+  | { type: 'backoff'; delay: number; round: number }
+  | { type: 'shutdown'; pid: number; signal: NodeJS.Signals }
+  | { type: 'kill'; pid: number }
+  | { type: 'stopped'; reason: unknown };
+
+export interface SelfMonitorOptions {
+  /** Aborting stops the monitor: the child is shut down and selfMonitor rejects with the reason. */
+  signal?: AbortSignal;
+  /** Sent to the child on abort. Default 'SIGINT', as in Go. */
+  shutdownSignal?: NodeJS.Signals | number;
+  /** Then SIGKILL if it has not exited after this many ms. Default 10 000. */
+  shutdownTimeout?: number;
+  /** First delay after a failed start, doubled each failed round. Default 1000 ms. */
+  minBackoff?: number;
+  /** Upper bound of the delay. Default 60 000 ms. */
+  maxBackoff?: number;
+  /** Called for every start, readiness, exit, backoff and shutdown step. */
+  onEvent?: (event: MonitorEvent) => void;
+  /** Readiness transport for the child: 'pipe' (default) or 'http'. */
+  transport?: 'pipe' | 'http';
+}
+
+function validateEnvKey(envKey: unknown): asserts envKey is string {
+  validateCString(envKey, 'envKey', { allowEmpty: false });
+  if (envKey.includes('=')) throw invalidArgValue('envKey', envKey, "must not contain '='");
+}
+
+/** True in the monitored child: `envKey` is set and non-empty. */
+export function isMonitored(envKey: string): boolean {
+  validateEnvKey(envKey);
+  const v = process.env[envKey];
+  return v !== undefined && v !== '';
+}
+
+/** Delay before round `round` (0-based): min(minBackoff * 2^round, maxBackoff). */
+export function backoffDelay(round: number, minBackoff = 1000, maxBackoff = 60_000): number {
+  return Math.min(minBackoff * 2 ** Math.min(round, 52), maxBackoff);
+}
+
+function mainCommand(): { file: string; args: string[] } {
+  const script = process.argv[1];
+  const args = [...process.execArgv];
+  if (script !== undefined) args.push(script);
+  args.push(...process.argv.slice(2));
+  return { file: process.execPath, args };
+}
+
+/**
+ * In the monitored child (`envKey` set), resolves at once: the child then
+ * reports readiness with `initstatus.report(process.env[envKey])`.
+ *
+ * In the monitor, loops until `options.signal` aborts: starts the program
+ * again (same execPath, execArgv, script and arguments, the full environment
+ * plus `envKey=<readiness address>`, stdio inherited), waits for its report;
+ * on failure, or if it dies first, waits min(minBackoff * 2^round,
+ * maxBackoff) and starts it again; after a successful report the round
+ * counter goes back to 0 and the monitor waits for the child to end (then
+ * starts it again). On abort the child gets `shutdownSignal`, then SIGKILL
+ * after `shutdownTimeout`, and selfMonitor rejects with the abort reason.
+ */
+export async function selfMonitor(envKey: string, options: SelfMonitorOptions = {}): Promise<void> {
+  validateEnvKey(envKey);
+  validateObject(options as unknown, 'options');
+  const {
+    signal, shutdownSignal = 'SIGINT', shutdownTimeout = 10_000, minBackoff = 1000, maxBackoff = 60_000,
+    onEvent, transport = 'pipe',
+  } = options;
+  validateAbortSignal(signal, 'options.signal');
+  const shutdownName = signalName(toSignalNumber(shutdownSignal, 'options.shutdownSignal')) as NodeJS.Signals;
+  validateDuration(shutdownTimeout, 'options.shutdownTimeout');
+  validateDuration(minBackoff, 'options.minBackoff');
+  validateDuration(maxBackoff, 'options.maxBackoff');
+  if (maxBackoff < minBackoff) {
+    throw outOfRange('options.maxBackoff', `>= options.minBackoff (${minBackoff})`, maxBackoff);
+  }
+  if (onEvent !== undefined) validateFunction(onEvent, 'options.onEvent');
+  if (transport !== 'pipe' && transport !== 'http') {
+    throw invalidArgValue('options.transport', transport, "must be 'pipe' or 'http'");
+  }
+
+  if (isMonitored(envKey)) return;
+
+  const emit = (event: MonitorEvent): void => {
+    debug('monitor: %j', event);
+    if (onEvent) {
+      try {
+        onEvent(event);
+      } catch (err) {
+        debug('monitor: onEvent threw: %s', err);
+      }
+    }
+  };
+  const stopped = (): never => {
+    emit({ type: 'stopped', reason: signal?.reason });
+    throw signal?.reason ?? abortError();
+  };
+  if (signal?.aborted) stopped();
+
+  const { file, args } = mainCommand();
+  let round = 0;
+  for (;;) {
+    let rx: Receiver | undefined;
+    let pid: number;
+    try {
+      rx = await receiver({ transport });
+      pid = fork({
+        file, args, stdio: 'inherit',
+        env: { ...(process.env as Record<string, string>), [envKey]: rx.address },
+        keepFds: rx.childFd === null ? [] : [rx.childFd],
+      });
+      rx.childStarted();
+    } catch (err) {
+      // The program could not even be started (fds exhausted, binary gone):
+      // that is a failed round like any other.
+      rx?.close();
+      emit({ type: 'start-failed', round, error: err as Error });
+      if (!(await backoff())) stopped();
+      continue;
+    }
+    emit({ type: 'start', pid, round });
+
+    const exited = waitAsync(pid);
+    const outcome = await firstOf(rx.wait(signal).then(() => 'ready' as const, (err: Error) => err), exited);
+    rx.close();
+    if (outcome === 'ready') {
+      emit({ type: 'ready', pid });
+      round = 0;
+      const end = await untilAborted(exited, signal);
+      if (end === ABORTED) await shutdown(pid, exited);
+      const r = await exited;
+      emit({ type: 'exit', pid, code: r.exitCode, signal: r.signal, ready: true });
+      if (signal?.aborted) stopped();
+      continue;  // as in Go: a child that ends after readiness is started again at once
+    }
+    if (signal?.aborted) {
+      await shutdown(pid, exited);
+      const r = await exited;
+      emit({ type: 'exit', pid, code: r.exitCode, signal: r.signal, ready: false });
+      stopped();
+    }
+    // EOF on the readiness pipe only means every writer is gone: the child
+    // died (or closed the pipe) before reporting; its exit tells the rest.
+    const diedFirst = !(outcome instanceof Error) || (outcome as NodeJS.ErrnoException).code === 'ERR_INITSTATUS_EOF';
+    if (!diedFirst) {
+      // A reported failure: the child may still be running; it is not
+      // ready, so it is stopped before the next attempt.
+      emit({ type: 'not-ready', pid, error: outcome as Error });
+      if (await firstOf(exited, Promise.resolve(PENDING)) === PENDING) await shutdown(pid, exited);
+    }
+    // A child that closed the pipe without reporting may still run: an
+    // abort must not wait for it forever.
+    if (await untilAborted(exited, signal) === ABORTED) await shutdown(pid, exited);
+    const r = await exited;
+    emit({ type: 'exit', pid, code: r.exitCode, signal: r.signal, ready: false });
+    if (signal?.aborted || !(await backoff())) stopped();
+  }
+
+  /** Sleeps the backoff of this round; false if aborted meanwhile. */
+  async function backoff(): Promise<boolean> {
+    const ms = backoffDelay(round, minBackoff, maxBackoff);
+    emit({ type: 'backoff', delay: ms, round });
+    round++;
+    try {
+      await delay(ms, undefined, { signal });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** shutdownSignal, then SIGKILL after shutdownTimeout; resolves once it is reaped. */
+  async function shutdown(pid: number, exited: Promise<Wait4Result>): Promise<void> {
+    emit({ type: 'shutdown', pid, signal: shutdownName });
+    try {
+      process.kill(pid, shutdownSignal);
+    } catch {
+      // already gone: the wait below returns at once
+    }
+    const timer = new AbortController();
+    const outcome = await firstOf(exited, delay(shutdownTimeout, TIMED_OUT, { signal: timer.signal }).catch(() => PENDING));
+    timer.abort();
+    if (outcome === TIMED_OUT) {
+      emit({ type: 'kill', pid });
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // exited just now
+      }
+    }
+    await exited;
+  }
+}
+
+const ABORTED = Symbol('aborted');
+const TIMED_OUT = Symbol('timed out');
+const PENDING = Symbol('pending');
+
+/** Resolves with whichever settles first (rejections become values). */
+function firstOf<A, B>(a: Promise<A>, b: Promise<B>): Promise<A | B> {
+  return Promise.race([a, b]);
+}
+
+/**
+ * `p`'s value, or ABORTED if `signal` aborts first. The abort listener is
+ * removed either way: a monitor runs for months and restarts its child many
+ * times, and must not pile listeners on the caller's signal.
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T | typeof ABORTED> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.resolve(ABORTED);
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => resolve(ABORTED);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then((v) => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(v);
+    }, (err) => {
+      signal.removeEventListener('abort', onAbort);
+      reject(err);
+    });
+  });
+}
