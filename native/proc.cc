@@ -127,6 +127,16 @@ Napi::Value Pipe(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate at the lowest free fd
+// >= minFd. Keeps a listening socket open while its server object lets go.
+Napi::Value Dup(const Napi::CallbackInfo& info) {
+  int fd = Int(info[0], "fd", 0, INT32_MAX);
+  int min_fd = info[1].IsUndefined() ? 0 : Int(info[1], "minFd", 0, INT32_MAX);
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, min_fd);
+  if (r == -1) throw ErrnoError(info.Env(), errno, "fcntl");
+  return Napi::Number::New(info.Env(), r);
+}
+
 }  // namespace
 
 void InitProc(Napi::Env env, Napi::Object exports) {
@@ -138,6 +148,7 @@ void InitProc(Napi::Env env, Napi::Object exports) {
   exports.Set("isChildSubreaper", Napi::Function::New(env, IsChildSubreaper, "isChildSubreaper"));
   exports.Set("childPids", Napi::Function::New(env, ChildPids, "childPids"));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec, "setCloexec"));
+  exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
   exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
   exports.Set("getFdFlags", Napi::Function::New(env, GetFdFlags, "getFdFlags"));
 }

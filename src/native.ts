@@ -23,7 +23,8 @@ export interface RawExitWatcher {
 
 export interface RawAddon {
   fork(plan: unknown): number;
-  execve(file: string, args: string[], env: string[], keepFds?: number[]): never;
+  execve(file: string, args: string[], env: string[], keepFds?: number[], moveFds?: Array<[number, number]>): never;
+  dup(fd: number, minFd?: number): number;
   waitpid(pid: number, flags?: number): RawWaitResult;
   wait4(pid: number, flags?: number): RawWaitResult;
   ExitWatcher: new (pid: number, callback: () => void) => RawExitWatcher;

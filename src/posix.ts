@@ -13,7 +13,7 @@ import { accessSync, constants as fsConstants } from 'node:fs';
 import { addon, type RawWaitResult } from './native';
 import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from './errors';
 import {
-  envToArray, signalName, validateAbortSignal, validateArgs, validateBoolean, validateCString,
+  envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean, validateCString,
   validateFdList, validateInteger, validateObject,
 } from './validators';
 
@@ -185,6 +185,12 @@ export function exit(code = 0): never {
 export interface ExecveOptions {
   /** Fds (>= 3) that the new image inherits; every other fd >= 3 is closed. */
   keepFds?: number[];
+  /**
+   * `[source, target]` pairs: each source is duplicated onto its target
+   * (>= 3) just before execve(2), and inherited there. Whatever a target
+   * held is put back if the exec fails. For systemd-style socket handoff.
+   */
+  moveFds?: Array<[number, number]>;
 }
 
 /**
@@ -205,7 +211,19 @@ export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv
   validateObject(options as unknown, 'options');
   const keepFds = options.keepFds ?? [];
   validateFdList(keepFds, 'options.keepFds', 3);
-  return addon.execve(file, args, envArray, keepFds);
+  const moveFds = options.moveFds ?? [];
+  validateArray(moveFds, 'options.moveFds');
+  const targets = new Set<number>();
+  moveFds.forEach((pair, i) => {
+    if (!Array.isArray(pair) || pair.length !== 2) {
+      throw invalidArgValue(`options.moveFds[${i}]`, pair, 'must be a [source, target] pair');
+    }
+    validateInteger(pair[0], `options.moveFds[${i}][0]`, 0, 2 ** 31 - 1);
+    validateInteger(pair[1], `options.moveFds[${i}][1]`, 3, 2 ** 31 - 1);
+    if (targets.has(pair[1])) throw invalidArgValue('options.moveFds', moveFds, 'has duplicate targets');
+    targets.add(pair[1]);
+  });
+  return addon.execve(file, args, envArray, keepFds, moveFds);
 }
 
 function toWaitResult(raw: RawWaitResult): WaitResult {
@@ -430,4 +448,11 @@ export function setCloexec(fd: number, on: boolean): void {
   validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
   validateBoolean(on, 'on');
   addon.setCloexec(fd, on);
+}
+
+/** fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` at the lowest free number >= minFd. */
+export function dup(fd: number, minFd = 0): number {
+  validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
+  validateInteger(minFd, 'minFd', 0, 2 ** 31 - 1);
+  return addon.dup(fd, minFd);
 }

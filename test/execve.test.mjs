@@ -84,6 +84,22 @@ test('a failed execve throws a Node-style error and leaves the process working',
   assert.match(r.stdout, /STILL ALIVE/);
 });
 
+test('moveFds puts a socket at fd 3 for the new image', async () => {
+  const r = await run('move');
+  assert.equal(r.code, 0, r.stderr);
+  const socket = /SOCKET (socket:\[\d+\])/.exec(r.stdout)[1];
+  assert.match(r.stdout, new RegExp(`FD3 ${socket.replace(/[[\]]/g, '\\$&')}`));
+  assert.match(r.stdout, /FD4 none/);
+});
+
+test('a failed execve puts moved fds back, and the event loop keeps working', async () => {
+  const r = await run('move-fail');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /ERROR ENOENT/);
+  assert.match(r.stdout, /RESTORED true/);
+  assert.match(r.stdout, /CLIENT served/);
+});
+
 test('execve validates like process.execve', () => {
   assert.throws(() => execve(1), { code: 'ERR_INVALID_ARG_TYPE', message: /The "execPath" argument must be of type string/ });
   assert.throws(() => execve('/bin/true', 'x'), { code: 'ERR_INVALID_ARG_TYPE', message: /The "args" argument must be an instance of Array/ });
@@ -93,6 +109,10 @@ test('execve validates like process.execve', () => {
   assert.throws(() => execve('/bin/true', [], null), { code: 'ERR_INVALID_ARG_TYPE' });
   assert.throws(() => execve('/bin/true', [], {}, { keepFds: [1] }), { code: 'ERR_OUT_OF_RANGE' });
   assert.throws(() => execve('/bin/true', [], {}, { keepFds: [987654] }), { code: 'EBADF' });
+  assert.throws(() => execve('/bin/true', [], {}, { moveFds: [[1, 2]] }), { code: 'ERR_OUT_OF_RANGE' });
+  assert.throws(() => execve('/bin/true', [], {}, { moveFds: [[1, 3], [2, 3]] }), { code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => execve('/bin/true', [], {}, { moveFds: [1] }), { code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => execve('/bin/true', [], {}, { moveFds: [[987654, 3]] }), { code: 'EBADF' });
 });
 
 test('execve is refused in a worker thread', async () => {
