@@ -1,0 +1,468 @@
+/**
+ * daemonize(): run the current Node program again as a daemon, with a true
+ * double fork, and wait until it reports that it is ready. A port of Go's
+ * `daemon.Daemonize` that does the classic double fork Go skips.
+ */
+import { closeSync, fstatSync, openSync, existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { debuglog } from 'node:util';
+import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached, waitAsync, type Wait4Result } from './posix';
+import { receiver, REPORTED_PREFIX, type Receiver } from './initstatus';
+import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
+import {
+  validateAbortSignal, validateCString, validateDuration, validateFdList, validateFunction, validateInteger,
+  validateObject,
+} from './validators';
+
+const debug = debuglog('posix-daemon');
+
+/** Go's ReadyFunc: runs in the foreground; `signal` is aborted (with the reason) if the daemon dies first. */
+export type ReadyFunc = (signal: AbortSignal) => Promise<void> | void;
+
+export interface DaemonizeOptions {
+  /** Environment variable that tells the two roles apart: unset/empty = foreground, non-empty = background. */
+  envKey: string;
+  /** Value the daemon gets in `envKey`. Default: the address of a readiness pipe created for you. */
+  envValue?: string;
+  /** Waits for the daemon to be ready (Go's check func). Default (no envValue): the readiness pipe. */
+  ready?: ReadyFunc;
+  /** Aborting stops waiting: the daemon is killed and daemonize rejects with an AbortError. */
+  signal?: AbortSignal;
+  /** Milliseconds to wait for readiness (0 or absent: no limit); then the daemon is killed. */
+  timeout?: number;
+  /** 'minimal' (default: PATH, USER, HOME), 'inherit' (process.env), or exactly this object; envKey is always added. */
+  env?: 'minimal' | 'inherit' | Record<string, string>;
+  /** Working directory of the daemon; default '/'. */
+  cwd?: string;
+  /** umask of the daemon; default: unchanged. */
+  umask?: number;
+  /** File the daemon's stdout is appended to; default /dev/null. */
+  stdout?: string;
+  /** File the daemon's stderr is appended to; default /dev/null. */
+  stderr?: string;
+  /** Fds (>= 3) the daemon inherits under the same numbers; every other fd is closed. */
+  keepFds?: number[];
+}
+
+export type DaemonizeResult = { foreground: true; pid: number } | { foreground: false };
+
+const KNOWN_ENV_MODES = ['minimal', 'inherit'];
+
+interface Normalized {
+  envKey: string;
+  envValue: string | undefined;
+  ready: ReadyFunc | undefined;
+  signal: AbortSignal | undefined;
+  timeout: number;
+  env: 'minimal' | 'inherit' | Record<string, string>;
+  cwd: string;
+  umask: number | undefined;
+  stdout: string | undefined;
+  stderr: string | undefined;
+  keepFds: number[];
+}
+
+function validateOptions(options: unknown): Normalized {
+  validateObject(options, 'options');
+  const o = options as Record<string, unknown>;
+  validateCString(o.envKey, 'options.envKey', { allowEmpty: false });
+  if (o.envKey.includes('=')) throw invalidArgValue('options.envKey', o.envKey, "must not contain '='");
+  if (o.envValue !== undefined) {
+    // Go: an empty value is ErrInvalid (the daemon could not tell it is one).
+    validateCString(o.envValue, 'options.envValue', { allowEmpty: false });
+  }
+  if (o.ready !== undefined) {
+    validateFunction(o.ready, 'options.ready');
+    if (o.envValue === undefined) {
+      throw invalidArgValue('options.envValue', o.envValue, 'must be given when options.ready is given');
+    }
+  }
+  validateAbortSignal(o.signal, 'options.signal');
+  let timeout = 0;
+  if (o.timeout !== undefined) {
+    validateDuration(o.timeout, 'options.timeout');
+    if (o.timeout > 2 ** 31 - 1) throw outOfRange('options.timeout', `>= 0 && <= ${2 ** 31 - 1}`, o.timeout);
+    timeout = o.timeout;
+  }
+  let env: Normalized['env'] = 'minimal';
+  if (o.env !== undefined) {
+    if (typeof o.env === 'string') {
+      if (!KNOWN_ENV_MODES.includes(o.env)) throw invalidArgValue('options.env', o.env, "must be 'minimal', 'inherit' or an object");
+      env = o.env as 'minimal' | 'inherit';
+    } else {
+      validateObject(o.env, 'options.env');
+      for (const [k, v] of Object.entries(o.env)) {
+        if (typeof v !== 'string' || k === '' || k.includes('=') || k.includes('\0') || v.includes('\0')) {
+          throw invalidArgValue('options.env', o.env, 'must be an object with string keys and values without null bytes');
+        }
+      }
+      env = o.env as Record<string, string>;
+    }
+  }
+  let cwd = '/';
+  if (o.cwd !== undefined) {
+    validateCString(o.cwd, 'options.cwd', { allowEmpty: false });
+    // Relative to the foreground's directory: the daemon has no other frame.
+    cwd = resolvePath(o.cwd);
+  }
+  if (o.umask !== undefined) validateInteger(o.umask, 'options.umask', 0, 0o777);
+  if (o.stdout !== undefined) validateCString(o.stdout, 'options.stdout', { allowEmpty: false });
+  if (o.stderr !== undefined) validateCString(o.stderr, 'options.stderr', { allowEmpty: false });
+  let keepFds: number[] = [];
+  if (o.keepFds !== undefined) {
+    validateFdList(o.keepFds, 'options.keepFds', 3);
+    keepFds = o.keepFds;
+  }
+  return {
+    envKey: o.envKey, envValue: o.envValue as string | undefined, ready: o.ready as ReadyFunc | undefined,
+    signal: o.signal as AbortSignal | undefined, timeout, env, cwd, umask: o.umask as number | undefined,
+    stdout: o.stdout as string | undefined, stderr: o.stderr as string | undefined, keepFds,
+  };
+}
+
+function buildEnv(mode: Normalized['env'], key: string, value: string): Record<string, string> {
+  let env: Record<string, string>;
+  if (mode === 'minimal') {
+    env = {};
+    for (const k of ['PATH', 'USER', 'HOME']) {
+      const v = process.env[k];
+      if (v !== undefined) env[k] = v;
+    }
+  } else if (mode === 'inherit') {
+    env = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  } else {
+    env = { ...mode };
+  }
+  env[key] = value;
+  return env;
+}
+
+// --- How to run "this program" again -------------------------------------
+
+const EVAL_FLAGS = new Set(['-e', '--eval', '-p', '--print']);
+const IMPORT_FLAGS = new Set(['--import', '--loader', '--experimental-loader']);
+const REQUIRE_FLAGS = new Set(['-r', '--require']);
+
+/** ESM-style entry of a bare package specifier, found from `base` the way Node would. */
+function resolveEsmBare(spec: string, base: string): string | null {
+  const parts = spec.split('/');
+  const nameLen = spec.startsWith('@') ? 2 : 1;
+  const name = parts.slice(0, nameLen).join('/');
+  const sub = parts.length > nameLen ? `./${parts.slice(nameLen).join('/')}` : '.';
+  for (let dir = base; ; dir = dirname(dir)) {
+    const pkgDir = join(dir, 'node_modules', name);
+    const pkgFile = join(pkgDir, 'package.json');
+    if (existsSync(pkgFile)) {
+      const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports?: unknown; main?: string };
+      if (pkg.exports !== undefined) {
+        let target: unknown = pkg.exports;
+        if (typeof target === 'object' && target !== null && !Array.isArray(target) &&
+            Object.keys(target).some((k) => k.startsWith('.'))) {
+          target = (target as Record<string, unknown>)[sub];
+        } else if (sub !== '.') {
+          target = undefined;
+        }
+        const pick = (t: unknown): string | null => {
+          if (typeof t === 'string') return t;
+          if (Array.isArray(t)) {
+            for (const x of t) {
+              const r = pick(x);
+              if (r !== null) return r;
+            }
+            return null;
+          }
+          if (t !== null && typeof t === 'object') {
+            for (const [cond, v] of Object.entries(t)) {
+              if (cond === 'import' || cond === 'node' || cond === 'default') {
+                const r = pick(v);
+                if (r !== null) return r;
+              }
+            }
+          }
+          return null;
+        };
+        const rel = pick(target);
+        return rel === null ? null : join(pkgDir, rel);
+      }
+      return null;  // no exports: let require.resolve handle main/index
+    }
+    if (dirname(dir) === dir) return null;
+  }
+}
+
+function isPathLike(spec: string): boolean {
+  return spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..';
+}
+
+/**
+ * The daemon starts in '/', so a preload named relative to the foreground's
+ * directory (`--import tsx`, `-r ./setup.js`) would not be found there.
+ * Resolve such specifiers to absolute ones from the foreground's cwd.
+ */
+function absolutizeSpecifier(flag: string, spec: string): string {
+  if (spec.startsWith('node:') || spec.startsWith('file:') || spec.startsWith('data:') || isAbsolute(spec)) return spec;
+  const cwd = process.cwd();
+  try {
+    if (isPathLike(spec)) {
+      const abs = resolvePath(cwd, spec);
+      return IMPORT_FLAGS.has(flag) ? pathToFileURL(abs).href : abs;
+    }
+    if (IMPORT_FLAGS.has(flag)) {
+      const esm = resolveEsmBare(spec, cwd);
+      if (esm !== null) return pathToFileURL(esm).href;
+    }
+    const req = createRequire(join(cwd, '[daemonize]'));
+    const found = req.resolve(spec);
+    return IMPORT_FLAGS.has(flag) ? pathToFileURL(found).href : found;
+  } catch (err) {
+    debug('daemonize: could not resolve %s %s from %s: %s', flag, spec, cwd, (err as Error).message);
+    return spec;
+  }
+}
+
+function relaunchArgs(): string[] {
+  const execArgv: string[] = [];
+  let evaluated = false;
+  for (let i = 0; i < process.execArgv.length; i++) {
+    const a = process.execArgv[i];
+    if (EVAL_FLAGS.has(a)) evaluated = true;
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if ((IMPORT_FLAGS.has(flag) || REQUIRE_FLAGS.has(flag))) {
+      if (eq > 0) {
+        execArgv.push(`${flag}=${absolutizeSpecifier(flag, a.slice(eq + 1))}`);
+      } else if (i + 1 < process.execArgv.length) {
+        execArgv.push(a, absolutizeSpecifier(flag, process.execArgv[++i]));
+      } else {
+        execArgv.push(a);
+      }
+      continue;
+    }
+    execArgv.push(a);
+  }
+  if (evaluated) return [...execArgv, ...process.argv.slice(1)];  // `node -e code args`: no script
+  const script = process.argv[1];
+  if (script === undefined || script === '-') {
+    const err = new Error('daemonize needs a main script: a program read from stdin cannot be started again');
+    Object.defineProperty(err, 'code', { value: 'ERR_DAEMONIZE_NO_SCRIPT', enumerable: true });
+    throw err;
+  }
+  return [...execArgv, resolvePath(script), ...process.argv.slice(2)];
+}
+
+// --- Death notices --------------------------------------------------------
+
+function describeExit(pid: number, r: Wait4Result): Error {
+  const how = r.signal !== null ? `was killed by ${r.signal}` : `exited with code ${r.exitCode}`;
+  const err = new Error(`daemon (pid ${pid}) ${how} before it was ready`) as Error & {
+    code: string; pid: number; exitCode: number | null; signalCode: string | null;
+  };
+  err.code = 'ERR_DAEMON_EXITED';
+  err.pid = pid;
+  err.exitCode = r.exitCode;
+  err.signalCode = r.signal;
+  return err;
+}
+
+function timeoutError(pid: number, ms: number): Error {
+  const err = new Error(`daemon (pid ${pid}) did not report readiness within ${ms} ms`) as Error & { code: string; pid: number };
+  err.name = 'TimeoutError';
+  err.code = 'ETIMEDOUT';
+  err.pid = pid;
+  return err;
+}
+
+function isEof(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === 'ERR_INITSTATUS_EOF';
+}
+
+/** In the daemon: the readiness pipe must not leak into programs the daemon starts. */
+function protectReadinessFd(value: string): void {
+  if (value.startsWith(REPORTED_PREFIX)) return;
+  const m = /^fd:(\d+)$/.exec(value);
+  if (m === null) return;
+  const fd = Number(m[1]);
+  try {
+    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd).isFIFO()) setCloexec(fd, true);
+  } catch (err) {
+    debug('daemonize: readiness fd %d: %s', fd, (err as Error).message);
+  }
+}
+
+/**
+ * Starts this program again as a daemon (foreground), or recognizes that it
+ * is the daemon (background). Call it early, the same way in both.
+ *
+ * Foreground (`process.env[envKey]` unset or empty): runs `process.execPath`
+ * with the same execArgv, main script and arguments through a true double
+ * fork (not a session leader, no controlling terminal, not our child), in
+ * `/`, with stdio on /dev/null and an environment of only PATH, USER, HOME
+ * and `envKey=envValue`. Then waits for `ready` (by default the daemon's
+ * `report(process.env[envKey])` over a pipe). Resolves `{ foreground: true,
+ * pid }` once ready; if the daemon dies first, `ready` fails, `signal` aborts
+ * or `timeout` ms pass, the daemon is killed and the promise rejects.
+ *
+ * Background: resolves `{ foreground: false }` at once, without forking.
+ * Go: `daemon.Daemonize`.
+ */
+export async function daemonize(options: DaemonizeOptions): Promise<DaemonizeResult> {
+  if (options === undefined) throw invalidArgType('options', 'Object', options);
+  const o = validateOptions(options);
+  const current = process.env[o.envKey];
+  if (current !== undefined && current !== '') {
+    debug('daemonize: %s is set, running in the background (pid %d)', o.envKey, process.pid);
+    protectReadinessFd(current);
+    return { foreground: false };
+  }
+  if (o.signal?.aborted) throw abortError(o.signal.reason);
+  return foreground(o);
+}
+
+async function foreground(o: Normalized): Promise<DaemonizeResult> {
+  const args = relaunchArgs();
+  let rx: Receiver | null = null;
+  let envValue = o.envValue;
+  let ready = o.ready;
+  if (envValue === undefined) {
+    rx = await receiver();
+    envValue = rx.address;
+  }
+  const env = buildEnv(o.env, o.envKey, envValue);
+  const keepFds = [...o.keepFds];
+  if (rx?.childFd != null && !keepFds.includes(rx.childFd)) keepFds.push(rx.childFd);
+
+  // Subreaper during the launch: when the intermediate process exits (inside
+  // the synchronous spawnDetached, which reaps it) the orphaned daemon is
+  // re-parented to us, and stays our child after the flag is restored. So we
+  // learn its real exit status from a pidfd instead of a bare pipe EOF, and
+  // the window in which other orphans could be adopted is that one call.
+  const wasSubreaper = isChildSubreaper();
+  const subreaper = wasSubreaper || setChildSubreaper(true);
+  const restoreSubreaper = (): void => {
+    if (subreaper && !wasSubreaper) setChildSubreaper(false);
+  };
+
+  let pid: number;
+  const fds: number[] = [];
+  try {
+    let nullFd: number | null = null;
+    const stdio: [number, number, number] = [0, 0, 0];
+    nullFd = openSync('/dev/null', 'r+');
+    fds.push(nullFd);
+    stdio[0] = nullFd;
+    for (const [i, path] of [[1, o.stdout], [2, o.stderr]] as const) {
+      if (path === undefined) {
+        stdio[i] = nullFd;
+      } else {
+        const fd = openSync(path, 'a');
+        fds.push(fd);
+        stdio[i] = fd;
+      }
+    }
+    pid = spawnDetached(process.execPath, args, {
+      cwd: o.cwd, stdio, env, keepFds, ...(o.umask !== undefined ? { umask: o.umask } : {}),
+    });
+  } catch (err) {
+    rx?.close();
+    throw err;
+  } finally {
+    restoreSubreaper();
+    for (const fd of fds) closeSync(fd);
+  }
+  rx?.childStarted();
+  debug('daemonize: started daemon pid %d (%s)', pid, subreaper ? 'subreaper' : 'no subreaper');
+
+  // `stop` ends the wait for any reason, and is the signal ready() gets: the
+  // daemon's death (with how it ended), the timeout, or the caller's signal.
+  const stop = new AbortController();
+  const watchAbort = new AbortController();
+  let exitResult: Wait4Result | null = null;
+  let exited: Promise<Wait4Result | null> = Promise.resolve(null);
+  if (subreaper) {
+    exited = waitAsync(pid, { signal: watchAbort.signal }).then((r) => {
+      exitResult = r;
+      debug('daemonize: daemon %d ended while we waited: %o', pid, { code: r.exitCode, signal: r.signal });
+      stop.abort(describeExit(pid, r));
+      return r;
+    }, (err) => {
+      if ((err as Error).name !== 'AbortError') debug('daemonize: waiting for daemon %d: %s', pid, (err as Error).message);
+      return null;
+    });
+  }
+
+  if (ready === undefined) {
+    const r = rx!;
+    ready = async (signal: AbortSignal): Promise<void> => {
+      try {
+        await r.wait(signal);
+      } catch (err) {
+        // EOF comes a moment before the exit status: prefer the status.
+        if (isEof(err) && subreaper && !signal.aborted) {
+          await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+        }
+        if (signal.aborted) throw signal.reason;
+        // Our receiver made this error: say which daemon it came from.
+        if (err instanceof Error && !('pid' in err)) Object.assign(err, { pid });
+        throw err;
+      }
+    };
+  }
+
+  let timer: NodeJS.Timeout | undefined;
+  const onCallerAbort = (): void => stop.abort(abortError(o.signal?.reason));
+  o.signal?.addEventListener('abort', onCallerAbort, { once: true });
+  if (o.signal?.aborted) onCallerAbort();  // aborted while the receiver was being set up
+  if (o.timeout > 0) timer = setTimeout(() => stop.abort(timeoutError(pid, o.timeout)), o.timeout);
+
+  try {
+    const stopped = new Promise<never>((_, reject) => {
+      if (stop.signal.aborted) reject(stop.signal.reason);
+      stop.signal.addEventListener('abort', () => reject(stop.signal.reason), { once: true });
+    });
+    stopped.catch(() => {});
+    // ready() may ignore its signal; the race makes sure we stop anyway.
+    await Promise.race([Promise.resolve().then(() => ready!(stop.signal)), stopped]);
+    if (stop.signal.aborted) throw stop.signal.reason;
+  } catch (err) {
+    await killDaemon(pid, subreaper, exitResult, exited);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    o.signal?.removeEventListener('abort', onCallerAbort);
+    rx?.close();
+  }
+
+  // Ready. The daemon stays our child (re-parented while we were a
+  // subreaper): reap it whenever it ends, so it never becomes our zombie,
+  // but never hold the process open for it.
+  if (subreaper) {
+    watchAbort.abort();
+    await exited;
+    if (exitResult === null) {
+      waitAsync(pid, { ref: false }).then(
+        (r) => debug('daemonize: daemon %d ended: %o', pid, { code: r.exitCode, signal: r.signal }),
+        (err) => debug('daemonize: reaping daemon %d: %s', pid, (err as Error).message));
+    }
+  }
+  debug('daemonize: daemon %d is ready', pid);
+  return { foreground: true, pid };
+}
+
+/** SIGKILL the daemon and, where we can (subreaper), reap it so nothing is left. */
+async function killDaemon(pid: number, subreaper: boolean, exitResult: Wait4Result | null,
+  exited: Promise<Wait4Result | null>): Promise<void> {
+  if (exitResult !== null) return;  // already dead and reaped
+  try {
+    // Safe from PID reuse while we are its parent and have not reaped it.
+    process.kill(pid, 'SIGKILL');
+  } catch (err) {
+    debug('daemonize: kill %d: %s', pid, (err as Error).message);
+  }
+  if (subreaper) {
+    const r = await exited;
+    debug('daemonize: killed daemon %d: %o', pid, r && { code: r.exitCode, signal: r.signal });
+  }
+}

@@ -1,0 +1,9 @@
+/**
+ * posix-daemon: double-fork daemons with readiness reports. The raw process
+ * calls live in `posix-daemon/posix`, the readiness channel in
+ * `posix-daemon/initstatus`.
+ */
+export { daemonize } from './daemon';
+export type { DaemonizeOptions, DaemonizeResult, ReadyFunc } from './daemon';
+export { receiver, report } from './initstatus';
+export type { Receiver, ReceiverOptions } from './initstatus';
