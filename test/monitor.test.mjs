@@ -129,3 +129,23 @@ test('isMonitored reads the variable; bad options are rejected before anything s
   await selfMonitor('MON_TEST_Y');
   delete process.env.MON_TEST_Y;
 });
+
+test('with daemonize: the daemon is the monitor, its child the worker; stopping the daemon stops both', async () => {
+  const { root } = await import('./helpers.mjs');
+  const { procStat, waitFor } = await import('./helpers.mjs');
+  const state = join(dir, 'combined-state');
+  const r = await runNode(join(root, 'examples', 'monitor.ts'), ['--background', '--self-monitor', `--state=${state}`], {
+    nodeArgs: ['--import', 'tsx'], cwd: root, reaper, timeout: 60000,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const daemon = Number(/daemon started: PID (\d+)/.exec(r.stdout)[1]);
+  reaper.add(daemon);
+  const [worker] = readFileSync(state, 'utf8').trim().split(' ').map(Number);
+  reaper.add(worker);
+  assert.equal(procStat(worker).ppid, daemon, 'the worker is the monitor\'s child');
+  assert.notEqual(procStat(daemon).ppid, r.pid, 'the daemon is not the foreground\'s child');
+  assert.notEqual(procStat(daemon).session, daemon, 'the daemon is not a session leader');
+  assert.equal(procStat(daemon).ttyNr, 0);
+  process.kill(daemon, 'SIGTERM');
+  await waitFor(() => !isAlive(worker) && !isAlive(daemon), { what: 'monitor and worker to stop' });
+});
