@@ -202,7 +202,10 @@ test('waitAsync does not steal the exit status of a child_process child', async 
 
 test('spawnDetached: not our child, not a session leader, no tty, cwd /, stdio on /dev/null', async () => {
   const pid = reaper.add(posix.spawnDetached('sleep', ['30']));
-  await waitFor(() => procStat(pid) !== null && procFds(pid)['0'] !== undefined, { what: 'detached process' });
+  // Wait until sleep itself runs: while the dynamic loader starts it, a
+  // library may briefly be open as fd 3.
+  await waitFor(() => procStat(pid)?.state === 'S' && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep',
+    { what: 'detached sleep to be asleep' });
   const st = procStat(pid);
   assert.notEqual(st.ppid, process.pid);
   assert.notEqual(posix.getsid(pid), pid, 'not a session leader');

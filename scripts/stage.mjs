@@ -1,0 +1,91 @@
+// Shared by test-package.mjs and test-matrix.mjs: a throw-away copy of the
+// repository with the addon built ONCE as a prebuild (prebuildify --napi
+// --strip) and the TypeScript compiled, so neither script touches the
+// repository's own build/, dist/ or prebuilds/ while others work in it.
+import { spawnSync } from 'node:child_process';
+import {
+  cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+
+/** Runs a command; returns its stdout, throws with its output when it fails. */
+export function run(cmd, args, { cwd, env = process.env, quiet = true, log } = {}) {
+  const r = spawnSync(cmd, args, {
+    cwd, env, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024,
+    stdio: quiet ? ['ignore', 'pipe', 'pipe'] : 'inherit',
+  });
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
+  if (log) log(`$ ${cmd} ${args.join(' ')}\n${out}`);
+  if (r.error) throw r.error;
+  if (r.status !== 0) {
+    const err = new Error(`${cmd} ${args.join(' ')} exited with ${r.status ?? r.signal} in ${cwd}\n${out.slice(-4000)}`);
+    err.output = out;
+    throw err;
+  }
+  return r.stdout ?? '';
+}
+
+/** The package.json script that runs prebuildify (its name may change). */
+export function prebuildScriptName(pkg) {
+  const entry = Object.entries(pkg.scripts ?? {}).find(([, cmd]) => /^prebuildify\b/.test(cmd));
+  if (!entry) throw new Error('package.json has no script that runs prebuildify');
+  return entry[0];
+}
+
+/** Files of the working tree: tracked plus untracked-but-not-ignored. */
+function treeFiles() {
+  const r = spawnSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], {
+    cwd: repo, encoding: 'utf8',
+  });
+  if (r.status !== 0) return null;
+  return r.stdout.split('\0')
+    .filter((f) => f !== '' && !/^(node_modules|build)(\/|$)/.test(f) && existsSync(join(repo, f)));
+}
+
+/**
+ * Makes the staged copy: sources, tests and scripts copied, node_modules
+ * linked, the addon built with the package's prebuildify script (build/
+ * removed afterwards, so node-gyp-build can only find the prebuild), and
+ * dist/ compiled with `npm run build:ts`.
+ */
+export function stage({ log = () => {} } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'posix-daemon-stage-'));
+  const files = treeFiles();
+  if (files) {
+    for (const f of files) {
+      mkdirSync(dirname(join(dir, f)), { recursive: true });
+      cpSync(join(repo, f), join(dir, f));
+    }
+  } else {
+    const skip = new Set(['node_modules', 'build', 'dist', '.git', '.cache']);
+    for (const e of readdirSync(repo)) {
+      if (!skip.has(e) && !e.endsWith('.tgz')) cpSync(join(repo, e), join(dir, e), { recursive: true });
+    }
+    rmSync(join(dir, 'prebuilds'), { recursive: true, force: true });
+  }
+  if (!existsSync(join(repo, 'node_modules'))) throw new Error('run npm install (or npm ci) first');
+  symlinkSync(join(repo, 'node_modules'), join(dir, 'node_modules'), 'dir');
+
+  const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+  const script = prebuildScriptName(pkg);
+  log(`stage: ${dir}\nstage: npm run ${script}`);
+  run(npm, ['run', script], { cwd: dir, log });
+  rmSync(join(dir, 'build'), { recursive: true, force: true });
+  const prebuild = findPrebuild(dir);
+  if (!prebuild) throw new Error(`npm run ${script} produced no prebuilds/${process.platform}-${process.arch}/*.node`);
+  log('stage: npm run build:ts');
+  run(npm, ['run', 'build:ts'], { cwd: dir, log });
+  return { dir, prebuild, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function findPrebuild(dir) {
+  const p = join(dir, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (!existsSync(p)) return null;
+  const f = readdirSync(p).find((n) => n.endsWith('.node'));
+  return f ? join(p, f) : null;
+}

