@@ -6,6 +6,7 @@
  * process started by systemd with `Sockets=` units.
  */
 import { closeSync } from 'node:fs';
+import { Server as NetServer } from 'node:net';
 import type { Server, ListenOptions } from 'node:net';
 import { debuglog } from 'node:util';
 import { dup, setCloexec } from './posix';
@@ -177,18 +178,36 @@ interface HttpLike {
   closeAllConnections?: () => void;
 }
 
+interface DrainableResponse {
+  shouldKeepAlive: boolean;
+  headersSent: boolean;
+  once(event: 'finish', cb: () => void): unknown;
+}
+
 function drain(server: Server, timeout: number): Promise<void> {
   return new Promise((resolve) => {
     const http = server as unknown as HttpLike;
     let timer: NodeJS.Timeout | undefined;
+    // Closing an idle keep-alive connection races the client's next request
+    // on it (the client sees ECONNRESET), so connections are not closed from
+    // this side: every response during the drain says "Connection: close"
+    // and the server ends the connection after it, which the client expects.
+    const onRequest = (_req: unknown, res: DrainableResponse): void => {
+      if (!res.headersSent) res.shouldKeepAlive = false;
+    };
+    server.prependListener('request' as 'connection', onRequest as never);
+    // net.Server's close, not http.Server's: Node >= 19's http close() also
+    // closes idle connections at once, with exactly that race.
     // 'close' comes once every connection has ended.
-    server.close(() => {
+    NetServer.prototype.close.call(server, () => {
       if (timer) clearTimeout(timer);
+      server.removeListener('request' as 'connection', onRequest as never);
       resolve();
     });
-    http.closeIdleConnections?.();
     timer = setTimeout(() => {
       debug('handoff: drain timed out after %d ms; closing remaining connections', timeout);
+      server.removeListener('request' as 'connection', onRequest as never);
+      http.closeIdleConnections?.();
       http.closeAllConnections?.();
       resolve();
     }, timeout);
