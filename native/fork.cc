@@ -10,6 +10,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -162,6 +165,19 @@ struct ChildContext {
   bool stdio_nonblocking_at_load[3];
 };
 
+// fork() from inside a forked child. glibc's fork() runs every
+// pthread_atfork handler that any library in Node registered, and those may
+// take locks or allocate; the raw clone(SIGCHLD) syscall is what fork() does
+// without them. (Argument order differs between architectures, but with all
+// of them zero it does not matter.)
+pid_t ForkInChild() {
+#if defined(__linux__) && defined(SYS_clone)
+  return static_cast<pid_t>(syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0));
+#else
+  return fork();
+#endif
+}
+
 void WriteMessage(int fd, const Message& m) {
   const char* p = reinterpret_cast<const char*>(&m);
   size_t left = sizeof(m);
@@ -210,7 +226,7 @@ void SetBlocking(int fd, bool nonblocking) {
   if (plan->setsid && setsid() == -1) Fail(status_fd, level, kStageSetsid, errno);
 
   if (plan->next) {
-    pid_t pid = fork();
+    pid_t pid = ForkInChild();
     if (pid == -1) Fail(status_fd, level, kStageFork, errno);
     if (pid == 0) RunChild(plan->next.get(), status_fd, ctx, level + 1);
     // The intermediate's only job was to fork: report the PID and vanish,
