@@ -206,17 +206,11 @@ function isSystemError(err: unknown): err is NodeJS.ErrnoException {
     typeof (err as NodeJS.ErrnoException).syscall === 'string';
 }
 
-function execOnce(args: string[], env: Record<string, string | undefined>, keepFds: number[],
-  moveFds: Array<[number, number]> = []): never {
-  const main = mainScript();
+/** `main`: the entry file, already checked by the caller (see restartViaExec). */
+function execOnce(main: string | undefined, args: string[], env: Record<string, string | undefined>,
+  keepFds: number[], moveFds: Array<[number, number]> = []): never {
   const argv = [process.execPath, ...process.execArgv];
-  if (main !== undefined) {
-    // execve of node succeeds even when the script is gone, and the new image
-    // would then die on "Cannot find module": check it here, so that a missing
-    // entry file is an exec failure that leaves this image running.
-    accessSync(main, fsConstants.R_OK);
-    argv.push(main);
-  }
+  if (main !== undefined) argv.push(main);
   argv.push(...args);
   const childEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined && k !== EXEC_CHILDREN_ENV) childEnv[k] = v;
@@ -254,11 +248,13 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
     let handoff: Handoff | undefined;
     try {
       const main = mainScript();
-      // Check before draining: a missing entry file must not cost the
-      // servers a drain on every retry.
+      // execve of node succeeds even when the script is gone, and the new
+      // image would then die on "Cannot find module": a missing entry file
+      // is an exec failure that leaves this image running. Checked before
+      // the drain, so it does not cost the servers a drain on every retry.
       if (main !== undefined) accessSync(main, fsConstants.R_OK);
       if (servers.length > 0) handoff = await handOffServers(servers, drainTimeout);
-      execOnce(args ?? process.argv.slice(2), { ...(env ?? process.env), ...handoff?.env }, keepFds,
+      execOnce(main, args ?? process.argv.slice(2), { ...(env ?? process.env), ...handoff?.env }, keepFds,
         handoff?.moveFds);
     } catch (err) {
       if (handoff) {

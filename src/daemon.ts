@@ -381,6 +381,10 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
   const watchAbort = new AbortController();
   let exitResult: Wait4Result | null = null;
   let exited: Promise<Wait4Result | null> = Promise.resolve(null);
+  // Whether an exit status can still arrive: false without a subreaper, or
+  // once the wait failed (then EOF is all we will ever learn).
+  let watching = subreaper;
+  let eofWithoutStatus: (() => void) | undefined;
   if (subreaper) {
     exited = waitAsync(pid, { signal: watchAbort.signal }).then((r) => {
       exitResult = r;
@@ -388,7 +392,11 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
       stop.abort(describeExit(pid, r));
       return r;
     }, (err) => {
-      if ((err as Error).name !== 'AbortError') debug('daemonize: waiting for daemon %d: %s', pid, (err as Error).message);
+      watching = false;
+      if ((err as Error).name !== 'AbortError') {
+        debug('daemonize: waiting for daemon %d: %s', pid, (err as Error).message);
+        eofWithoutStatus?.();
+      }
       return null;
     });
   }
@@ -399,9 +407,13 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
       try {
         await r.wait(signal);
       } catch (err) {
-        // EOF comes a moment before the exit status: prefer the status.
-        if (isEof(err) && subreaper && !signal.aborted) {
-          await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+        // EOF comes a moment before the exit status: prefer the status, if
+        // one can still come.
+        if (isEof(err) && watching && !signal.aborted) {
+          await new Promise<void>((resolve) => {
+            eofWithoutStatus = resolve;
+            signal.addEventListener('abort', () => resolve(), { once: true });
+          });
         }
         if (signal.aborted) throw signal.reason;
         // Our receiver made this error: say which daemon it came from.

@@ -6,10 +6,9 @@
  * threads' locks are gone), so the addon carries the plan out in C with
  * async-signal-safe calls only, up to execve(2).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readdirSync, readFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import { delimiter, join } from 'node:path';
-import { accessSync, constants as fsConstants } from 'node:fs';
 import { addon, type RawWaitResult } from './native';
 import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from './errors';
 import {

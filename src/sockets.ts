@@ -5,7 +5,6 @@
  * serves both a restart via execve (same PID, so LISTEN_PID stays true) and a
  * process started by systemd with `Sockets=` units.
  */
-import { closeSync } from 'node:fs';
 import { Server as NetServer } from 'node:net';
 import type { Server, ListenOptions } from 'node:net';
 import { debuglog } from 'node:util';
@@ -212,15 +211,4 @@ function drain(server: Server, timeout: number): Promise<void> {
       resolve();
     }, timeout);
   });
-}
-
-/** Closes duplicates that an aborted handoff no longer needs. */
-export function releaseHandoff(h: Handoff): void {
-  for (const [fd] of h.moveFds) {
-    try {
-      closeSync(fd);
-    } catch {
-      // already taken over by a server
-    }
-  }
 }
