@@ -25,7 +25,7 @@ import { childPids, execve, waitAsync } from './posix';
 import { abortError, invalidArgValue, outOfRange, workerUnsupported } from './errors';
 import {
   validateAbortSignal, validateArgs, validateArray, validateBoolean, validateCString, validateDuration,
-  validateFdList, validateFunction, validateObject, toSignalNumber,
+  validateFdList, validateFunction, validateObject, signalName, toSignalNumber,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -771,6 +771,39 @@ export function notifyOnSighup(options: NotifyOnSignalOptions = {}): AsyncIterab
  */
 export function notifyOnSigterm(options: NotifyOnSignalOptions = {}): AsyncIterableIterator<NodeJS.Signals> {
   return notifyOnSignal('SIGTERM', options);
+}
+
+/**
+ * Restarts via exec when `signal` (default SIGUSR2; SIGHUP is the other
+ * classic) arrives: the same path as restartOnChange, `servers` handoff
+ * included. Until then the signal no longer terminates the process.
+ * Rejects with an AbortError if `options.signal` aborts first.
+ */
+export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
+  options: RestartViaExecOptions = {}): Promise<never> {
+  const name = signalName(toSignalNumber(signal, 'signal')) as NodeJS.Signals;
+  if (name === 'SIGKILL' || name === 'SIGSTOP') throw invalidArgValue('signal', signal, 'cannot be caught');
+  validateObject(options as unknown, 'options');
+  validateAbortSignal(options.signal, 'options.signal');
+  const abort = options.signal;
+  await new Promise<void>((resolve, reject) => {
+    if (abort?.aborted) {
+      reject(abortError(abort.reason));
+      return;
+    }
+    const onAbort = (): void => {
+      process.removeListener(name, onSignal);
+      reject(abortError(abort?.reason));
+    };
+    const onSignal = (): void => {
+      abort?.removeEventListener('abort', onAbort);
+      resolve();
+    };
+    process.once(name, onSignal);
+    abort?.addEventListener('abort', onAbort, { once: true });
+  });
+  debug('autorestart: %s received, restarting', name);
+  return restartViaExec(options);
 }
 
 export { listen, listenFds, socketName } from './sockets';

@@ -7,7 +7,7 @@ import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fixtures, Reaper, waitFor } from './helpers.mjs';
-import { listenFds } from '../dist/autorestart.mjs';
+import { listenFds, restartOnSignal } from '../dist/autorestart.mjs';
 
 const reaper = new Reaper();
 after(() => reaper.killAll());
@@ -122,4 +122,17 @@ test('listenFds reads a systemd-style environment built for this process', async
   assert.equal(seen.env, false, 'variables cleared');
   assert.ok(seen.port > 0);
   assert.deepEqual(listenFds(), [], 'this test process inherited nothing');
+});
+
+test('restartOnSignal validates its arguments and stops waiting on abort', async () => {
+  await assert.rejects(restartOnSignal('SIGNOPE'), { code: 'ERR_UNKNOWN_SIGNAL' });
+  await assert.rejects(restartOnSignal('SIGKILL'), { code: 'ERR_INVALID_ARG_VALUE' });
+  await assert.rejects(restartOnSignal('SIGUSR2', { signal: 'x' }), { code: 'ERR_INVALID_ARG_TYPE' });
+  const before = process.listenerCount('SIGUSR2');
+  const ac = new AbortController();
+  const p = restartOnSignal('SIGUSR2', { signal: ac.signal });
+  assert.equal(process.listenerCount('SIGUSR2'), before + 1);
+  ac.abort();
+  await assert.rejects(p, { name: 'AbortError' });
+  assert.equal(process.listenerCount('SIGUSR2'), before, 'listener removed');
 });
