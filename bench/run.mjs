@@ -1,0 +1,306 @@
+// npm run bench: every figure is a ratio against a peer measured in the same
+// run, on this machine; several runs, median reported. Writes BENCHMARKS.md.
+// Nothing here is a test: no figure can fail the build.
+//   npm run bench [-- --quick]
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, readdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, totalmem, release, tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createRequire } from 'node:module';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const fixtures = join(root, 'bench', 'fixtures');
+const require = createRequire(import.meta.url);
+const quick = process.argv.includes('--quick');
+const posix = require(join(root, 'dist', 'posix.js'));
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const p99 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(xs.length * 0.99) - 1)];
+const ms = (x) => `${x.toFixed(x < 10 ? 2 : 0)} ms`;
+const log = (s) => console.error(`bench: ${s}`);
+
+// Peers like `node --watch` and nodemon run the program as a child of their
+// own, which outlives a SIGKILL to the peer: every process a benchmark
+// starts gets its own process group, and the whole group is killed.
+function spawnGroup(file, args, options) {
+  return spawn(file, args, { ...options, detached: true });
+}
+function killGroup(child) {
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+/** Spawns a process and resolves lines matching `re` through an iterator-like waiter. */
+function lineWatcher(child) {
+  let buf = '';
+  const waiters = [];
+  const lines = [];
+  child.stdout.setEncoding('utf8').on('data', (d) => {
+    buf += d;
+    for (let i; (i = buf.indexOf('\n')) >= 0; buf = buf.slice(i + 1)) {
+      const line = buf.slice(0, i);
+      const t = performance.now();
+      const w = waiters.findIndex((x) => x.re.test(line));
+      if (w >= 0) waiters.splice(w, 1)[0].resolve({ line, t });
+      else lines.push({ line, t });
+    }
+  });
+  return (re) => {
+    const i = lines.findIndex((x) => re.test(x.line));
+    if (i >= 0) return Promise.resolve(lines.splice(i, 1)[0]);
+    return new Promise((resolve) => waiters.push({ re, resolve }));
+  };
+}
+
+// 1. restartViaExec() call -> first line of user code, vs a bare node start.
+async function restartLatency() {
+  const runs = quick ? 5 : 15;
+  const r = spawnSync(process.execPath, [join(fixtures, 'exec-latency.cjs')], {
+    env: { ...process.env, BENCH_RUNS: String(runs) }, encoding: 'utf8',
+  });
+  const ours = [...r.stdout.matchAll(/LATENCY ([\d.]+)/g)].map((m) => Number(m[1]));
+  const peer = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    const out = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.hrtime.bigint()))'], { encoding: 'utf8' });
+    peer.push(Number(BigInt(out.stdout) - t0) / 1e6);
+  }
+  return { n: 1, name: 'Restart in place: `restartViaExec()` call → first line of user code', ours: median(ours),
+    peer: median(peer), peerName: 'spawn → first line of `node -e`', goal: 1.1, unit: 'ms', runs };
+}
+
+// 2. File written -> new code running, vs node --watch and nodemon.
+async function changeToRunning() {
+  const runs = quick ? 3 : 7;
+  const lib = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
+  const nodemon = join(root, 'node_modules', 'nodemon', 'bin', 'nodemon.js');
+  const variants = [
+    { key: 'ours', name: 'restartOnChange() defaults', args: [], header: `import { restartOnChange } from ${JSON.stringify(lib)};\nrestartOnChange();` },
+    { key: 'fast', name: 'restartOnChange({ check: false, debounce: 20 })', args: [], header: `import { restartOnChange } from ${JSON.stringify(lib)};\nrestartOnChange({ check: false, debounce: 20 });` },
+    { key: 'watch', name: 'node --watch', args: ['--watch'], header: '' },
+    { key: 'nodemon', name: 'nodemon', pre: [nodemon, '--quiet', '--watch'], header: '' },
+  ];
+  const out = {};
+  for (const v of variants) {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-change-'));
+    const file = join(dir, 'app.mjs');
+    const source = (n) => `${v.header}\nimport { createServer } from 'node:http';\ncreateServer(() => {}).listen(0);\nconsole.log('ready ${n} ' + process.pid);\n`;
+    writeFileSync(file, source(0));
+    const args = v.pre ? [...v.pre, file, file] : [...v.args, file];
+    const child = spawnGroup(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'], cwd: dir });
+    const wait = lineWatcher(child);
+    await wait(/^ready 0 /);
+    const times = [];
+    const pids = new Set();
+    for (let n = 1; n <= runs; n++) {
+      await sleep(600);
+      const p = wait(new RegExp(`^ready ${n} `));
+      const t0 = performance.now();
+      writeFileSync(file, source(n));
+      const r = await p;
+      times.push(r.t - t0);
+      pids.add(r.line.split(' ')[2]);
+    }
+    killGroup(child);
+    rmSync(dir, { recursive: true, force: true });
+    out[v.key] = { median: median(times), samePid: pids.size === 1 };
+    log(`change→running ${v.name}: ${ms(median(times))}`);
+  }
+  return { n: 2, name: 'Change → new code running (`restartOnChange()` defaults: 100 ms settle + `node --check`)',
+    ours: out.ours.median, peer: out.watch.median, peerName: '`node --watch`', goal: 0.5, unit: 'ms', runs,
+    extra: `restartOnChange({ check: false, debounce: 20 }): ${ms(out.fast.median)} (${(out.fast.median / out.watch.median).toFixed(2)}x); ` +
+      `nodemon: ${ms(out.nodemon.median)}; same PID after restarts: ours ${out.ours.samePid ? 'yes' : 'no'}, ` +
+      `node --watch ${out.watch.samePid ? 'yes' : 'no'}` };
+}
+
+// 3. Daemonize round trip vs two bare node start-ups.
+async function daemonizeRoundTrip() {
+  const runs = quick ? 5 : 11;
+  const time = (args) => {
+    const t0 = performance.now();
+    const r = spawnSync(process.execPath, args, { stdio: 'ignore' });
+    if (r.status !== 0) throw new Error(`${args} exited ${r.status}`);
+    return performance.now() - t0;
+  };
+  const ours = [];
+  const peer = [];
+  for (let i = 0; i < runs; i++) {
+    ours.push(time([join(fixtures, 'daemonize-min.cjs')]));
+    peer.push(time(['-e', '0']) + time(['-e', '0']));
+  }
+  return { n: 3, name: 'Daemonize: foreground start → foreground exit after readiness', ours: median(ours),
+    peer: median(peer), peerName: 'two `node -e 0` start-ups (the floor)', goal: 1.2, unit: 'ms', runs };
+}
+
+// 4. Child exit -> promise resolved: waitAsync vs child_process 'exit'.
+async function waitLatency() {
+  const runs = quick ? 50 : 200;
+  const ours = [];
+  const peer = [];
+  const threads = () => readdirSync('/proc/self/task').length;
+  const before = threads();
+  let maxThreads = before;
+  for (let i = 0; i < runs; i++) {
+    const pid = posix.fork({ file: '/bin/sleep', args: ['10'] });
+    const waiting = posix.waitAsync(pid);
+    maxThreads = Math.max(maxThreads, threads());
+    const t0 = performance.now();
+    process.kill(pid, 'SIGKILL');
+    await waiting;
+    ours.push(performance.now() - t0);
+
+    const child = spawn('/bin/sleep', ['10'], { stdio: 'ignore' });
+    await new Promise((r) => child.once('spawn', r));
+    const t1 = performance.now();
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    peer.push(performance.now() - t1);
+  }
+  return { n: 4, name: '`waitAsync`: SIGKILL → promise resolved (median; p99 in notes)', ours: median(ours), peer: median(peer),
+    peerName: "`child_process` `'exit'` event", goal: null, unit: 'ms', runs,
+    extra: `p99 ours ${ms(p99(ours))}, peer ${ms(p99(peer))}; threads added while waiting: ${maxThreads - before}` };
+}
+
+// 5. Zero downtime under autocannon load, 50 restarts; same load vs node --watch.
+async function zeroDowntime() {
+  const autocannon = require('autocannon');
+  const restarts = quick ? 10 : 50;
+  const load = (port) => autocannon({ url: `http://127.0.0.1:${port}/`, connections: 8, duration: 600 });
+  const summarize = (r) => ({ requests: r.requests.total, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, resets: r.resets ?? 0 });
+
+  // Ours: SIGUSR2 -> restartViaExec({ servers }).
+  let port = await freePort();
+  const server = spawnGroup(process.execPath, [join(root, 'test', 'fixtures', 'zero-downtime-server.cjs')], {
+    env: { ...process.env, ZD_PORT: String(port) }, stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  let wait = lineWatcher(server);
+  await wait(/^READY GEN 0 /);
+  let inst = load(port);
+  let done = new Promise((r) => inst.on('done', r));
+  await sleep(500);
+  for (let n = 1; n <= restarts; n++) {
+    const ready = wait(new RegExp(`^READY GEN ${n} `));
+    server.kill('SIGUSR2');
+    await ready;
+    await sleep(100);
+  }
+  inst.stop();
+  const ours = summarize(await done);
+  killGroup(server);
+
+  // Peer: node --watch restarting a plain server on each edit.
+  port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'bench-zd-'));
+  const file = join(dir, 'server.cjs');
+  const src = (n) => `require('node:http').createServer((q, s) => setTimeout(() => s.end('OK\\n'), 2))` +
+    `.listen(${port}, '127.0.0.1', () => console.log('READY ${n}'));\n`;
+  writeFileSync(file, src(0));
+  const watcher = spawnGroup(process.execPath, ['--watch', file], { stdio: ['ignore', 'pipe', 'ignore'] });
+  wait = lineWatcher(watcher);
+  await wait(/^READY 0$/);
+  inst = load(port);
+  done = new Promise((r) => inst.on('done', r));
+  await sleep(500);
+  for (let n = 1; n <= restarts; n++) {
+    const ready = wait(new RegExp(`^READY ${n}$`));
+    writeFileSync(file, src(n));
+    await ready;
+    await sleep(100);
+  }
+  inst.stop();
+  const peer = summarize(await done);
+  killGroup(watcher);
+  rmSync(dir, { recursive: true, force: true });
+  const failed = (s) => s.errors + s.timeouts + s.non2xx;
+  return { n: 5, name: `Zero downtime: ${restarts} restarts under autocannon load (8 connections): failed requests`,
+    ours: failed(ours), peer: failed(peer), peerName: '`node --watch` restarting the same kind of server', goal: 0, unit: 'count',
+    runs: 1, extra: `ours ${JSON.stringify(ours)}; node --watch ${JSON.stringify(peer)}` };
+}
+
+// 6. Soak: N restarts; PID, fds, RSS and zombies at restart 1 vs N.
+async function soak() {
+  const total = quick ? 100 : 1000;
+  const dir = mkdtempSync(join(tmpdir(), 'bench-soak-'));
+  const out = join(dir, 'facts.jsonl');
+  const r = spawnSync(process.execPath, [join(fixtures, 'soak.cjs')], {
+    env: { ...process.env, SOAK_RUNS: String(total), SOAK_OUT: out }, encoding: 'utf8', timeout: 20 * 60 * 1000,
+  });
+  if (r.status !== 0) throw new Error(`soak exited ${r.status}: ${r.stderr}`);
+  const [first, last] = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  rmSync(dir, { recursive: true, force: true });
+  return { n: 6, name: `Soak: ${total} consecutive restarts, restart 1 vs ${total}`, ours: last, peer: first,
+    peerName: 'restart 1', goal: 'equal', unit: 'facts', runs: 1,
+    extra: `PID ${first.pid} → ${last.pid}; fds ${first.fds} → ${last.fds}; RSS ${first.rssKiB} → ${last.rssKiB} KiB; zombies ${first.zombies} → ${last.zombies}` };
+}
+
+const rows = [];
+for (const b of [restartLatency, changeToRunning, daemonizeRoundTrip, waitLatency, zeroDowntime, soak]) {
+  log(`running ${b.name}`);
+  try {
+    rows.push(await b());
+  } catch (err) {
+    rows.push({ n: rows.length + 1, name: b.name, error: err.message });
+  }
+}
+
+function verdict(r) {
+  if (r.error) return { figure: `error: ${r.error}`, ratio: '', met: 'not measured' };
+  if (r.unit === 'facts') {
+    const same = r.ours.pid === r.peer.pid && r.ours.fds === r.peer.fds && r.ours.zombies === r.peer.zombies;
+    const rssGrowth = (r.ours.rssKiB - r.peer.rssKiB) / r.peer.rssKiB;
+    return { figure: r.extra, ratio: `RSS ${(rssGrowth * 100).toFixed(1)}%`, met: same && Math.abs(rssGrowth) < 0.1 ? 'yes' : 'no' };
+  }
+  if (r.unit === 'count') return { figure: `${r.ours} vs ${r.peer}`, ratio: '', met: r.ours <= r.goal ? 'yes' : 'no' };
+  const ratio = r.ours / r.peer;
+  return { figure: `${ms(r.ours)} vs ${ms(r.peer)}`, ratio: `${ratio.toFixed(2)}x`,
+    met: r.goal === null ? '—' : ratio <= r.goal ? 'yes' : 'no' };
+}
+
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ` +
+  `Linux ${release()}, Node ${process.version}`;
+let md = `# Benchmarks\n\nGenerated by \`npm run bench\`${quick ? ' (--quick)' : ''} on ${new Date().toISOString().slice(0, 10)}.\n` +
+  `Machine: ${machine}.\nEach figure is ours vs a peer measured in the same run; medians of the runs shown.\n\n` +
+  '| # | benchmark | ours vs peer | ratio | goal | met | runs |\n| --- | --- | --- | --- | --- | --- | --- |\n';
+for (const r of rows) {
+  const v = verdict(r);
+  const goal = r.goal === null ? '(no goal)' : r.unit === 'count' ? `${r.goal}` : r.unit === 'facts' ? 'equal' : `<= ${r.goal}x`;
+  md += `| ${r.n} | ${r.name}${r.peerName ? ` — peer: ${r.peerName}` : ''} | ${v.figure} | ${v.ratio} | ${goal} | ${v.met} | ${r.runs ?? ''} |\n`;
+}
+const why = {
+  1: 'the new image pays a full Node start-up like the peer; on top come restartViaExec\'s own steps ' +
+    '(listing children for the hand-over, building argv/env, marking every fd close-on-exec) and the ' +
+    'exec of a process whose address space is larger than a fresh fork\'s. The gap is a few ms, ' +
+    'within run-to-run noise on this machine, so this goal is missed narrowly or not at all from run to run.',
+  2: 'the defaults trade speed for safety: they wait 100 ms for the file to stop changing and run ' +
+    '`node --check` (a second Node start-up, ~100 ms) before exec. With `check: false, debounce: 20` ' +
+    'the same path is in the notes below; no configuration is as fast as nodemon on this machine.',
+  3: 'daemonize starts Node twice (foreground and daemon) plus a double fork.',
+  5: 'requests failed during a restart in place: see the notes for the error breakdown.',
+  6: 'something grew across restarts: see the figures.',
+};
+const short = rows.filter((r) => verdict(r).met === 'no' || r.error);
+md += '\n## Where we fall short\n\n';
+if (short.length === 0) md += 'Every goal was met in this run.\n';
+for (const r of short) md += `- ${r.n}: ${r.error ? `not measured (${r.error})` : why[r.n] ?? 'see the figures.'}\n`;
+md += '\nNotes from this run:\n\n';
+for (const r of rows) if (r.extra && r.unit !== 'facts') md += `- ${r.n}: ${r.extra}\n`;
+md += '- 5: during each drain the server stops accepting for a moment (connections wait in the kernel ' +
+  'queue), which costs throughput, not requests: compare the request totals.\n';
+writeFileSync(join(root, 'BENCHMARKS.md'), md);
+console.log(md);
