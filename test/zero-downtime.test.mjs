@@ -136,3 +136,14 @@ test('restartOnSignal validates its arguments and stops waiting on abort', async
   await assert.rejects(p, { name: 'AbortError' });
   assert.equal(process.listenerCount('SIGUSR2'), before, 'listener removed');
 });
+
+test('if the exec fails after the drain, the server listens again on the same port and keeps serving', async () => {
+  const { runNode } = await import('./helpers.mjs');
+  const r = await runNode(join(fixtures, 'zero-downtime-fail.cjs'), [], { reaper, env: { ...process.env, NODE_DEBUG: 'posix-daemon' } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /E2BIG/, 'the exec really failed');
+  const [, before, after] = /LISTENING (\d+) (\d+)/.exec(r.stdout);
+  assert.equal(after, before, 'same port');
+  assert.match(r.stdout, new RegExp(`ANSWER STILL ${r.pid}`));
+  assert.match(r.stdout, /STOPPED AbortError/);
+});
