@@ -260,11 +260,15 @@ void SetBlocking(int fd, bool nonblocking) {
   if (want != fl) fcntl(fd, F_SETFL, want);
 }
 
-// Moves an fd of ours off 0-2, where stdio is about to go.
-void LiftAboveStdio(int* fd, const ChildContext& ctx, int level) {
+// Moves a pipe end of ours off 0-2 (where it lands if Node's stdio was
+// closed), where stdio is about to go. The old number is closed: left there,
+// 'inherit' would clear its close-on-exec flag and the program would hold
+// the pipe open, so EOF (and fork()'s return) would wait for it to exit.
+void LiftAboveStdio(int* fd, ChildContext* ctx, int level) {
   if (*fd == -1 || *fd >= 3) return;
   int moved = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
-  if (moved == -1) Fail(ctx, level, kStageDup, errno);
+  if (moved == -1) Fail(*ctx, level, kStageDup, errno);
+  close(*fd);
   *fd = moved;
 }
 
@@ -367,8 +371,8 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
   if (plan->umask >= 0) umask(static_cast<mode_t>(plan->umask));
   if (plan->has_cwd && chdir(plan->cwd.c_str()) == -1) Fail(*ctx, level, kStageChdir, errno);
 
-  LiftAboveStdio(&ctx->status_fd, *ctx, level);
-  LiftAboveStdio(&ctx->exec_report_fd, *ctx, level);
+  LiftAboveStdio(&ctx->status_fd, ctx, level);
+  LiftAboveStdio(&ctx->exec_report_fd, ctx, level);
   int src[3];
   ApplyStdio(plan, ctx, level, src);
 
