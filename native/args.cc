@@ -94,10 +94,10 @@ int32_t Int(const Napi::Value& v, const std::string& name, int64_t min, int64_t 
   return static_cast<int32_t>(d);
 }
 
-bool OptBool(const Napi::Object& o, const char* key, bool def) {
+bool OptBool(const Napi::Object& o, const char* key, const std::string& owner, bool def) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return def;
-  if (!v.IsBoolean()) throw ArgTypeError(o.Env(), std::string("plan.") + key, "of type boolean");
+  if (!v.IsBoolean()) throw ArgTypeError(o.Env(), owner + "." + key, "of type boolean");
   return v.As<Napi::Boolean>().Value();
 }
 

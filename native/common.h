@@ -21,7 +21,8 @@ Napi::Error ArgValueError(Napi::Env env, const std::string& name, const char* re
 // a direct call into the raw addon from ever aborting the process. ----
 std::string CString(const Napi::Value& v, const std::string& name);   // string without NUL
 int32_t Int(const Napi::Value& v, const std::string& name, int64_t min, int64_t max);
-bool OptBool(const Napi::Object& o, const char* key, bool def);
+// o[key] as a bool, `def` when absent; the error names it `owner.key`.
+bool OptBool(const Napi::Object& o, const char* key, const std::string& owner, bool def);
 std::vector<std::string> CStringArray(const Napi::Value& v, const std::string& name);
 std::vector<int> FdArray(const Napi::Value& v, const std::string& name, int min_fd);
 
@@ -47,10 +48,13 @@ class CStrings {
 std::vector<std::string> CurrentEnviron();
 
 // ---- fds (fds.cc) ----
-// Highest fd worth scanning: the highest open fd plus headroom, bounded by
-// RLIMIT_NOFILE. Computed in the parent, used by the child's fallback loop.
+// Highest fd worth probing one by one: the highest open fd plus headroom (at
+// least the soft RLIMIT_NOFILE), or the hard limit when fds can't be listed.
+// Not capped at the soft limit: fds above a lowered limit stay open.
+// Computed in the parent, used by the child's last-resort loop.
 int ScanFdLimit();
-// Open fds, from /proc/self/fd (Linux) or /dev/fd (macOS), else a probe loop.
+// Open fds, from /proc/self/fd (Linux) or /dev/fd (macOS), else a probe loop
+// up to the hard RLIMIT_NOFILE.
 std::vector<int> OpenFds();
 bool FdIsOpen(int fd);
 // Was fd 0..2 non-blocking when the addon was loaded (before Node, in the
@@ -59,7 +63,9 @@ bool StdioWasNonblocking(int fd);
 void RecordStdioFlags();
 
 // Async-signal-safe: mark every fd >= 3 close-on-exec except `keep` (sorted
-// ascending), and clear close-on-exec on the kept ones. Returns 0 or errno.
+// ascending), and clear close-on-exec on the kept ones: close_range, else
+// (Linux < 5.11) a getdents64 listing of /proc/self/fd, else a loop up to
+// fd_limit. Returns 0 or errno.
 int CloexecAllExcept(const int* keep, size_t nkeep, int fd_limit);
 
 // ---- module parts ----

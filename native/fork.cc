@@ -28,6 +28,8 @@ namespace {
 enum Stage : int32_t {
   kStageNone = 0,
   kStageSetsid,
+  kStageSetpgid,
+  kStagePipe,
   kStageFork,
   kStageChdir,
   kStageOpenDevNull,
@@ -39,6 +41,8 @@ enum Stage : int32_t {
 const char* StageSyscall(int32_t stage) {
   switch (stage) {
     case kStageSetsid: return "setsid";
+    case kStageSetpgid: return "setpgid";
+    case kStagePipe: return "pipe";
     case kStageFork: return "fork";
     case kStageChdir: return "chdir";
     case kStageOpenDevNull: return "open";
@@ -60,8 +64,15 @@ constexpr int32_t kError = 2;
 
 enum class StdioMode { kInherit, kIgnore, kFds };
 
+// One level of a plan. Every level may set setsid/setpgid, umask, cwd and
+// stdio: an intermediate level (one with `next`) applies them in itself
+// before it forks, so the levels below inherit them (umask, cwd and fds 0-2
+// are inherited across fork) unless they set their own. keepFds only means
+// something where execve happens, so the exec level uses its own keepFds or,
+// without one, the nearest outer level's (see ParsePlan).
 struct Plan {
   bool setsid = false;
+  bool setpgid = false;
   int umask = -1;
   bool has_cwd = false;
   std::string cwd;
@@ -81,7 +92,7 @@ void CheckOpenFd(Napi::Env env, int fd, const std::string& name) {
 }
 
 std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const std::string& name,
-                                int depth) {
+                                int depth, const std::vector<int>* outer_keep_fds) {
   if (!value.IsObject() || value.IsArray() || value.IsFunction()) {
     throw ArgTypeError(env, name, "of type object");
   }
@@ -89,7 +100,13 @@ std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const s
   Napi::Object o = value.As<Napi::Object>();
   auto plan = std::make_unique<Plan>();
 
-  plan->setsid = OptBool(o, "setsid", false);
+  plan->setsid = OptBool(o, "setsid", name, false);
+  plan->setpgid = OptBool(o, "setpgid", name, false);
+  if (plan->setsid && plan->setpgid) {
+    // setsid() already makes the caller the leader of a new process group,
+    // and a session leader may not call setpgid() (EPERM).
+    throw ArgValueError(env, name, "must not set both 'setsid' and 'setpgid' (setsid already starts a new process group)");
+  }
 
   Napi::Value v = o.Get("umask");
   if (!v.IsUndefined()) plan->umask = Int(v, name + ".umask", 0, 0777);
@@ -120,7 +137,8 @@ std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const s
   }
 
   v = o.Get("keepFds");
-  if (!v.IsUndefined()) {
+  const bool has_keep_fds = !v.IsUndefined();
+  if (has_keep_fds) {
     plan->keep_fds = FdArray(v, name + ".keepFds", 3);
     for (int fd : plan->keep_fds) CheckOpenFd(env, fd, name + ".keepFds");
     std::sort(plan->keep_fds.begin(), plan->keep_fds.end());
@@ -133,8 +151,10 @@ std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const s
   if (!nested.IsUndefined() && !file.IsUndefined()) {
     throw ArgValueError(env, name, "must have either 'file' or 'fork', not both");
   }
+  if (!has_keep_fds && outer_keep_fds != nullptr) plan->keep_fds = *outer_keep_fds;
   if (!nested.IsUndefined()) {
-    plan->next = ParsePlan(env, nested, name + ".fork", depth + 1);
+    plan->next = ParsePlan(env, nested, name + ".fork", depth + 1,
+                           has_keep_fds || outer_keep_fds != nullptr ? &plan->keep_fds : nullptr);
     return plan;
   }
   if (file.IsUndefined()) throw ArgValueError(env, name, "must have 'file' or 'fork'");
@@ -160,9 +180,19 @@ std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const s
 // Child side. Everything below runs between fork() and execve(): only
 // async-signal-safe calls, no allocation, no C++ exceptions, no JavaScript.
 
+// Per-process state of a forked child. Each forked process works on its own
+// copy (fork copies memory), so a level may change it for the levels below.
 struct ChildContext {
   int fd_limit;
   bool stdio_nonblocking_at_load[3];
+  // Is fd i still Node's own stdio? False once a level replaced it: the
+  // blocking mode recorded at load time is then not that fd's business.
+  bool stdio_is_nodes[3];
+  int status_fd;
+  // Exec level of a nested plan only: write end of a pipe to the parent
+  // intermediate, which learns from it whether execve failed (a byte) or
+  // happened (EOF), so it can reap a failed child itself. -1 elsewhere.
+  int exec_report_fd;
 };
 
 // fork() from inside a forked child. glibc's fork() runs every
@@ -178,9 +208,9 @@ pid_t ForkInChild() {
 #endif
 }
 
-void WriteMessage(int fd, const Message& m) {
-  const char* p = reinterpret_cast<const char*>(&m);
-  size_t left = sizeof(m);
+void WriteAll(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  size_t left = size;
   while (left > 0) {
     ssize_t n = write(fd, p, left);
     if (n < 0) {
@@ -192,9 +222,19 @@ void WriteMessage(int fd, const Message& m) {
   }
 }
 
-[[noreturn]] void Fail(int status_fd, int level, Stage stage, int err) {
-  WriteMessage(status_fd, Message{kError, level, err, stage});
+void WriteMessage(int fd, const Message& m) { WriteAll(fd, &m, sizeof(m)); }
+
+[[noreturn]] void Fail(const ChildContext& ctx, int level, Stage stage, int err) {
+  WriteMessage(ctx.status_fd, Message{kError, level, err, stage});
+  if (ctx.exec_report_fd != -1) WriteAll(ctx.exec_report_fd, "x", 1);
   _exit(127);
+}
+
+// Waits for our own child, which is known to be exiting or about to exit.
+void ReapOwnChild(pid_t pid) {
+  int status;
+  while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {
+  }
 }
 
 void ResetSignals() {
@@ -220,35 +260,27 @@ void SetBlocking(int fd, bool nonblocking) {
   if (want != fl) fcntl(fd, F_SETFL, want);
 }
 
-[[noreturn]] void RunChild(const Plan* plan, int status_fd, const ChildContext& ctx, int level) {
-  ResetSignals();
+// Moves a pipe end of ours off 0-2 (where it lands if Node's stdio was
+// closed), where stdio is about to go. The old number is closed: left there,
+// 'inherit' would clear its close-on-exec flag and the program would hold
+// the pipe open, so EOF (and fork()'s return) would wait for it to exit.
+void LiftAboveStdio(int* fd, ChildContext* ctx, int level) {
+  if (*fd == -1 || *fd >= 3) return;
+  int moved = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+  if (moved == -1) Fail(*ctx, level, kStageDup, errno);
+  close(*fd);
+  *fd = moved;
+}
 
-  if (plan->setsid && setsid() == -1) Fail(status_fd, level, kStageSetsid, errno);
-
-  if (plan->next) {
-    pid_t pid = ForkInChild();
-    if (pid == -1) Fail(status_fd, level, kStageFork, errno);
-    if (pid == 0) RunChild(plan->next.get(), status_fd, ctx, level + 1);
-    // The intermediate's only job was to fork: report the PID and vanish,
-    // so the grandchild is orphaned and adopted by init (or a subreaper).
-    WriteMessage(status_fd, Message{kPid, level + 1, pid, kStageNone});
-    _exit(0);
-  }
-
-  if (plan->umask >= 0) umask(static_cast<mode_t>(plan->umask));
-  if (plan->has_cwd && chdir(plan->cwd.c_str()) == -1) Fail(status_fd, level, kStageChdir, errno);
-
-  // The status pipe must not sit on 0-2, where stdio is about to go.
-  if (status_fd < 3) {
-    int moved = fcntl(status_fd, F_DUPFD_CLOEXEC, 3);
-    if (moved == -1) Fail(status_fd, level, kStageDup, errno);
-    status_fd = moved;
-  }
-
-  int src[3] = {0, 1, 2};
+// Puts the plan's stdio on 0-2. `src[i]` is left as the fd that went to i.
+void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
+  src[0] = 0;
+  src[1] = 1;
+  src[2] = 2;
+  int null_fd = -1;
   if (plan->stdio == StdioMode::kIgnore) {
-    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null_fd == -1) Fail(status_fd, level, kStageOpenDevNull, errno);
+    null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd == -1) Fail(*ctx, level, kStageOpenDevNull, errno);
     for (int i = 0; i < 3; i++) src[i] = null_fd;
   } else if (plan->stdio == StdioMode::kFds) {
     for (int i = 0; i < 3; i++) src[i] = plan->stdio_fds[i];
@@ -258,7 +290,7 @@ void SetBlocking(int fd, bool nonblocking) {
   for (int i = 0; i < 3; i++) {
     if (src[i] < 3 && src[i] != i) {
       int lifted = fcntl(src[i], F_DUPFD_CLOEXEC, 3);
-      if (lifted == -1) Fail(status_fd, level, kStageDup, errno);
+      if (lifted == -1) Fail(*ctx, level, kStageDup, errno);
       for (int j = i + 1; j < 3; j++) {
         if (src[j] == src[i]) src[j] = lifted;
       }
@@ -270,26 +302,100 @@ void SetBlocking(int fd, bool nonblocking) {
       int flags = fcntl(i, F_GETFD);
       if (flags != -1 && (flags & FD_CLOEXEC)) fcntl(i, F_SETFD, flags & ~FD_CLOEXEC);
     } else if (dup2(src[i], i) == -1) {
-      Fail(status_fd, level, kStageDup, errno);
+      Fail(*ctx, level, kStageDup, errno);
+    } else {
+      ctx->stdio_is_nodes[i] = false;
     }
   }
+  // Close-on-exec anyway; closing it keeps intermediates' fd tables small.
+  if (null_fd != -1) close(null_fd);
+}
+
+[[noreturn]] void RunChild(const Plan* plan, ChildContext* ctx, int level);
+
+// An intermediate level: fork the next level, report its PID, wait until it
+// is done with us, and vanish, so that the exec level is orphaned and
+// adopted by init (or a subreaper). Each intermediate reaps its own child,
+// so the Node process only ever waits for the one child it forked itself
+// (issue 10, item 7): a PID reported from deeper down may belong to anyone
+// by the time Node would wait for it.
+[[noreturn]] void RunIntermediate(const Plan* plan, ChildContext* ctx, int level) {
+  const bool next_execs = plan->next->next == nullptr;
+  int report[2] = {-1, -1};
+  if (next_execs) {
+#ifdef __linux__
+    if (pipe2(report, O_CLOEXEC) == -1) Fail(*ctx, level, kStagePipe, errno);
+#else
+    if (pipe(report) == -1) Fail(*ctx, level, kStagePipe, errno);
+    fcntl(report[0], F_SETFD, FD_CLOEXEC);
+    fcntl(report[1], F_SETFD, FD_CLOEXEC);
+#endif
+  }
+  pid_t pid = ForkInChild();
+  if (pid == -1) Fail(*ctx, level, kStageFork, errno);
+  if (pid == 0) {
+    if (next_execs) {
+      close(report[0]);
+      ctx->exec_report_fd = report[1];
+    }
+    RunChild(plan->next.get(), ctx, level + 1);
+  }
+  WriteMessage(ctx->status_fd, Message{kPid, level + 1, pid, kStageNone});
+  if (next_execs) {
+    // The exec level writes a byte if execve (or anything before it)
+    // failed, right before _exit(127); EOF means it exec'd (the write end is
+    // close-on-exec) and is the daemon now: not ours to wait for.
+    close(report[1]);
+    char byte;
+    ssize_t n;
+    do {
+      n = read(report[0], &byte, 1);
+    } while (n == -1 && errno == EINTR);
+    if (n == 1) ReapOwnChild(pid);
+  } else {
+    // The next level is an intermediate: it exits as soon as its own child
+    // has exec'd or failed.
+    ReapOwnChild(pid);
+  }
+  _exit(0);
+}
+
+[[noreturn]] void RunChild(const Plan* plan, ChildContext* ctx, int level) {
+  ResetSignals();
+
+  if (plan->setsid && setsid() == -1) Fail(*ctx, level, kStageSetsid, errno);
+  if (plan->setpgid && setpgid(0, 0) == -1) Fail(*ctx, level, kStageSetpgid, errno);
+
+  // umask, cwd and stdio apply at every level; in an intermediate they are
+  // inherited by the levels below, which may set their own.
+  if (plan->umask >= 0) umask(static_cast<mode_t>(plan->umask));
+  if (plan->has_cwd && chdir(plan->cwd.c_str()) == -1) Fail(*ctx, level, kStageChdir, errno);
+
+  LiftAboveStdio(&ctx->status_fd, ctx, level);
+  LiftAboveStdio(&ctx->exec_report_fd, ctx, level);
+  int src[3];
+  ApplyStdio(plan, ctx, level, src);
+
+  if (plan->next) RunIntermediate(plan, ctx, level);
+
   if (plan->stdio != StdioMode::kIgnore) {
-    // Inherited stdio goes back to the mode the process started with: Node
-    // may have made a pipe or tty non-blocking, which most programs can't
-    // handle.
+    // Node's own stdio, inherited, goes back to the mode the process started
+    // with: Node may have made a pipe or tty non-blocking, which most
+    // programs can't handle. Fds the plan (or an outer level) chose are left
+    // as they are.
     for (int i = 0; i < 3; i++) {
-      if (src[i] == i || plan->stdio == StdioMode::kInherit) {
-        SetBlocking(i, ctx.stdio_nonblocking_at_load[i]);
+      if (ctx->stdio_is_nodes[i] && (src[i] == i || plan->stdio == StdioMode::kInherit)) {
+        SetBlocking(i, ctx->stdio_nonblocking_at_load[i]);
       }
     }
   }
 
-  int err = CloexecAllExcept(plan->keep_fds.data(), plan->keep_fds.size(), ctx.fd_limit);
-  if (err != 0) Fail(status_fd, level, kStageCloexec, err);
+  int err = CloexecAllExcept(plan->keep_fds.data(), plan->keep_fds.size(), ctx->fd_limit);
+  if (err != 0) Fail(*ctx, level, kStageCloexec, err);
 
   execve(plan->file.c_str(), const_cast<Plan*>(plan)->argv.data(),
          const_cast<Plan*>(plan)->envp.data());
-  Fail(status_fd, level, kStageExecve, errno);
+  Fail(*ctx, level, kStageExecve, errno);
 }
 
 // ---------------------------------------------------------------------------
@@ -306,14 +412,8 @@ int MakeStatusPipe(int fds[2]) {
 #endif
 }
 
-void ReapBlocking(pid_t pid) {
-  int status;
-  while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {
-  }
-}
-
-const Plan* ExecPlan(const Plan* p) {
-  while (p->next) p = p->next.get();
+const Plan* PlanAtLevel(const Plan* p, int level) {
+  for (int i = 0; i < level && p->next; i++) p = p->next.get();
   return p;
 }
 
@@ -322,14 +422,19 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || info[0].IsUndefined() || info[0].IsNull()) {
     throw ArgTypeError(env, "plan", "of type object");
   }
-  std::unique_ptr<Plan> plan = ParsePlan(env, info[0], "plan", 0);
+  std::unique_ptr<Plan> plan = ParsePlan(env, info[0], "plan", 0, nullptr);
 
   ChildContext ctx;
   ctx.fd_limit = ScanFdLimit();
-  for (int i = 0; i < 3; i++) ctx.stdio_nonblocking_at_load[i] = StdioWasNonblocking(i);
+  for (int i = 0; i < 3; i++) {
+    ctx.stdio_nonblocking_at_load[i] = StdioWasNonblocking(i);
+    ctx.stdio_is_nodes[i] = true;
+  }
+  ctx.exec_report_fd = -1;
 
   int status_pipe[2];
   if (MakeStatusPipe(status_pipe) == -1) throw ErrnoError(env, errno, "pipe");
+  ctx.status_fd = status_pipe[1];
 
   sigset_t all, saved;
   sigfillset(&all);
@@ -337,7 +442,7 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   pid_t pid = fork();
   if (pid == 0) {
     close(status_pipe[0]);
-    RunChild(plan.get(), status_pipe[1], ctx, 0);
+    RunChild(plan.get(), &ctx, 0);
   }
   int fork_errno = errno;
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
@@ -352,6 +457,7 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   std::vector<pid_t> forked = {pid};  // forked[level] = pid at that level
   int err = 0;
   int32_t stage = kStageNone;
+  int32_t err_level = 0;
   Message msg;
   size_t have = 0;
   char* buf = reinterpret_cast<char*>(&msg);
@@ -368,30 +474,25 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
     } else if (msg.kind == kError && err == 0) {
       err = msg.value;
       stage = msg.stage;
+      err_level = msg.level;
     }
   }
   close(status_pipe[0]);
 
-  // Intermediates have exited by now. The first is our child; deeper ones
-  // are ours only if we are a subreaper (waitpid then reaps them, else it
-  // fails with ECHILD, which is fine).
+  // We wait for one process only: the child we forked ourselves, and only
+  // when it cannot be running a program (it is an intermediate, or it
+  // failed). It has closed its end of the pipe without exec'ing, i.e. it has
+  // exited, so this wait is over at once, and a PID that is still our
+  // unreaped child cannot have been reused by anyone. Deeper levels were
+  // reaped by their own parents before those exited (RunIntermediate).
   const bool nested = plan->next != nullptr;
+  if (nested || err != 0) ReapOwnChild(pid);
   pid_t exec_pid = forked.back();
-  if (nested) {
-    ReapBlocking(pid);
-    for (size_t i = 1; i + 1 < forked.size(); i++) {
-      if (forked[i] > 0) ReapBlocking(forked[i]);
-    }
-  }
   if (err != 0) {
-    // The failed process exited with 127 right after reporting: reap it if
-    // it is ours, so nothing is left behind.
-    if (!nested) ReapBlocking(pid);
-    else if (exec_pid > 0 && exec_pid != pid) ReapBlocking(exec_pid);
-    const Plan* last = ExecPlan(plan.get());
+    const Plan* failed = PlanAtLevel(plan.get(), err_level);
     const char* path = nullptr;
-    if (stage == kStageExecve) path = last->file.c_str();
-    else if (stage == kStageChdir) path = last->cwd.c_str();
+    if (stage == kStageExecve) path = failed->file.c_str();
+    else if (stage == kStageChdir) path = failed->cwd.c_str();
     throw ErrnoError(env, err, StageSyscall(stage), path);
   }
   if (nested && (forked.size() < 2 || exec_pid <= 0)) {

@@ -18,16 +18,32 @@ import {
 
 export type Stdio = 'inherit' | 'ignore' | [number, number, number];
 
+/**
+ * Settings any level of a plan may have. On a level that forks again
+ * (`fork: {...}`) they take effect in that intermediate process, so the
+ * levels below inherit them unless they set their own.
+ */
 interface PlanCommon {
   /** Call setsid(2) first: new session, no controlling terminal. */
   setsid?: boolean;
-  /** umask(2) before exec; unchanged when absent. */
+  /**
+   * Call setpgid(0, 0) first: lead a new process group (in the same
+   * session). Not with `setsid`, which already starts a new group.
+   */
+  setpgid?: boolean;
+  /** umask(2); unchanged when absent. Inherited by nested levels. */
   umask?: number;
-  /** chdir(2) before exec. */
+  /** chdir(2). Inherited by nested levels (a relative inner cwd starts here). */
   cwd?: string;
-  /** 'inherit' (default), 'ignore' (/dev/null) or the fds to put on 0, 1, 2. */
+  /**
+   * 'inherit' (default), 'ignore' (/dev/null) or the fds to put on 0, 1, 2.
+   * Nested levels inherit what this level put on 0-2.
+   */
   stdio?: Stdio;
-  /** Fds (>= 3) the new program inherits; every other fd >= 3 is closed. */
+  /**
+   * Fds (>= 3) the new program inherits; every other fd >= 3 is closed.
+   * On an outer level: the default for the levels below that set none.
+   */
   keepFds?: number[];
 }
 
@@ -100,6 +116,14 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
   if (p.setsid !== undefined) {
     validateBoolean(p.setsid, `${name}.setsid`);
     out.setsid = p.setsid;
+  }
+  if (p.setpgid !== undefined) {
+    validateBoolean(p.setpgid, `${name}.setpgid`);
+    if (p.setpgid && p.setsid === true) {
+      throw invalidArgValue(name, plan,
+        "must not set both 'setsid' and 'setpgid' (setsid already starts a new process group)");
+    }
+    out.setpgid = p.setpgid;
   }
   if (p.umask !== undefined) {
     validateInteger(p.umask, `${name}.umask`, 0, 0o777);
