@@ -10,3 +10,5 @@ export type { Receiver, ReceiverOptions } from './initstatus';
 export { lockPidFile, readPidFile, stopDaemon, heldPidFileFds, lockPidFileForLaunch, adoptPidFile, PIDFILE_ENV } from './pidfile';
 export type { PidFileLock, LaunchPidFile, StopDaemonOptions, StopDaemonResult } from './pidfile';
 export { openProcess, ProcessHandle } from './process-handle';
+export { openLogFile, logFilesEnv, adoptLogFiles, reopenLogs, reopenLogsOn, LOGS_ENV } from './logs';
+export type { LogFiles } from './logs';
