@@ -12,6 +12,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitExec(env, exports);
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
+  pd::InitInit(env, exports);
+  pd::InitPidfd(env, exports);
+  pd::InitFiles(env, exports);
   return exports;
 }
 

@@ -21,6 +21,15 @@ export interface RawExitWatcher {
   readonly kind: 'pidfd' | 'kqueue' | 'sigchld';
 }
 
+export interface RawProcessHandle {
+  readonly fd: number;
+  kill(signal: number): boolean;
+  watch(callback: () => void): void;
+  close(): void;
+  ref(): this;
+  unref(): this;
+}
+
 export interface RawAddon {
   fork(plan: unknown): number;
   execve(file: string, args: string[], env: string[], keepFds?: number[], moveFds?: Array<[number, number]>): never;
@@ -38,6 +47,12 @@ export interface RawAddon {
   setCloexec(fd: number, on: boolean): void;
   pipe(): [number, number];
   getFdFlags(fd: number): { cloexec: boolean; nonblocking: boolean };
+  // init.cc (Linux only), pidfd.cc, files.cc
+  initInterpreter?(): string | null;
+  becomeInit?(file: string, argv: string[], env: string[]): never;
+  ProcessHandle: new (pid: number) => RawProcessHandle;
+  flock(fd: number, operation: 'ex' | 'sh' | 'un'): boolean;
+  dup2Stdio(fd: number, target: 1 | 2): void;
   constants: { WNOHANG: number; WUNTRACED: number; WCONTINUED: number };
 }
 
