@@ -216,7 +216,7 @@ describe('foreground', () => {
     const ok = await run('ok', { transport: 'http' });
     assert.equal(ok.code, 0, ok.stderr);
     const env = procEnv(daemonPid(ok.stdout));
-    assert.match(env[ENV_KEY], /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    assert.match(env[ENV_KEY], /^http:\/\/127\.0\.0\.1:\d+\/[\w-]{22,}$/);
 
     // No pipe EOF here: the exit status comes from being its subreaper.
     const dead = await run('exit3', { transport: 'http' });
