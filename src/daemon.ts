@@ -8,8 +8,9 @@ import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
-import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached, waitAsync, type Wait4Result } from './posix';
-import { receiver, REPORTED_PREFIX, type Receiver } from './initstatus';
+import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
+import { receiver, REPORTED_PREFIX } from './initstatus';
+import { launch } from './launch';
 import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
   validateAbortSignal, validateCString, validateDuration, validateFdList, validateFunction, validateInteger,
@@ -253,32 +254,6 @@ function relaunchArgs(): string[] {
   return [...execArgv, resolvePath(script), ...process.argv.slice(2)];
 }
 
-// --- Death notices --------------------------------------------------------
-
-function describeExit(pid: number, r: Wait4Result): Error {
-  const how = r.signal !== null ? `was killed by ${r.signal}` : `exited with code ${r.exitCode}`;
-  const err = new Error(`daemon (pid ${pid}) ${how} before it was ready`) as Error & {
-    code: string; pid: number; exitCode: number | null; signalCode: string | null;
-  };
-  err.code = 'ERR_DAEMON_EXITED';
-  err.pid = pid;
-  err.exitCode = r.exitCode;
-  err.signalCode = r.signal;
-  return err;
-}
-
-function timeoutError(pid: number, ms: number): Error {
-  const err = new Error(`daemon (pid ${pid}) did not report readiness within ${ms} ms`) as Error & { code: string; pid: number };
-  err.name = 'TimeoutError';
-  err.code = 'ETIMEDOUT';
-  err.pid = pid;
-  return err;
-}
-
-function isEof(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === 'ERR_INITSTATUS_EOF';
-}
-
 /** In the daemon: the readiness pipe must not leak into programs the daemon starts. */
 function protectReadinessFd(value: string): void {
   if (value.startsWith(REPORTED_PREFIX)) return;
@@ -323,158 +298,64 @@ export async function daemonize(options: DaemonizeOptions): Promise<DaemonizeRes
 
 async function foreground(o: Normalized): Promise<DaemonizeResult> {
   const args = relaunchArgs();
-  let rx: Receiver | null = null;
-  let envValue = o.envValue;
-  let ready = o.ready;
-  if (envValue === undefined) {
-    rx = await receiver();
-    envValue = rx.address;
-  }
+  // Go's shape gives envValue + ready; without them, a readiness pipe of our own.
+  const rx = o.envValue === undefined ? await receiver() : undefined;
+  const envValue = o.envValue ?? rx!.address;
   const env = buildEnv(o.env, o.envKey, envValue);
-  const keepFds = [...o.keepFds];
-  if (rx?.childFd != null && !keepFds.includes(rx.childFd)) keepFds.push(rx.childFd);
 
-  // Subreaper during the launch: when the intermediate process exits (inside
-  // the synchronous spawnDetached, which reaps it) the orphaned daemon is
-  // re-parented to us, and stays our child after the flag is restored. So we
-  // learn its real exit status from a pidfd instead of a bare pipe EOF, and
-  // the window in which other orphans could be adopted is that one call.
-  const wasSubreaper = isChildSubreaper();
-  const subreaper = wasSubreaper || setChildSubreaper(true);
-  const restoreSubreaper = (): void => {
-    if (subreaper && !wasSubreaper) setChildSubreaper(false);
-  };
-
-  let pid: number;
-  const fds: number[] = [];
+  const daemon = launch({
+    what: 'daemon',
+    spawn: (readinessFds) => spawnAdopted(args, env, o, readinessFds),
+    ...(rx !== undefined ? { receiver: rx } : { check: o.ready, addresses: [envValue] }),
+  });
   try {
-    let nullFd: number | null = null;
-    const stdio: [number, number, number] = [0, 0, 0];
-    nullFd = openSync('/dev/null', 'r+');
-    fds.push(nullFd);
-    stdio[0] = nullFd;
-    for (const [i, path] of [[1, o.stdout], [2, o.stderr]] as const) {
-      if (path === undefined) {
-        stdio[i] = nullFd;
-      } else {
-        const fd = openSync(path, 'a');
-        fds.push(fd);
-        stdio[i] = fd;
-      }
-    }
-    pid = spawnDetached(process.execPath, args, {
-      cwd: o.cwd, stdio, env, keepFds, ...(o.umask !== undefined ? { umask: o.umask } : {}),
-    });
+    await daemon.ready({ signal: o.signal, timeout: o.timeout });
   } catch (err) {
-    rx?.close();
+    // Nothing may be left running: kill it and, where it is our child, reap it.
+    daemon.kill('SIGKILL');
+    const r = await daemon.exited;
+    debug('daemonize: daemon %d not ready (%s), killed: %o', daemon.pid, (err as Error)?.message, r && { code: r.exitCode, signal: r.signal });
     throw err;
-  } finally {
-    restoreSubreaper();
-    for (const fd of fds) closeSync(fd);
   }
-  rx?.childStarted();
-  debug('daemonize: started daemon pid %d (%s)', pid, subreaper ? 'subreaper' : 'no subreaper');
-
-  // `stop` ends the wait for any reason, and is the signal ready() gets: the
-  // daemon's death (with how it ended), the timeout, or the caller's signal.
-  const stop = new AbortController();
-  const watchAbort = new AbortController();
-  let exitResult: Wait4Result | null = null;
-  let exited: Promise<Wait4Result | null> = Promise.resolve(null);
-  // Whether an exit status can still arrive: false without a subreaper, or
-  // once the wait failed (then EOF is all we will ever learn).
-  let watching = subreaper;
-  let eofWithoutStatus: (() => void) | undefined;
-  if (subreaper) {
-    exited = waitAsync(pid, { signal: watchAbort.signal }).then((r) => {
-      exitResult = r;
-      debug('daemonize: daemon %d ended while we waited: %o', pid, { code: r.exitCode, signal: r.signal });
-      stop.abort(describeExit(pid, r));
-      return r;
-    }, (err) => {
-      watching = false;
-      if ((err as Error).name !== 'AbortError') {
-        debug('daemonize: waiting for daemon %d: %s', pid, (err as Error).message);
-        eofWithoutStatus?.();
-      }
-      return null;
-    });
-  }
-
-  if (ready === undefined) {
-    const r = rx!;
-    ready = async (signal: AbortSignal): Promise<void> => {
-      try {
-        await r.wait(signal);
-      } catch (err) {
-        // EOF comes a moment before the exit status: prefer the status, if
-        // one can still come.
-        if (isEof(err) && watching && !signal.aborted) {
-          await new Promise<void>((resolve) => {
-            eofWithoutStatus = resolve;
-            signal.addEventListener('abort', () => resolve(), { once: true });
-          });
-        }
-        if (signal.aborted) throw signal.reason;
-        // Our receiver made this error: say which daemon it came from.
-        if (err instanceof Error && !('pid' in err)) Object.assign(err, { pid });
-        throw err;
-      }
-    };
-  }
-
-  let timer: NodeJS.Timeout | undefined;
-  const onCallerAbort = (): void => stop.abort(abortError(o.signal?.reason));
-  o.signal?.addEventListener('abort', onCallerAbort, { once: true });
-  if (o.signal?.aborted) onCallerAbort();  // aborted while the receiver was being set up
-  if (o.timeout > 0) timer = setTimeout(() => stop.abort(timeoutError(pid, o.timeout)), o.timeout);
-
-  try {
-    const stopped = new Promise<never>((_, reject) => {
-      if (stop.signal.aborted) reject(stop.signal.reason);
-      stop.signal.addEventListener('abort', () => reject(stop.signal.reason), { once: true });
-    });
-    stopped.catch(() => {});
-    // ready() may ignore its signal; the race makes sure we stop anyway.
-    await Promise.race([Promise.resolve().then(() => ready!(stop.signal)), stopped]);
-    if (stop.signal.aborted) throw stop.signal.reason;
-  } catch (err) {
-    await killDaemon(pid, subreaper, exitResult, exited);
-    throw err;
-  } finally {
-    clearTimeout(timer);
-    o.signal?.removeEventListener('abort', onCallerAbort);
-    rx?.close();
-  }
-
-  // Ready. The daemon stays our child (re-parented while we were a
-  // subreaper): reap it whenever it ends, so it never becomes our zombie,
-  // but never hold the process open for it.
-  if (subreaper) {
-    watchAbort.abort();
-    await exited;
-    if (exitResult === null) {
-      waitAsync(pid, { ref: false }).then(
-        (r) => debug('daemonize: daemon %d ended: %o', pid, { code: r.exitCode, signal: r.signal }),
-        (err) => debug('daemonize: reaping daemon %d: %s', pid, (err as Error).message));
-    }
-  }
-  debug('daemonize: daemon %d is ready', pid);
-  return { foreground: true, pid };
+  // Ready. The daemon stays our child (adopted while we were a subreaper):
+  // it is reaped whenever it ends, so it never becomes our zombie, but it
+  // never holds this process open.
+  daemon.unref();
+  debug('daemonize: daemon %d is ready', daemon.pid);
+  return { foreground: true, pid: daemon.pid };
 }
 
-/** SIGKILL the daemon and, where we can (subreaper), reap it so nothing is left. */
-async function killDaemon(pid: number, subreaper: boolean, exitResult: Wait4Result | null,
-  exited: Promise<Wait4Result | null>): Promise<void> {
-  if (exitResult !== null) return;  // already dead and reaped
+/**
+ * The double fork, with stdio on /dev/null or the log files. We are a child
+ * subreaper for the duration of the (synchronous) call: when the
+ * intermediate process exits (spawnDetached reaps it) the orphaned daemon is
+ * re-parented to us and stays our child after the flag is restored. So we
+ * learn its real exit status from a pidfd instead of a bare pipe EOF, and the
+ * window in which other orphans could be adopted is that one call.
+ */
+function spawnAdopted(args: string[], env: Record<string, string>, o: Normalized, readinessFds: number[]): number {
+  const keepFds = [...o.keepFds];
+  for (const fd of readinessFds) if (!keepFds.includes(fd)) keepFds.push(fd);
+  const fds: number[] = [];
+  const wasSubreaper = isChildSubreaper();
+  const subreaper = wasSubreaper || setChildSubreaper(true);
   try {
-    // Safe from PID reuse while we are its parent and have not reaped it.
-    process.kill(pid, 'SIGKILL');
-  } catch (err) {
-    debug('daemonize: kill %d: %s', pid, (err as Error).message);
-  }
-  if (subreaper) {
-    const r = await exited;
-    debug('daemonize: killed daemon %d: %o', pid, r && { code: r.exitCode, signal: r.signal });
+    const nullFd = openSync('/dev/null', 'r+');
+    fds.push(nullFd);
+    const stdio: [number, number, number] = [nullFd, nullFd, nullFd];
+    for (const [i, path] of [[1, o.stdout], [2, o.stderr]] as const) {
+      if (path === undefined) continue;
+      const fd = openSync(path, 'a');
+      fds.push(fd);
+      stdio[i] = fd;
+    }
+    const pid = spawnDetached(process.execPath, args, {
+      cwd: o.cwd, stdio, env, keepFds, ...(o.umask !== undefined ? { umask: o.umask } : {}),
+    });
+    debug('daemonize: started daemon pid %d (%s)', pid, subreaper ? 'subreaper' : 'no subreaper');
+    return pid;
+  } finally {
+    if (subreaper && !wasSubreaper) setChildSubreaper(false);
+    for (const fd of fds) closeSync(fd);
   }
 }

@@ -225,6 +225,31 @@ describe('foreground', () => {
   });
 });
 
+test("Go's example, ported literally: envValue: rx.address + ready: rx.wait with the default (pipe) receiver", async () => {
+  const r = await runNode(join(fixtures, 'daemon-go-example.mjs'), ['--background'], { env: baseEnv, reaper });
+  const m = /^PID (\d+)$/m.exec(r.stdout);
+  if (m) track(Number(m[1]));
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(m, r.stdout);
+  const pid = Number(m[1]);
+  assert.ok(isAlive(pid), 'the daemon runs');
+  const env = procEnv(pid);
+  assert.match(env.DAEMONIZE_ENVKEY, /^fd:\d+$/, 'the pipe address, as given');
+  // It inherited the write end under that number, and report() closed it.
+  assert.equal(procFds(pid)[env.DAEMONIZE_ENVKEY.slice(3)], undefined);
+  assert.notEqual(procStat(pid).session, pid, 'a proper daemon');
+  process.kill(pid, 'SIGINT');  // <-ctx.Done()
+  await waitFor(() => !isAlive(pid), { what: 'the daemon to end on SIGINT' });
+});
+
+test('Go shape with a pipe receiver: a daemon that dies early is reported with its exit status', async () => {
+  const r = await run('exit3', { transport: 'pipe' });
+  assert.equal(r.code, 1);
+  const e = failure(r);
+  assert.equal(e.code, 'ERR_DAEMON_EXITED');
+  assert.match(e.message, /exited with code 3 before it was ready/);
+});
+
 describe('after success', () => {
   test('a foreground that does not call exit ends by itself (nothing holds it open)', async () => {
     const r = await run('ok', { afterReady: 'return' });
