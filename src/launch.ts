@@ -81,7 +81,15 @@ export function exitedError(what: string, pid: number, r: Wait4Result): Error {
   err.pid = pid;
   err.exitCode = r.exitCode;
   err.signalCode = r.signal;
+  Object.defineProperty(err, kExited, { value: true });
   return err;
+}
+
+const kExited = Symbol('exited before ready');
+
+/** Whether ready() failed because the child died first (not a report, an abort or a timeout). */
+export function isExitedError(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && kExited in err;
 }
 
 function timeoutError(what: string, pid: number, ms: number): Error {

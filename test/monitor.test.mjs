@@ -119,6 +119,14 @@ test("http transport: a forged POST by another local process does not make the m
   assert.match(address, /^http:\/\/127\.0\.0\.1:\d+\/[\w-]{22,}$/, 'a token in the path');
 });
 
+test('a pipe receiver of the monitor named only by address in the environment reaches the worker', async () => {
+  const r = await monitorRun(['ready-stay'], { MON_ABORT_ON_READY: '1', MON_EXTRA_RECEIVER: '1' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^EXTRA REPORT true$/m, 'the worker could report to it');
+  assert.match(r.stdout, /^EXTRA ready$/m);
+  assert.deepEqual(r.events.map((e) => e.type), ['start', 'ready', 'shutdown', 'exit', 'stopped']);
+});
+
 test('isMonitored reads the variable; bad options are rejected before anything starts', async () => {
   process.env.MON_TEST_X = '';
   assert.equal(isMonitored('MON_TEST_X'), false);
