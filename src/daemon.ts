@@ -127,7 +127,9 @@ function buildEnv(mode: Normalized['env'], key: string, value: string): Record<s
   let env: Record<string, string>;
   if (mode === 'minimal') {
     env = {};
-    for (const k of ['PATH', 'USER', 'HOME']) {
+    // NODE_OPTIONS is part of how the program was started (a preload such
+    // as `--import tsx` or `--require ./setup.cjs`), like execArgv.
+    for (const k of ['PATH', 'USER', 'HOME', 'NODE_OPTIONS']) {
       const v = process.env[k];
       if (v !== undefined) env[k] = v;
     }
@@ -136,6 +138,9 @@ function buildEnv(mode: Normalized['env'], key: string, value: string): Record<s
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   } else {
     env = { ...mode };
+  }
+  if (mode === 'minimal' || mode === 'inherit') {
+    if (env.NODE_OPTIONS !== undefined) env.NODE_OPTIONS = relaunchNodeOptions(env.NODE_OPTIONS);
   }
   env[key] = value;
   return env;
@@ -224,26 +229,75 @@ function absolutizeSpecifier(flag: string, spec: string): string {
   }
 }
 
-function relaunchArgs(): string[] {
-  const execArgv: string[] = [];
-  let evaluated = false;
-  for (let i = 0; i < process.execArgv.length; i++) {
-    const a = process.execArgv[i];
-    if (EVAL_FLAGS.has(a)) evaluated = true;
+/** `argv` (node flags) with cwd-relative preloads (--import, --require, --loader) made absolute. */
+function absolutizePreloads(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
     const eq = a.indexOf('=');
     const flag = eq > 0 ? a.slice(0, eq) : a;
-    if ((IMPORT_FLAGS.has(flag) || REQUIRE_FLAGS.has(flag))) {
+    if (IMPORT_FLAGS.has(flag) || REQUIRE_FLAGS.has(flag)) {
       if (eq > 0) {
-        execArgv.push(`${flag}=${absolutizeSpecifier(flag, a.slice(eq + 1))}`);
-      } else if (i + 1 < process.execArgv.length) {
-        execArgv.push(a, absolutizeSpecifier(flag, process.execArgv[++i]));
+        out.push(`${flag}=${absolutizeSpecifier(flag, a.slice(eq + 1))}`);
+      } else if (i + 1 < argv.length) {
+        out.push(a, absolutizeSpecifier(flag, argv[++i]));
       } else {
-        execArgv.push(a);
+        out.push(a);
       }
       continue;
     }
-    execArgv.push(a);
+    out.push(a);
   }
+  return out;
+}
+
+/**
+ * NODE_OPTIONS split the way Node splits it: on spaces; double quotes group,
+ * and inside them a backslash escapes the next character. null if Node would
+ * reject it (then it is passed on unchanged).
+ */
+function parseNodeOptions(value: string): string[] | null {
+  const args: string[] = [];
+  let inString = false;
+  let startNew = true;
+  for (let i = 0; i < value.length; i++) {
+    let c = value[i];
+    if (c === '\\' && inString) {
+      if (i + 1 === value.length) return null;
+      c = value[++i];
+    } else if (c === ' ' && !inString) {
+      startNew = true;
+      continue;
+    } else if (c === '"') {
+      inString = !inString;
+      continue;
+    }
+    if (startNew) {
+      args.push(c);
+      startNew = false;
+    } else {
+      args[args.length - 1] += c;
+    }
+  }
+  return inString ? null : args;
+}
+
+/** The inverse of parseNodeOptions: quote what has a space, a quote or a backslash. */
+function serializeNodeOptions(args: readonly string[]): string {
+  return args.map((a) => (/[ "\\]/.test(a) ? `"${a.replace(/[\\"]/g, '\\$&')}"` : a)).join(' ');
+}
+
+/** NODE_OPTIONS for the daemon, which starts in another directory: preloads made absolute. */
+function relaunchNodeOptions(value: string): string {
+  const args = parseNodeOptions(value);
+  if (args === null) return value;
+  const rewritten = absolutizePreloads(args);
+  return rewritten.every((a, i) => a === args[i]) ? value : serializeNodeOptions(rewritten);
+}
+
+function relaunchArgs(): string[] {
+  const evaluated = process.execArgv.some((a) => EVAL_FLAGS.has(a));
+  const execArgv = absolutizePreloads(process.execArgv);
   if (evaluated) return [...execArgv, ...process.argv.slice(1)];  // `node -e code args`: no script
   const script = process.argv[1];
   if (script === undefined || script === '-') {

@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import {
   Reaper, fixtures, root, isAlive, zombieChildren, procStat, procEnv, procFds, procCwd, procStatus, runNode, waitFor,
 } from './helpers.mjs';
@@ -248,6 +249,30 @@ test('Go shape with a pipe receiver: a daemon that dies early is reported with i
   const e = failure(r);
   assert.equal(e.code, 'ERR_DAEMON_EXITED');
   assert.match(e.message, /exited with code 3 before it was ready/);
+});
+
+test("NODE_OPTIONS preloads named relative to the foreground's directory work in the daemon", async () => {
+  // A directory with a space: the absolute paths must be quoted NODE_OPTIONS-style.
+  const dir = realpathSync(mkdtempSync(join(tmp, 'node options ')));
+  for (const ext of ['cjs', 'mjs']) {
+    writeFileSync(join(dir, `setup.${ext}`), ext === 'cjs'
+      ? "require('node:fs').appendFileSync(__dirname + '/preloaded.log', `cjs ${process.pid}\\n`);\n"
+      : "import { appendFileSync } from 'node:fs';\n" +
+        "appendFileSync(new URL('./preloaded.log', import.meta.url), `mjs ${process.pid}\\n`);\n");
+  }
+  const nodeOptions = '--require "./setup.cjs"  --import=./setup.mjs';
+  const r = await run('ok', {}, { env: { ...baseEnv, NODE_OPTIONS: nodeOptions }, cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  const pid = daemonPid(r.stdout);
+  const log = readFileSync(join(dir, 'preloaded.log'), 'utf8');
+  assert.match(log, new RegExp(`^cjs ${pid}$`, 'm'), 'the --require preload ran in the daemon');
+  assert.match(log, new RegExp(`^mjs ${pid}$`, 'm'), 'the --import preload ran in the daemon');
+  const env = procEnv(pid);
+  assert.deepEqual(Object.keys(env).sort(), ['HOME', 'NODE_OPTIONS', 'PATH', ENV_KEY, 'USER'].sort());
+  // Parsed and re-serialised: the path with a space quoted, the URL (%20) not.
+  assert.equal(env.NODE_OPTIONS,
+    `--require "${join(dir, 'setup.cjs')}" --import=${pathToFileURL(join(dir, 'setup.mjs')).href}`);
+  assert.equal(procCwd(pid), '/');
 });
 
 describe('after success', () => {
