@@ -9,7 +9,7 @@ import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
 import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
-import { receiver, REPORTED_PREFIX } from './initstatus';
+import { adoptInheritedPipe, receiver, REPORTED_PREFIX } from './initstatus';
 import { launch } from './launch';
 import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
@@ -315,7 +315,11 @@ function protectReadinessFd(value: string): void {
   if (m === null) return;
   const fd = Number(m[1]);
   try {
-    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd).isFIFO()) setCloexec(fd, true);
+    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd).isFIFO()) {
+      setCloexec(fd, true);
+      // A monitor started here hands it on to its worker (see launch.ts).
+      adoptInheritedPipe(value, fd);
+    }
   } catch (err) {
     debug('daemonize: readiness fd %d: %s', fd, (err as Error).message);
   }

@@ -215,6 +215,24 @@ export function pendingPipeReceiver(address: string): Receiver | undefined {
   return livePipes.get(address);
 }
 
+/**
+ * Readiness pipes this process inherited and has not reported to yet, by
+ * address (daemonize() in the daemon registers its own). A monitor started in
+ * the daemon hands them on to its worker, whose environment names them, so
+ * that the worker can report to the foreground as in Go.
+ */
+const inheritedPipes = new Map<string, number>();
+
+/** @internal daemonize(), in the daemon: `address` (fd:N) is a readiness pipe we inherited. */
+export function adoptInheritedPipe(address: string, fd: number): void {
+  inheritedPipes.set(address, fd);
+}
+
+/** @internal The fd of an inherited readiness pipe not reported to yet, for a child to inherit. */
+export function inheritedPipeFd(address: string): number | undefined {
+  return inheritedPipes.get(address);
+}
+
 class PipeReceiver extends BaseReceiver {
   readonly transport = 'pipe' as const;
   readonly address: string;
@@ -541,5 +559,6 @@ export async function report(address: string | undefined, status?: null | Error 
   // A receiver that is gone will not come back: don't try again later (and
   // never write to whatever reuses the fd number or port).
   if (result !== 'failed') markReported(address);
+  inheritedPipes.delete(address);  // reportToFd closed it
   return result === 'delivered';
 }

@@ -12,7 +12,7 @@
  */
 import { debuglog } from 'node:util';
 import { waitAsync, type Wait4Result } from './posix';
-import { pendingPipeReceiver, type Receiver } from './initstatus';
+import { inheritedPipeFd, pendingPipeReceiver, type Receiver } from './initstatus';
 import { abortError } from './errors';
 
 const debug = debuglog('posix-daemon');
@@ -37,7 +37,8 @@ export interface LaunchSpec {
   /**
    * Addresses the child is given (environment values): those that name a
    * pipe receiver of this process whose write end is still ours are handed
-   * to the child (kept fd, then childStarted()), so that its report arrives.
+   * to the child (kept fd, then childStarted()), so that its report arrives;
+   * a readiness pipe this process inherited is kept for the child too.
    */
   addresses?: Iterable<string>;
   /** Where kill() sends signals, given the PID: the process itself by default (a process group would be -pgid). */
@@ -113,6 +114,12 @@ export function launch(spec: LaunchSpec): Launched {
     if (rx !== undefined && !handed.includes(rx)) handed.push(rx);
   }
   const keepFds = handed.flatMap((rx) => (rx.childFd === null ? [] : [rx.childFd]));
+  // A readiness pipe we inherited (we are a daemon, the child its worker):
+  // the child may report to it too; our copy stays, we may report as well.
+  for (const address of spec.addresses ?? []) {
+    const fd = inheritedPipeFd(address);
+    if (fd !== undefined && !keepFds.includes(fd)) keepFds.push(fd);
+  }
   let pid: number;
   try {
     pid = spec.spawn(keepFds);

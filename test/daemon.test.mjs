@@ -3,7 +3,7 @@ import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, realpathSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -241,6 +241,36 @@ test("Go's example, ported literally: envValue: rx.address + ready: rx.wait with
   assert.notEqual(procStat(pid).session, pid, 'a proper daemon');
   process.kill(pid, 'SIGINT');  // <-ctx.Done()
   await waitFor(() => !isAlive(pid), { what: 'the daemon to end on SIGINT' });
+});
+
+test("Go's example with -background -self-monitor, ported literally: the worker reports to the foreground and to the monitor", async () => {
+  const script = join(fixtures, 'daemon-go-monitor-example.mjs');
+  // Should it fail, the daemon would keep restarting its worker: find every
+  // copy of the program by its command line, so the reaper stops them all.
+  after(() => {
+    for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+      try {
+        if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(script)) track(Number(p));
+      } catch {
+        // gone
+      }
+    }
+  });
+  const r = await runNode(script, ['--background', '--self-monitor'], { env: baseEnv, reaper });
+  const m = /^PID (\d+)$/m.exec(r.stdout);
+  if (m) track(Number(m[1]));
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(m, r.stdout);
+  const daemon = Number(m[1]);
+  // The foreground heard from the worker: it is running, the monitor's child.
+  const [worker] = childPids(daemon);
+  assert.ok(worker, 'the monitor has a worker');
+  track(worker);
+  assert.ok(isAlive(daemon) && isAlive(worker));
+  const readinessFd = procEnv(worker).DAEMONIZE_ENVKEY.slice(3);
+  assert.equal(procFds(worker)[readinessFd], undefined, 'the worker reported and closed it');
+  process.kill(daemon, 'SIGINT');  // the monitor stops its worker (SIGINT), then exits
+  await waitFor(() => !isAlive(daemon) && !isAlive(worker), { what: 'monitor and worker to stop' });
 });
 
 test('Go shape with a pipe receiver: a daemon that dies early is reported with its exit status', async () => {
