@@ -8,8 +8,9 @@ import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
-import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached, waitAsync, type Wait4Result } from './posix';
-import { receiver, REPORTED_PREFIX, type Receiver } from './initstatus';
+import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
+import { adoptInheritedPipe, receiver, REPORTED_PREFIX } from './initstatus';
+import { launch } from './launch';
 import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
   validateAbortSignal, validateCString, validateDuration, validateFdList, validateFunction, validateInteger,
@@ -126,7 +127,9 @@ function buildEnv(mode: Normalized['env'], key: string, value: string): Record<s
   let env: Record<string, string>;
   if (mode === 'minimal') {
     env = {};
-    for (const k of ['PATH', 'USER', 'HOME']) {
+    // NODE_OPTIONS is part of how the program was started (a preload such
+    // as `--import tsx` or `--require ./setup.cjs`), like execArgv.
+    for (const k of ['PATH', 'USER', 'HOME', 'NODE_OPTIONS']) {
       const v = process.env[k];
       if (v !== undefined) env[k] = v;
     }
@@ -135,6 +138,9 @@ function buildEnv(mode: Normalized['env'], key: string, value: string): Record<s
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   } else {
     env = { ...mode };
+  }
+  if (mode === 'minimal' || mode === 'inherit') {
+    if (env.NODE_OPTIONS !== undefined) env.NODE_OPTIONS = relaunchNodeOptions(env.NODE_OPTIONS);
   }
   env[key] = value;
   return env;
@@ -223,26 +229,75 @@ function absolutizeSpecifier(flag: string, spec: string): string {
   }
 }
 
-function relaunchArgs(): string[] {
-  const execArgv: string[] = [];
-  let evaluated = false;
-  for (let i = 0; i < process.execArgv.length; i++) {
-    const a = process.execArgv[i];
-    if (EVAL_FLAGS.has(a)) evaluated = true;
+/** `argv` (node flags) with cwd-relative preloads (--import, --require, --loader) made absolute. */
+function absolutizePreloads(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
     const eq = a.indexOf('=');
     const flag = eq > 0 ? a.slice(0, eq) : a;
-    if ((IMPORT_FLAGS.has(flag) || REQUIRE_FLAGS.has(flag))) {
+    if (IMPORT_FLAGS.has(flag) || REQUIRE_FLAGS.has(flag)) {
       if (eq > 0) {
-        execArgv.push(`${flag}=${absolutizeSpecifier(flag, a.slice(eq + 1))}`);
-      } else if (i + 1 < process.execArgv.length) {
-        execArgv.push(a, absolutizeSpecifier(flag, process.execArgv[++i]));
+        out.push(`${flag}=${absolutizeSpecifier(flag, a.slice(eq + 1))}`);
+      } else if (i + 1 < argv.length) {
+        out.push(a, absolutizeSpecifier(flag, argv[++i]));
       } else {
-        execArgv.push(a);
+        out.push(a);
       }
       continue;
     }
-    execArgv.push(a);
+    out.push(a);
   }
+  return out;
+}
+
+/**
+ * NODE_OPTIONS split the way Node splits it: on spaces; double quotes group,
+ * and inside them a backslash escapes the next character. null if Node would
+ * reject it (then it is passed on unchanged).
+ */
+function parseNodeOptions(value: string): string[] | null {
+  const args: string[] = [];
+  let inString = false;
+  let startNew = true;
+  for (let i = 0; i < value.length; i++) {
+    let c = value[i];
+    if (c === '\\' && inString) {
+      if (i + 1 === value.length) return null;
+      c = value[++i];
+    } else if (c === ' ' && !inString) {
+      startNew = true;
+      continue;
+    } else if (c === '"') {
+      inString = !inString;
+      continue;
+    }
+    if (startNew) {
+      args.push(c);
+      startNew = false;
+    } else {
+      args[args.length - 1] += c;
+    }
+  }
+  return inString ? null : args;
+}
+
+/** The inverse of parseNodeOptions: quote what has a space, a quote or a backslash. */
+function serializeNodeOptions(args: readonly string[]): string {
+  return args.map((a) => (/[ "\\]/.test(a) ? `"${a.replace(/[\\"]/g, '\\$&')}"` : a)).join(' ');
+}
+
+/** NODE_OPTIONS for the daemon, which starts in another directory: preloads made absolute. */
+function relaunchNodeOptions(value: string): string {
+  const args = parseNodeOptions(value);
+  if (args === null) return value;
+  const rewritten = absolutizePreloads(args);
+  return rewritten.every((a, i) => a === args[i]) ? value : serializeNodeOptions(rewritten);
+}
+
+function relaunchArgs(): string[] {
+  const evaluated = process.execArgv.some((a) => EVAL_FLAGS.has(a));
+  const execArgv = absolutizePreloads(process.execArgv);
   if (evaluated) return [...execArgv, ...process.argv.slice(1)];  // `node -e code args`: no script
   const script = process.argv[1];
   if (script === undefined || script === '-') {
@@ -253,32 +308,6 @@ function relaunchArgs(): string[] {
   return [...execArgv, resolvePath(script), ...process.argv.slice(2)];
 }
 
-// --- Death notices --------------------------------------------------------
-
-function describeExit(pid: number, r: Wait4Result): Error {
-  const how = r.signal !== null ? `was killed by ${r.signal}` : `exited with code ${r.exitCode}`;
-  const err = new Error(`daemon (pid ${pid}) ${how} before it was ready`) as Error & {
-    code: string; pid: number; exitCode: number | null; signalCode: string | null;
-  };
-  err.code = 'ERR_DAEMON_EXITED';
-  err.pid = pid;
-  err.exitCode = r.exitCode;
-  err.signalCode = r.signal;
-  return err;
-}
-
-function timeoutError(pid: number, ms: number): Error {
-  const err = new Error(`daemon (pid ${pid}) did not report readiness within ${ms} ms`) as Error & { code: string; pid: number };
-  err.name = 'TimeoutError';
-  err.code = 'ETIMEDOUT';
-  err.pid = pid;
-  return err;
-}
-
-function isEof(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === 'ERR_INITSTATUS_EOF';
-}
-
 /** In the daemon: the readiness pipe must not leak into programs the daemon starts. */
 function protectReadinessFd(value: string): void {
   if (value.startsWith(REPORTED_PREFIX)) return;
@@ -286,7 +315,11 @@ function protectReadinessFd(value: string): void {
   if (m === null) return;
   const fd = Number(m[1]);
   try {
-    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd).isFIFO()) setCloexec(fd, true);
+    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd).isFIFO()) {
+      setCloexec(fd, true);
+      // A monitor started here hands it on to its worker (see launch.ts).
+      adoptInheritedPipe(value, fd);
+    }
   } catch (err) {
     debug('daemonize: readiness fd %d: %s', fd, (err as Error).message);
   }
@@ -323,158 +356,64 @@ export async function daemonize(options: DaemonizeOptions): Promise<DaemonizeRes
 
 async function foreground(o: Normalized): Promise<DaemonizeResult> {
   const args = relaunchArgs();
-  let rx: Receiver | null = null;
-  let envValue = o.envValue;
-  let ready = o.ready;
-  if (envValue === undefined) {
-    rx = await receiver();
-    envValue = rx.address;
-  }
+  // Go's shape gives envValue + ready; without them, a readiness pipe of our own.
+  const rx = o.envValue === undefined ? await receiver() : undefined;
+  const envValue = o.envValue ?? rx!.address;
   const env = buildEnv(o.env, o.envKey, envValue);
-  const keepFds = [...o.keepFds];
-  if (rx?.childFd != null && !keepFds.includes(rx.childFd)) keepFds.push(rx.childFd);
 
-  // Subreaper during the launch: when the intermediate process exits (inside
-  // the synchronous spawnDetached, which reaps it) the orphaned daemon is
-  // re-parented to us, and stays our child after the flag is restored. So we
-  // learn its real exit status from a pidfd instead of a bare pipe EOF, and
-  // the window in which other orphans could be adopted is that one call.
-  const wasSubreaper = isChildSubreaper();
-  const subreaper = wasSubreaper || setChildSubreaper(true);
-  const restoreSubreaper = (): void => {
-    if (subreaper && !wasSubreaper) setChildSubreaper(false);
-  };
-
-  let pid: number;
-  const fds: number[] = [];
+  const daemon = launch({
+    what: 'daemon',
+    spawn: (readinessFds) => spawnAdopted(args, env, o, readinessFds),
+    ...(rx !== undefined ? { receiver: rx } : { check: o.ready, addresses: [envValue] }),
+  });
   try {
-    let nullFd: number | null = null;
-    const stdio: [number, number, number] = [0, 0, 0];
-    nullFd = openSync('/dev/null', 'r+');
-    fds.push(nullFd);
-    stdio[0] = nullFd;
-    for (const [i, path] of [[1, o.stdout], [2, o.stderr]] as const) {
-      if (path === undefined) {
-        stdio[i] = nullFd;
-      } else {
-        const fd = openSync(path, 'a');
-        fds.push(fd);
-        stdio[i] = fd;
-      }
-    }
-    pid = spawnDetached(process.execPath, args, {
-      cwd: o.cwd, stdio, env, keepFds, ...(o.umask !== undefined ? { umask: o.umask } : {}),
-    });
+    await daemon.ready({ signal: o.signal, timeout: o.timeout });
   } catch (err) {
-    rx?.close();
+    // Nothing may be left running: kill it and, where it is our child, reap it.
+    daemon.kill('SIGKILL');
+    const r = await daemon.exited;
+    debug('daemonize: daemon %d not ready (%s), killed: %o', daemon.pid, (err as Error)?.message, r && { code: r.exitCode, signal: r.signal });
     throw err;
-  } finally {
-    restoreSubreaper();
-    for (const fd of fds) closeSync(fd);
   }
-  rx?.childStarted();
-  debug('daemonize: started daemon pid %d (%s)', pid, subreaper ? 'subreaper' : 'no subreaper');
-
-  // `stop` ends the wait for any reason, and is the signal ready() gets: the
-  // daemon's death (with how it ended), the timeout, or the caller's signal.
-  const stop = new AbortController();
-  const watchAbort = new AbortController();
-  let exitResult: Wait4Result | null = null;
-  let exited: Promise<Wait4Result | null> = Promise.resolve(null);
-  // Whether an exit status can still arrive: false without a subreaper, or
-  // once the wait failed (then EOF is all we will ever learn).
-  let watching = subreaper;
-  let eofWithoutStatus: (() => void) | undefined;
-  if (subreaper) {
-    exited = waitAsync(pid, { signal: watchAbort.signal }).then((r) => {
-      exitResult = r;
-      debug('daemonize: daemon %d ended while we waited: %o', pid, { code: r.exitCode, signal: r.signal });
-      stop.abort(describeExit(pid, r));
-      return r;
-    }, (err) => {
-      watching = false;
-      if ((err as Error).name !== 'AbortError') {
-        debug('daemonize: waiting for daemon %d: %s', pid, (err as Error).message);
-        eofWithoutStatus?.();
-      }
-      return null;
-    });
-  }
-
-  if (ready === undefined) {
-    const r = rx!;
-    ready = async (signal: AbortSignal): Promise<void> => {
-      try {
-        await r.wait(signal);
-      } catch (err) {
-        // EOF comes a moment before the exit status: prefer the status, if
-        // one can still come.
-        if (isEof(err) && watching && !signal.aborted) {
-          await new Promise<void>((resolve) => {
-            eofWithoutStatus = resolve;
-            signal.addEventListener('abort', () => resolve(), { once: true });
-          });
-        }
-        if (signal.aborted) throw signal.reason;
-        // Our receiver made this error: say which daemon it came from.
-        if (err instanceof Error && !('pid' in err)) Object.assign(err, { pid });
-        throw err;
-      }
-    };
-  }
-
-  let timer: NodeJS.Timeout | undefined;
-  const onCallerAbort = (): void => stop.abort(abortError(o.signal?.reason));
-  o.signal?.addEventListener('abort', onCallerAbort, { once: true });
-  if (o.signal?.aborted) onCallerAbort();  // aborted while the receiver was being set up
-  if (o.timeout > 0) timer = setTimeout(() => stop.abort(timeoutError(pid, o.timeout)), o.timeout);
-
-  try {
-    const stopped = new Promise<never>((_, reject) => {
-      if (stop.signal.aborted) reject(stop.signal.reason);
-      stop.signal.addEventListener('abort', () => reject(stop.signal.reason), { once: true });
-    });
-    stopped.catch(() => {});
-    // ready() may ignore its signal; the race makes sure we stop anyway.
-    await Promise.race([Promise.resolve().then(() => ready!(stop.signal)), stopped]);
-    if (stop.signal.aborted) throw stop.signal.reason;
-  } catch (err) {
-    await killDaemon(pid, subreaper, exitResult, exited);
-    throw err;
-  } finally {
-    clearTimeout(timer);
-    o.signal?.removeEventListener('abort', onCallerAbort);
-    rx?.close();
-  }
-
-  // Ready. The daemon stays our child (re-parented while we were a
-  // subreaper): reap it whenever it ends, so it never becomes our zombie,
-  // but never hold the process open for it.
-  if (subreaper) {
-    watchAbort.abort();
-    await exited;
-    if (exitResult === null) {
-      waitAsync(pid, { ref: false }).then(
-        (r) => debug('daemonize: daemon %d ended: %o', pid, { code: r.exitCode, signal: r.signal }),
-        (err) => debug('daemonize: reaping daemon %d: %s', pid, (err as Error).message));
-    }
-  }
-  debug('daemonize: daemon %d is ready', pid);
-  return { foreground: true, pid };
+  // Ready. The daemon stays our child (adopted while we were a subreaper):
+  // it is reaped whenever it ends, so it never becomes our zombie, but it
+  // never holds this process open.
+  daemon.unref();
+  debug('daemonize: daemon %d is ready', daemon.pid);
+  return { foreground: true, pid: daemon.pid };
 }
 
-/** SIGKILL the daemon and, where we can (subreaper), reap it so nothing is left. */
-async function killDaemon(pid: number, subreaper: boolean, exitResult: Wait4Result | null,
-  exited: Promise<Wait4Result | null>): Promise<void> {
-  if (exitResult !== null) return;  // already dead and reaped
+/**
+ * The double fork, with stdio on /dev/null or the log files. We are a child
+ * subreaper for the duration of the (synchronous) call: when the
+ * intermediate process exits (spawnDetached reaps it) the orphaned daemon is
+ * re-parented to us and stays our child after the flag is restored. So we
+ * learn its real exit status from a pidfd instead of a bare pipe EOF, and the
+ * window in which other orphans could be adopted is that one call.
+ */
+function spawnAdopted(args: string[], env: Record<string, string>, o: Normalized, readinessFds: number[]): number {
+  const keepFds = [...o.keepFds];
+  for (const fd of readinessFds) if (!keepFds.includes(fd)) keepFds.push(fd);
+  const fds: number[] = [];
+  const wasSubreaper = isChildSubreaper();
+  const subreaper = wasSubreaper || setChildSubreaper(true);
   try {
-    // Safe from PID reuse while we are its parent and have not reaped it.
-    process.kill(pid, 'SIGKILL');
-  } catch (err) {
-    debug('daemonize: kill %d: %s', pid, (err as Error).message);
-  }
-  if (subreaper) {
-    const r = await exited;
-    debug('daemonize: killed daemon %d: %o', pid, r && { code: r.exitCode, signal: r.signal });
+    const nullFd = openSync('/dev/null', 'r+');
+    fds.push(nullFd);
+    const stdio: [number, number, number] = [nullFd, nullFd, nullFd];
+    for (const [i, path] of [[1, o.stdout], [2, o.stderr]] as const) {
+      if (path === undefined) continue;
+      const fd = openSync(path, 'a');
+      fds.push(fd);
+      stdio[i] = fd;
+    }
+    const pid = spawnDetached(process.execPath, args, {
+      cwd: o.cwd, stdio, env, keepFds, ...(o.umask !== undefined ? { umask: o.umask } : {}),
+    });
+    debug('daemonize: started daemon pid %d (%s)', pid, subreaper ? 'subreaper' : 'no subreaper');
+    return pid;
+  } finally {
+    if (subreaper && !wasSubreaper) setChildSubreaper(false);
+    for (const fd of fds) closeSync(fd);
   }
 }

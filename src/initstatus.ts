@@ -7,14 +7,18 @@
  *   under the same fd number (address `fd:N`) and writes one line. No port,
  *   no network, and EOF without a line tells the parent that every writer is
  *   gone, i.e. the child died (or closed the pipe) before reporting.
- * - 'http': wire-compatible with Go. A loopback HTTP server; the first POST
+ * - 'http': wire-compatible with Go. A loopback HTTP server whose address
+ *   carries an unguessable token in its path; the first POST to that path
  *   wins; an empty body means ready, a non-empty body is the error message.
+ *   Anything else gets 404 and changes nothing: any local user can reach a
+ *   loopback port, only the child was told the token.
  *
  * Pipe line protocol (one line, UTF-8, at most PIPE_BUF bytes so the write is
  * atomic and never blocks on an empty pipe):
  *   `ready\n`                      the child is ready
  *   `error <JSON string>\n`        the child failed; JSON keeps newlines intact
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, constants as fsConstants, fstatSync, openSync, writeSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
@@ -29,7 +33,7 @@ const debug = debuglog('posix-daemon');
 /** Where a reported status goes; created by the parent, its `address` handed to the child. */
 export interface Receiver {
   readonly transport: 'pipe' | 'http';
-  /** 'fd:N' (pipe) or 'http://127.0.0.1:PORT/' (http): the string to put in the child's environment. */
+  /** 'fd:N' (pipe) or 'http://127.0.0.1:PORT/TOKEN' (http): the string to put in the child's environment. */
   readonly address: string;
   /** pipe: the write-end fd the child must inherit under the SAME number (fork plan keepFds: [rx.childFd]); null for http. */
   readonly childFd: number | null;
@@ -57,6 +61,39 @@ const MAX_LINE = 4096;
 const HTTP_REPORT_TIMEOUT_MS = 10_000;
 /** A status body larger than this is cut: it is a message, not a payload. */
 const MAX_HTTP_BODY = 64 * 1024;
+/** Random bytes in the HTTP receiver's path: 192 bits, far beyond guessing. */
+const TOKEN_BYTES = 24;
+
+/**
+ * The longest prefix of `buf` that is at most `max` bytes and does not end in
+ * the middle of a UTF-8 sequence (a split character would decode as U+FFFD).
+ */
+function utf8Prefix(buf: Buffer, max: number): Buffer {
+  if (buf.length <= max) return buf;
+  let end = max;
+  // Step back over continuation bytes (10xxxxxx) to the lead byte of the
+  // character the cut falls in, and cut before it.
+  while (end > 0 && (buf[end] & 0xc0) === 0x80) end--;
+  return buf.subarray(0, end);
+}
+
+/**
+ * The longest prefix of `text`, cut between characters (never inside a
+ * surrogate pair), whose JSON string form takes at most `max` bytes without
+ * its quotes. Escapes make that form longer than the text, so it is counted
+ * character by character; it stops at the limit, so a huge message costs no
+ * more than a short one.
+ */
+function fitJson(text: string, max: number): string {
+  let bytes = 0;
+  let end = 0;
+  for (const ch of text) {
+    bytes += Buffer.byteLength(JSON.stringify(ch)) - 2;
+    if (bytes > max) break;
+    end += ch.length;
+  }
+  return text.slice(0, end);
+}
 
 function closedError(): Error {
   // Go's receiver fails with os.ErrClosed, whose text is "file already closed".
@@ -160,6 +197,42 @@ abstract class BaseReceiver implements Receiver {
   }
 }
 
+/**
+ * Pipe receivers of this process whose write end is still ours (before
+ * childStarted()), by address: daemonize() and selfMonitor() are handed only
+ * an address (Go's shape), and must know that `fd:N` is a pipe the child has
+ * to inherit.
+ */
+const livePipes = new Map<string, PipeReceiver>();
+
+/**
+ * The pipe receiver of this process with this address whose write end the
+ * child still has to inherit, if any. The launcher keeps `childFd` for the
+ * child and calls `childStarted()` once it runs.
+ * @internal used by daemonize() and selfMonitor()
+ */
+export function pendingPipeReceiver(address: string): Receiver | undefined {
+  return livePipes.get(address);
+}
+
+/**
+ * Readiness pipes this process inherited and has not reported to yet, by
+ * address (daemonize() in the daemon registers its own). A monitor started in
+ * the daemon hands them on to its worker, whose environment names them, so
+ * that the worker can report to the foreground as in Go.
+ */
+const inheritedPipes = new Map<string, number>();
+
+/** @internal daemonize(), in the daemon: `address` (fd:N) is a readiness pipe we inherited. */
+export function adoptInheritedPipe(address: string, fd: number): void {
+  inheritedPipes.set(address, fd);
+}
+
+/** @internal The fd of an inherited readiness pipe not reported to yet, for a child to inherit. */
+export function inheritedPipeFd(address: string): number | undefined {
+  return inheritedPipes.get(address);
+}
+
 class PipeReceiver extends BaseReceiver {
   readonly transport = 'pipe' as const;
   readonly address: string;
@@ -176,6 +249,7 @@ class PipeReceiver extends BaseReceiver {
     this.writeFd = writeFd;
     this.childFd = writeFd;
     this.address = `fd:${writeFd}`;
+    livePipes.set(this.address, this);
     // A libuv pipe handle: readable without a thread, and unref-able so a
     // receiver nobody waits on never holds the process open.
     const socket = new net.Socket({ fd: readFd, readable: true, writable: false, allowHalfOpen: true });
@@ -200,7 +274,12 @@ class PipeReceiver extends BaseReceiver {
   }
 
   override childStarted(): void {
+    this.closeWriteEnd();
+  }
+
+  private closeWriteEnd(): void {
     if (this.writeFd === null) return;
+    if (livePipes.get(this.address) === this) livePipes.delete(this.address);
     closeSync(this.writeFd);
     this.writeFd = null;
   }
@@ -213,10 +292,7 @@ class PipeReceiver extends BaseReceiver {
   protected teardown(): void {
     this.socket?.destroy();
     this.socket = null;
-    if (this.writeFd !== null) {
-      closeSync(this.writeFd);
-      this.writeFd = null;
-    }
+    this.closeWriteEnd();
   }
 }
 
@@ -238,6 +314,8 @@ class HttpReceiver extends BaseReceiver {
   readonly childFd = null;
   address = '';
   private server: http.Server | null;
+  /** The only path that may deliver a status: `/` + a random token. */
+  private readonly path = Buffer.from(`/${randomBytes(TOKEN_BYTES).toString('base64url')}`, 'latin1');
 
   constructor(signal: AbortSignal | undefined) {
     super(signal);
@@ -252,13 +330,25 @@ class HttpReceiver extends BaseReceiver {
       server.listen(0, '127.0.0.1', () => {
         server.off('error', reject);
         const { port } = server.address() as net.AddressInfo;
-        this.address = `http://127.0.0.1:${port}/`;
+        this.address = `http://127.0.0.1:${port}${this.path.toString('latin1')}`;
         resolve();
       });
     });
   }
 
+  /** Constant time: how much of a guess matched must not show in the timing. */
+  private isOurPath(url: string | undefined): boolean {
+    const got = Buffer.from(url ?? '', 'latin1');
+    return got.length === this.path.length && timingSafeEqual(got, this.path);
+  }
+
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (!this.isOurPath(req.url)) {
+      // Not the child (it was told the token): no status, the wait goes on.
+      debug('initstatus http %s: %s to an unknown path: 404', this.address.replace(/\/[^/]*$/, '/…'), req.method);
+      res.writeHead(404, { 'Content-Length': '0', Connection: 'close' }).end();
+      return;
+    }
     if (req.method !== 'POST') {
       res.writeHead(405, { Allow: 'POST', Connection: 'close' }).end();
       return;
@@ -270,7 +360,7 @@ class HttpReceiver extends BaseReceiver {
       size += c.length;
     });
     req.on('end', () => {
-      const body = Buffer.concat(chunks).subarray(0, MAX_HTTP_BODY).toString('utf8');
+      const body = utf8Prefix(Buffer.concat(chunks), MAX_HTTP_BODY).toString('utf8');
       res.writeHead(200, { 'Content-Length': '0', Connection: 'close' }).end();
       this.settle(body === '' ? { ok: true } : { ok: false, error: new Error(body) });
     });
@@ -347,11 +437,9 @@ function reportToFd(fd: number, message: string | null): 'delivered' | 'gone' | 
     return 'gone';
   }
   let line = message === null ? 'ready\n' : `error ${JSON.stringify(message)}\n`;
-  if (Buffer.byteLength(line) > MAX_LINE) {
+  if (message !== null && Buffer.byteLength(line) > MAX_LINE) {
     // Cut the message so the line stays one atomic, non-blocking write.
-    let m = message!;
-    while (Buffer.byteLength(`error ${JSON.stringify(m)}\n`) > MAX_LINE) m = m.slice(0, Math.floor(m.length * 0.9));
-    line = `error ${JSON.stringify(m)}\n`;
+    line = `error ${JSON.stringify(fitJson(message, MAX_LINE - Buffer.byteLength('error ""\n')))}\n`;
   }
   // Write through a fresh non-blocking open file description of the same
   // pipe (Linux /proc), so a full pipe gives EAGAIN instead of blocking
@@ -407,7 +495,9 @@ function reportToUrl(address: string, message: string | null): Promise<'delivere
     debug('initstatus report: unsupported address %s', address);
     return Promise.resolve('failed');
   }
-  const body = Buffer.from(message ?? '', 'utf8');
+  // The receiver cuts a body over the cap: cut it here, on a character
+  // boundary, so what arrives is valid UTF-8 whoever receives it.
+  const body = utf8Prefix(Buffer.from(message ?? '', 'utf8'), MAX_HTTP_BODY);
   return new Promise((resolve) => {
     let done = false;
     const finish = (r: 'delivered' | 'gone' | 'failed'): void => {
@@ -469,5 +559,6 @@ export async function report(address: string | undefined, status?: null | Error 
   // A receiver that is gone will not come back: don't try again later (and
   // never write to whatever reuses the fd number or port).
   if (result !== 'failed') markReported(address);
+  inheritedPipes.delete(address);  // reportToFd closed it
   return result === 'delivered';
 }

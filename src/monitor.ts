@@ -6,8 +6,9 @@
  */
 import { debuglog } from 'node:util';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fork, waitAsync, type Wait4Result } from './posix';
-import { receiver, type Receiver } from './initstatus';
+import { fork } from './posix';
+import { receiver } from './initstatus';
+import { isExitedError, launch, type Launched } from './launch';
 import { abortError, invalidArgValue, outOfRange } from './errors';
 import {
   signalName, toSignalNumber, validateAbortSignal, validateCString, validateDuration, validateFunction, validateObject,
@@ -123,60 +124,57 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
   const { file, args } = mainCommand();
   let round = 0;
   for (;;) {
-    let rx: Receiver | undefined;
-    let pid: number;
+    let worker: Launched;
     try {
-      rx = await receiver({ transport });
-      pid = fork({
-        file, args, stdio: 'inherit',
-        env: { ...(process.env as Record<string, string>), [envKey]: rx.address },
-        keepFds: rx.childFd === null ? [] : [rx.childFd],
-      });
-      rx.childStarted();
+      worker = await startWorker();
     } catch (err) {
       // The program could not even be started (fds exhausted, binary gone):
       // that is a failed round like any other.
-      rx?.close();
       emit({ type: 'start-failed', round, error: err as Error });
       if (!(await backoff())) stopped();
       continue;
     }
-    emit({ type: 'start', pid, round });
+    emit({ type: 'start', pid: worker.pid, round });
 
-    const exited = waitAsync(pid);
-    const outcome = await firstOf(rx.wait(signal).then(() => 'ready' as const, (err: Error) => err), exited);
-    rx.close();
-    if (outcome === 'ready') {
-      emit({ type: 'ready', pid });
+    const notReady = await worker.ready({ signal }).then(() => null, (err: Error) => err);
+    if (notReady === null) {
+      emit({ type: 'ready', pid: worker.pid });
       round = 0;
-      const end = await untilAborted(exited, signal);
-      if (end === ABORTED) await shutdown(pid, exited);
-      const r = await exited;
-      emit({ type: 'exit', pid, code: r.exitCode, signal: r.signal, ready: true });
+      if (await untilAborted(worker.exited, signal) === ABORTED) await shutdown(worker);
+      await exitEvent(worker, true);
       if (signal?.aborted) stopped();
       continue;  // as in Go: a child that ends after readiness is started again at once
     }
     if (signal?.aborted) {
-      await shutdown(pid, exited);
-      const r = await exited;
-      emit({ type: 'exit', pid, code: r.exitCode, signal: r.signal, ready: false });
+      await shutdown(worker);
+      await exitEvent(worker, false);
       stopped();
     }
-    // EOF on the readiness pipe only means every writer is gone: the child
-    // died (or closed the pipe) before reporting; its exit tells the rest.
-    const diedFirst = !(outcome instanceof Error) || (outcome as NodeJS.ErrnoException).code === 'ERR_INITSTATUS_EOF';
-    if (!diedFirst) {
-      // A reported failure: the child may still be running; it is not
+    if (!isExitedError(notReady)) {
+      // A reported failure: the worker may still be running; it is not
       // ready, so it is stopped before the next attempt.
-      emit({ type: 'not-ready', pid, error: outcome as Error });
-      if (await firstOf(exited, Promise.resolve(PENDING)) === PENDING) await shutdown(pid, exited);
+      emit({ type: 'not-ready', pid: worker.pid, error: notReady });
+      if (worker.status === null) await shutdown(worker);
     }
-    // A child that closed the pipe without reporting may still run: an
-    // abort must not wait for it forever.
-    if (await untilAborted(exited, signal) === ABORTED) await shutdown(pid, exited);
-    const r = await exited;
-    emit({ type: 'exit', pid, code: r.exitCode, signal: r.signal, ready: false });
-    if (signal?.aborted || !(await backoff())) stopped();
+    await exitEvent(worker, false);
+    if (!(await backoff())) stopped();
+  }
+
+  /** A fresh receiver, and the program started again with its address (plus any pending pipe receiver named in the environment). */
+  async function startWorker(): Promise<Launched> {
+    const rx = await receiver({ transport });
+    const env = { ...(process.env as Record<string, string>), [envKey]: rx.address };
+    return launch({
+      what: 'worker',
+      spawn: (keepFds) => fork({ file, args, stdio: 'inherit', env, keepFds }),
+      receiver: rx,
+      addresses: Object.values(env),
+    });
+  }
+
+  async function exitEvent(worker: Launched, ready: boolean): Promise<void> {
+    const r = await worker.exited;
+    emit({ type: 'exit', pid: worker.pid, code: r?.exitCode ?? null, signal: r?.signal ?? null, ready });
   }
 
   /** Sleeps the backoff of this round; false if aborted meanwhile. */
@@ -193,25 +191,18 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
   }
 
   /** shutdownSignal, then SIGKILL after shutdownTimeout; resolves once it is reaped. */
-  async function shutdown(pid: number, exited: Promise<Wait4Result>): Promise<void> {
-    emit({ type: 'shutdown', pid, signal: shutdownName });
-    try {
-      process.kill(pid, shutdownSignal);
-    } catch {
-      // already gone: the wait below returns at once
-    }
+  async function shutdown(worker: Launched): Promise<void> {
+    emit({ type: 'shutdown', pid: worker.pid, signal: shutdownName });
+    worker.kill(shutdownSignal);  // false if already gone: the wait below returns at once
     const timer = new AbortController();
-    const outcome = await firstOf(exited, delay(shutdownTimeout, TIMED_OUT, { signal: timer.signal }).catch(() => PENDING));
+    const outcome = await firstOf(worker.exited,
+      delay(shutdownTimeout, TIMED_OUT, { signal: timer.signal }).catch(() => PENDING));
     timer.abort();
     if (outcome === TIMED_OUT) {
-      emit({ type: 'kill', pid });
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // exited just now
-      }
+      emit({ type: 'kill', pid: worker.pid });
+      worker.kill('SIGKILL');
     }
-    await exited;
+    await worker.exited;
   }
 }
 

@@ -3,9 +3,10 @@ import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, realpathSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import {
   Reaper, fixtures, root, isAlive, zombieChildren, procStat, procEnv, procFds, procCwd, procStatus, runNode, waitFor,
 } from './helpers.mjs';
@@ -216,13 +217,92 @@ describe('foreground', () => {
     const ok = await run('ok', { transport: 'http' });
     assert.equal(ok.code, 0, ok.stderr);
     const env = procEnv(daemonPid(ok.stdout));
-    assert.match(env[ENV_KEY], /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    assert.match(env[ENV_KEY], /^http:\/\/127\.0\.0\.1:\d+\/[\w-]{22,}$/);
 
     // No pipe EOF here: the exit status comes from being its subreaper.
     const dead = await run('exit3', { transport: 'http' });
     assert.equal(dead.code, 1);
     assert.match(failure(dead).message, /exited with code 3/);
   });
+});
+
+test("Go's example, ported literally: envValue: rx.address + ready: rx.wait with the default (pipe) receiver", async () => {
+  const r = await runNode(join(fixtures, 'daemon-go-example.mjs'), ['--background'], { env: baseEnv, reaper });
+  const m = /^PID (\d+)$/m.exec(r.stdout);
+  if (m) track(Number(m[1]));
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(m, r.stdout);
+  const pid = Number(m[1]);
+  assert.ok(isAlive(pid), 'the daemon runs');
+  const env = procEnv(pid);
+  assert.match(env.DAEMONIZE_ENVKEY, /^fd:\d+$/, 'the pipe address, as given');
+  // It inherited the write end under that number, and report() closed it.
+  assert.equal(procFds(pid)[env.DAEMONIZE_ENVKEY.slice(3)], undefined);
+  assert.notEqual(procStat(pid).session, pid, 'a proper daemon');
+  process.kill(pid, 'SIGINT');  // <-ctx.Done()
+  await waitFor(() => !isAlive(pid), { what: 'the daemon to end on SIGINT' });
+});
+
+test("Go's example with -background -self-monitor, ported literally: the worker reports to the foreground and to the monitor", async () => {
+  const script = join(fixtures, 'daemon-go-monitor-example.mjs');
+  // Should it fail, the daemon would keep restarting its worker: find every
+  // copy of the program by its command line, so the reaper stops them all.
+  after(() => {
+    for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+      try {
+        if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(script)) track(Number(p));
+      } catch {
+        // gone
+      }
+    }
+  });
+  const r = await runNode(script, ['--background', '--self-monitor'], { env: baseEnv, reaper });
+  const m = /^PID (\d+)$/m.exec(r.stdout);
+  if (m) track(Number(m[1]));
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(m, r.stdout);
+  const daemon = Number(m[1]);
+  // The foreground heard from the worker: it is running, the monitor's child.
+  const [worker] = childPids(daemon);
+  assert.ok(worker, 'the monitor has a worker');
+  track(worker);
+  assert.ok(isAlive(daemon) && isAlive(worker));
+  const readinessFd = procEnv(worker).DAEMONIZE_ENVKEY.slice(3);
+  assert.equal(procFds(worker)[readinessFd], undefined, 'the worker reported and closed it');
+  process.kill(daemon, 'SIGINT');  // the monitor stops its worker (SIGINT), then exits
+  await waitFor(() => !isAlive(daemon) && !isAlive(worker), { what: 'monitor and worker to stop' });
+});
+
+test('Go shape with a pipe receiver: a daemon that dies early is reported with its exit status', async () => {
+  const r = await run('exit3', { transport: 'pipe' });
+  assert.equal(r.code, 1);
+  const e = failure(r);
+  assert.equal(e.code, 'ERR_DAEMON_EXITED');
+  assert.match(e.message, /exited with code 3 before it was ready/);
+});
+
+test("NODE_OPTIONS preloads named relative to the foreground's directory work in the daemon", async () => {
+  // A directory with a space: the absolute paths must be quoted NODE_OPTIONS-style.
+  const dir = realpathSync(mkdtempSync(join(tmp, 'node options ')));
+  for (const ext of ['cjs', 'mjs']) {
+    writeFileSync(join(dir, `setup.${ext}`), ext === 'cjs'
+      ? "require('node:fs').appendFileSync(__dirname + '/preloaded.log', `cjs ${process.pid}\\n`);\n"
+      : "import { appendFileSync } from 'node:fs';\n" +
+        "appendFileSync(new URL('./preloaded.log', import.meta.url), `mjs ${process.pid}\\n`);\n");
+  }
+  const nodeOptions = '--require "./setup.cjs"  --import=./setup.mjs';
+  const r = await run('ok', {}, { env: { ...baseEnv, NODE_OPTIONS: nodeOptions }, cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  const pid = daemonPid(r.stdout);
+  const log = readFileSync(join(dir, 'preloaded.log'), 'utf8');
+  assert.match(log, new RegExp(`^cjs ${pid}$`, 'm'), 'the --require preload ran in the daemon');
+  assert.match(log, new RegExp(`^mjs ${pid}$`, 'm'), 'the --import preload ran in the daemon');
+  const env = procEnv(pid);
+  assert.deepEqual(Object.keys(env).sort(), ['HOME', 'NODE_OPTIONS', 'PATH', ENV_KEY, 'USER'].sort());
+  // Parsed and re-serialised: the path with a space quoted, the URL (%20) not.
+  assert.equal(env.NODE_OPTIONS,
+    `--require "${join(dir, 'setup.cjs')}" --import=${pathToFileURL(join(dir, 'setup.mjs')).href}`);
+  assert.equal(procCwd(pid), '/');
 });
 
 describe('after success', () => {

@@ -2,6 +2,7 @@
 import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import * as http from 'node:http';
 import { connect, createServer } from 'node:net';
 import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,14 +26,14 @@ after(async () => {
  * (address 'fd:3' there), or with an http address. Resolves with the parsed
  * JSON lines it printed, once it exited.
  */
-function startReporter(mode, rx, { address } = {}) {
+function startReporter(mode, rx, { address, env = {} } = {}) {
   const stdio = ['pipe', 'pipe', 'pipe'];
   let addr = address ?? rx.address;
   if (rx?.childFd != null && address === undefined) {
     stdio[3] = rx.childFd;
     addr = 'fd:3';
   }
-  const child = spawn(process.execPath, [reporter, mode], { stdio, env: { ...process.env, ADDR: addr } });
+  const child = spawn(process.execPath, [reporter, mode], { stdio, env: { ...process.env, ...env, ADDR: addr } });
   reaper.add(child.pid);
   started.add(child.pid);
   let stdout = '';
@@ -125,6 +126,24 @@ describe('pipe transport', () => {
     assert.deepEqual(afterExec, { pid: before.pid, restarted: true, env: 'reported:fd:3', again: false });
   });
 
+  test('a message over the pipe line limit is cut on a character boundary', async () => {
+    for (const [ch, n] of [['😀', 2000], ['€', 3000], ['é\n', 2000], ['a', 5000]]) {
+      const rx = await receiver();
+      const message = ch.repeat(n);
+      const { done } = startReporter('long', rx, { env: { MESSAGE: message } });
+      rx.childStarted();
+      const got = await rx.wait().then(() => assert.fail('not ready'), (e) => e.message);
+      assert.equal((await done).lines[0].first, true);
+      assert.ok(got.isWellFormed(), `${JSON.stringify(ch)}: no lone surrogate`);
+      assert.ok(!got.includes('\ufffd'), `${JSON.stringify(ch)}: no U+FFFD`);
+      assert.ok(message.startsWith(got), `${JSON.stringify(ch)}: a prefix of the message`);
+      const line = Buffer.byteLength(`error ${JSON.stringify(got)}\n`);
+      assert.ok(line <= 4096, `line of ${line} bytes`);
+      // Cut where the limit is, not far below it.
+      assert.ok(line > 4096 - Buffer.byteLength(JSON.stringify(ch)), `${JSON.stringify(ch)}: line of ${line} bytes`);
+    }
+  });
+
   test('an fd:N address whose fd is not a pipe is left alone', async () => {
     const file = join(tmp, 'not-a-pipe.txt');
     writeFileSync(file, 'untouched');
@@ -141,11 +160,12 @@ describe('pipe transport', () => {
 });
 
 describe('http transport', () => {
-  function rawPost(address, body) {
+  /** A hand-written POST (as Go's Report sends it) to the address's path, or to `path`. */
+  function rawPost(address, body, path = new URL(address).pathname) {
     const { port } = new URL(address);
     return new Promise((resolve, reject) => {
       const s = connect(Number(port), '127.0.0.1', () => {
-        s.end(`POST / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: text/plain\r\n` +
+        s.end(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: text/plain\r\n` +
           `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       });
       let res = '';
@@ -160,7 +180,7 @@ describe('http transport', () => {
     const rx = await receiver({ transport: 'http' });
     assert.equal(rx.transport, 'http');
     assert.equal(rx.childFd, null);
-    assert.match(rx.address, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+    assert.match(rx.address, /^http:\/\/127\.0\.0\.1:\d+\/[A-Za-z0-9_-]{22,}$/);
     const waiting = assert.rejects(rx.wait(), { message: 'cannot bind :80' });
     const res = await rawPost(rx.address, 'cannot bind :80');
     assert.match(res, /^HTTP\/1\.1 200 /);
@@ -168,6 +188,68 @@ describe('http transport', () => {
     // The server is closed once a status arrived.
     await assert.rejects(rawPost(rx.address, ''), { code: 'ECONNREFUSED' });
     await assert.rejects(rx.wait(), { message: 'cannot bind :80' }, 'the first status stays');
+  });
+
+  test('a POST to any other path gets 404 and decides nothing; only the token path counts', async () => {
+    const rx = await receiver({ transport: 'http' });
+    const token = new URL(rx.address).pathname;
+    assert.ok(Buffer.from(token.slice(1), 'base64url').length >= 16, 'at least 128 random bits');
+    const other = await receiver({ transport: 'http' });
+    assert.notEqual(new URL(other.address).pathname, token, 'a fresh token per receiver');
+    other.close();
+    let settled = null;
+    const waiting = rx.wait().then(() => { settled = 'resolved'; }, (e) => { settled = `rejected: ${e.message}`; });
+    // What another local user can do without the token: the root, a guess
+    // of the same length, the token as a prefix, with a query.
+    const guess = `/${'A'.repeat(token.length - 1)}`;
+    for (const path of ['/', guess, `${token}x`, `${token}/`, `${token}?a=1`, '/status']) {
+      assert.match(await rawPost(rx.address, 'forged failure', path), /^HTTP\/1\.1 404 /, path);
+      assert.match(await rawPost(rx.address, '', path), /^HTTP\/1\.1 404 /, path);
+    }
+    // The 404s were answered: had any of them decided, wait() would have settled by now.
+    await new Promise((r) => setImmediate(r));
+    assert.equal(settled, null, 'wait() neither resolved nor rejected');
+    assert.match(await rawPost(rx.address, ''), /^HTTP\/1\.1 200 /);
+    await waiting;
+    assert.equal(settled, 'resolved');
+  });
+
+  test('a body over the 64 KiB cap is cut on a character boundary (receiving)', async () => {
+    for (const ch of ['é', '€', '😀']) {
+      const rx = await receiver({ transport: 'http' });
+      // The cap falls inside the last character.
+      const body = 'a'.repeat(64 * 1024 - 1) + ch.repeat(3);
+      const waiting = rx.wait().then(() => assert.fail('not ready'), (e) => e.message);
+      assert.match(await rawPost(rx.address, body), /^HTTP\/1\.1 200 /);
+      const message = await waiting;
+      assert.equal(message, 'a'.repeat(64 * 1024 - 1), `${ch}: no U+FFFD, nothing after the last whole character`);
+    }
+  });
+
+  test('a message over the 64 KiB cap is cut on a character boundary (reporting)', async () => {
+    const bodies = [];
+    const server = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        bodies.push(Buffer.concat(chunks));
+        res.end();
+      });
+    });
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const base = `http://127.0.0.1:${server.address().port}`;
+      const message = 'a'.repeat(64 * 1024 - 2) + '€'.repeat(3);
+      assert.equal(await report(`${base}/one`, message), true);
+      const body = bodies[0];
+      assert.ok(body.length <= 64 * 1024, `sent ${body.length} bytes`);
+      assert.equal(body.toString('utf8'), 'a'.repeat(64 * 1024 - 2), 'valid UTF-8, cut before the split character');
+      // Under the cap nothing is cut.
+      assert.equal(await report(`${base}/two`, '€'.repeat(100)), true);
+      assert.equal(bodies[1].toString('utf8'), '€'.repeat(100));
+    } finally {
+      server.close();
+    }
   });
 
   test('a raw HTTP POST with an empty body means ready', async () => {
@@ -258,7 +340,7 @@ describe('receiver lifecycle', () => {
     started.add(r.pid);
     assert.equal(r.signal, null, 'ended by itself');
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^created fd:\d+ http:\/\/127\.0\.0\.1:\d+\/$/m);
+    assert.match(r.stdout, /^created fd:\d+ http:\/\/127\.0\.0\.1:\d+\/[\w-]+$/m);
   });
 });
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fixtures, runNode, Reaper, isAlive } from './helpers.mjs';
+import { fixtures, runNode, Reaper, isAlive, waitFor } from './helpers.mjs';
 import { selfMonitor, isMonitored, backoffDelay } from '../dist/monitor.mjs';
 
 const reaper = new Reaper();
@@ -95,6 +95,36 @@ test('a worker that ignores SIGINT is SIGKILLed after shutdownTimeout', async ()
   assert.ok(kill.t - shutdown.t >= 299, `killed after ${kill.t - shutdown.t} ms`);
   assert.equal(r.events.find((e) => e.type === 'exit').signal, 'SIGKILL');
   assert.equal(existsSync(r.marker), false);
+});
+
+test("http transport: a forged POST by another local process does not make the monitor kill a healthy worker", async () => {
+  const run = monitorRun(['ready-on-usr2', 'ready-stay'], { MON_ABORT_ON_READY: '1', MON_TRANSPORT: 'http' });
+  const addrFile = `${join(dir, `marker-${runs}`)}.addr`;
+  const line = await waitFor(() => existsSync(addrFile) && readFileSync(addrFile, 'utf8'), { what: 'the worker\'s address' });
+  const [pid, address] = line.split(' ');
+  reaper.add(Number(pid));
+  // Anyone on the machine can find the port; only the worker knows the path.
+  const { port } = new URL(address);
+  const forged = await fetch(`http://127.0.0.1:${port}/`, { method: 'POST', body: 'forged failure' });
+  try {
+    process.kill(Number(pid), 'SIGUSR2');  // now the worker reports ready
+  } catch {
+    // killed because of the forged failure: the assertions below say so
+  }
+  const r = await run;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.events.map((e) => e.type), ['start', 'ready', 'shutdown', 'exit', 'stopped']);
+  assert.equal(r.events[0].pid, Number(pid), 'the first worker became ready');
+  assert.equal(forged.status, 404);
+  assert.match(address, /^http:\/\/127\.0\.0\.1:\d+\/[\w-]{22,}$/, 'a token in the path');
+});
+
+test('a pipe receiver of the monitor named only by address in the environment reaches the worker', async () => {
+  const r = await monitorRun(['ready-stay'], { MON_ABORT_ON_READY: '1', MON_EXTRA_RECEIVER: '1' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^EXTRA REPORT true$/m, 'the worker could report to it');
+  assert.match(r.stdout, /^EXTRA ready$/m);
+  assert.deepEqual(r.events.map((e) => e.type), ['start', 'ready', 'shutdown', 'exit', 'stopped']);
 });
 
 test('isMonitored reads the variable; bad options are rejected before anything starts', async () => {
