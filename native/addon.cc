@@ -12,6 +12,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitExec(env, exports);
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
+  pd::InitNotify(env, exports);
+  pd::InitSockets(env, exports);
   return exports;
 }
 
