@@ -11,12 +11,13 @@
  *   would dup2 over fds libuv owns: on Node 20 fd 4 is its signal pipe) and
  *   POSIX_DAEMON_LISTEN_FDS=<pid>;<fd>=<name>;... describes them.
  *
- * Neither is trusted: the PID must be this process, and each fd must have
- * arrived through an exec (not close-on-exec: everything Node and libuv
- * open is) and really be a listening stream socket (fstat, SO_TYPE,
- * SO_ACCEPTCONN). Accepted fds are made close-on-exec at once, so a
- * `child_process` started later does not inherit them, and the variables
- * are removed from `process.env`.
+ * Neither is trusted: the PID must be this process, and each fd must really
+ * be a listening stream socket (fstat, SO_TYPE, SO_ACCEPTCONN) and not the
+ * inspector's (the only listening socket Node itself may hold when this
+ * module loads). Accepted fds are made close-on-exec (Node's startup does it
+ * for every inherited fd already; an earlier module may have undone it), so
+ * a `child_process` does not inherit them, and the variables are removed
+ * from `process.env`.
  */
 import { Server as NetServer, isIP } from 'node:net';
 import type { Server, ListenOptions } from 'node:net';
@@ -66,22 +67,19 @@ function isThisProcess(pid: string | undefined): boolean {
   return pid !== undefined && /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.pid;
 }
 
+/** The port of Node's inspector, when it listens (`--inspect`). */
+const inspectorPort = ((): number | undefined => {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const url = (require('node:inspector') as { url(): string | undefined }).url();
+    return url === undefined ? undefined : Number(new URL(url).port) || undefined;
+  } catch {
+    return undefined;  // Node built without the inspector
+  }
+})();
+
 /** The fd as an inherited listening socket, or undefined (with a debuglog line why not). */
 function adopt(fd: number, name: string, source: string): InheritedSocket | undefined {
-  let cloexec: boolean;
-  try {
-    cloexec = addon.getFdFlags(fd).cloexec;
-  } catch (err) {
-    debug('%s: fd %d: %s: ignored', source, fd, (err as Error).message);
-    return undefined;
-  }
-  if (cloexec) {
-    // Opened by this image (libuv, V8, an earlier module), not inherited.
-    debug('%s: fd %d is close-on-exec, so it was not inherited: ignored', source, fd);
-    return undefined;
-  }
-  // Ours now: no child started from here on inherits it by accident.
-  addon.setCloexec(fd, true);
   let info;
   try {
     info = addon.socketInfo(fd);
@@ -93,6 +91,12 @@ function adopt(fd: number, name: string, source: string): InheritedSocket | unde
     debug('%s: fd %d is not a listening stream socket (%j): ignored', source, fd, info);
     return undefined;
   }
+  if (inspectorPort !== undefined && info.port === inspectorPort) {
+    debug('%s: fd %d is the inspector\'s socket: ignored', source, fd);
+    return undefined;
+  }
+  // Ours now: no child started from here on inherits it by accident.
+  addon.setCloexec(fd, true);
   const out: InheritedSocket = { fd, name, family: info.family };
   if (info.address !== undefined) out.address = info.address;
   if (info.port !== undefined) out.port = info.port;
