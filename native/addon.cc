@@ -15,6 +15,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitInit(env, exports);
   pd::InitPidfd(env, exports);
   pd::InitFiles(env, exports);
+  pd::InitNotify(env, exports);
+  pd::InitSockets(env, exports);
   return exports;
 }
 

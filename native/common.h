@@ -76,5 +76,7 @@ void InitProc(Napi::Env env, Napi::Object exports);
 void InitInit(Napi::Env env, Napi::Object exports);   // init.cc
 void InitPidfd(Napi::Env env, Napi::Object exports);  // pidfd.cc
 void InitFiles(Napi::Env env, Napi::Object exports);  // files.cc
+void InitNotify(Napi::Env env, Napi::Object exports);
+void InitSockets(Napi::Env env, Napi::Object exports);
 
 }  // namespace pd

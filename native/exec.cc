@@ -1,9 +1,43 @@
 // execve(): replace the process image in place (same PID), leaving the
 // process as the kernel and the next program expect it, and restoring
 // everything if the exec fails so the current image can go on working.
+//
+// The process is multi-threaded (libuv's pool, V8's platform threads, maybe
+// workers), and dispositions, fd flags and file status flags are shared by
+// all its threads. What this code changes process-wide, and for how long
+// another thread can observe it:
+//
+// - Ignored signals. The new image must not inherit SIG_IGN (Node ignores
+//   SIGPIPE and SIGXFSZ), but setting SIG_DFL would make a worker that
+//   writes to a closed socket die of SIGPIPE if the exec then fails. They
+//   get a handler that does nothing instead (SA_RESTART, so for a running
+//   thread it is "ignored"), and execve(2) itself resets every handled signal
+//   to SIG_DFL. No window: at every instant the disposition is SIG_IGN or
+//   the no-op handler.
+// - FD_CLOEXEC set on every fd we do not keep: only narrows what a fork()
+//   in another thread could leak, so harmless. Undone on failure only for an
+//   fd that is still the same file (another thread may have closed it and
+//   opened something else under the number).
+// - FD_CLOEXEC cleared on the kept fds (and on 0-2 if set). A thread that
+//   forks and execs between that moment and our execve(2) leaks them into
+//   its child. It cannot be closed (the kernel has no "exec with these fds");
+//   it is narrowed to the last few syscalls before execve(2), and on failure
+//   the flag is set again first.
+// - O_NONBLOCK cleared on stdio (shared with every process using the same
+//   open file description): a few syscalls, as before.
+// - The calling thread blocks every signal while it prepares, so none of
+//   Node's handlers runs on it half-way; the mask is emptied just before
+//   execve(2), as the new image must start with it empty. A signal arriving
+//   in between is handled by the old image and lost with it: the same as
+//   one arriving a moment earlier (pending signals that are still blocked
+//   would survive the exec, but the new image could not unblock them without
+//   knowing).
+// No fd is ever dup2()'d over: an fd libuv or V8 owns is never replaced,
+// even for an instant (on Node 20 fd 4 is libuv's signal pipe).
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,90 +51,45 @@ namespace {
 struct FdFlagChange {
   int fd;
   int old_flags;
-};
-
-// An fd moved into place for the new image (systemd's LISTEN_FDS wants
-// sockets at 3, 4, ...), with what was there before so a failed exec can
-// put everything back.
-struct FdMove {
-  int target;
-  int temp = -1;         // duplicate of the source, above every target
-  int displaced = -1;    // duplicate of what the target held, or -1 if free
-  int displaced_flags = 0;
+  dev_t dev;  // identity when changed: the fd may be closed and its
+  ino_t ino;  // number reused by another thread before a restore
 };
 
 struct SavedState {
   sigset_t mask;
-  std::vector<FdMove> moves;
   std::vector<std::pair<int, struct sigaction>> ignored;  // signals we un-ignored
-  std::vector<FdFlagChange> fd_flags;                     // FD_CLOEXEC changes
+  std::vector<FdFlagChange> fd_flags;                     // FD_CLOEXEC set on others
+  std::vector<FdFlagChange> kept_flags;                   // FD_CLOEXEC cleared on kept
   std::vector<FdFlagChange> status_flags;                 // O_NONBLOCK changes on 0-2
 };
 
-void UndoMoves(std::vector<FdMove>& moves) {
-  for (auto it = moves.rbegin(); it != moves.rend(); ++it) {
-    if (it->displaced != -1) {
-      dup2(it->displaced, it->target);
-      fcntl(it->target, F_SETFD, it->displaced_flags);
-      close(it->displaced);
-    } else {
-      close(it->target);
-    }
-    if (it->temp != -1) close(it->temp);
-  }
-  moves.clear();
+// Stands in for SIG_IGN until the exec: doing nothing is ignoring, and a
+// handled signal is reset to SIG_DFL by execve(2) itself.
+void IgnoreUntilExec(int) {}
+
+bool SameFile(const FdFlagChange& c) {
+  struct stat st;
+  return fstat(c.fd, &st) == 0 && st.st_dev == c.dev && st.st_ino == c.ino;
 }
 
-// Moves each source fd to its target. Sources are first duplicated above
-// every target, so a source that is itself some other move's target (or a
-// swap) is never overwritten before it is copied.
-int DoMoves(const std::vector<std::pair<int, int>>& pairs, std::vector<FdMove>& moves) {
-  int above = 3;
-  for (auto& p : pairs) above = std::max(above, p.second + 1);
-  std::vector<int> temps;
-  for (auto& p : pairs) {
-    int t = fcntl(p.first, F_DUPFD_CLOEXEC, above);
-    if (t == -1) {
-      int err = errno;
-      for (int x : temps) close(x);
-      return err;
-    }
-    temps.push_back(t);
-  }
-  for (size_t i = 0; i < pairs.size(); i++) {
-    FdMove m;
-    m.target = pairs[i].second;
-    m.temp = temps[i];
-    int flags = fcntl(m.target, F_GETFD);
-    if (flags != -1) {
-      m.displaced = fcntl(m.target, F_DUPFD_CLOEXEC, above);
-      if (m.displaced == -1) {
-        int err = errno;
-        close(m.temp);
-        for (size_t j = i + 1; j < temps.size(); j++) close(temps[j]);
-        UndoMoves(moves);
-        return err;
-      }
-      m.displaced_flags = flags;
-    }
-    if (dup2(m.temp, m.target) == -1) {  // clears FD_CLOEXEC on the target
-      int err = errno;
-      if (m.displaced != -1) close(m.displaced);
-      close(m.temp);
-      for (size_t j = i + 1; j < temps.size(); j++) close(temps[j]);
-      UndoMoves(moves);
-      return err;
-    }
-    moves.push_back(m);
-  }
-  return 0;
+bool SetFdFlags(int fd, int flags, int want, std::vector<FdFlagChange>* log) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return false;
+  if (fcntl(fd, F_SETFD, want) != 0) return false;
+  log->push_back({fd, flags, st.st_dev, st.st_ino});
+  return true;
 }
 
 void Restore(SavedState& s) {
-  for (auto& c : s.status_flags) fcntl(c.fd, F_SETFL, c.old_flags);
-  for (auto& c : s.fd_flags) fcntl(c.fd, F_SETFD, c.old_flags);
-  UndoMoves(s.moves);
+  // Kept fds first: that is the window a concurrent fork could leak through.
+  for (auto& c : s.kept_flags) {
+    if (SameFile(c)) fcntl(c.fd, F_SETFD, c.old_flags);
+  }
   for (auto& sig : s.ignored) sigaction(sig.first, &sig.second, nullptr);
+  for (auto& c : s.status_flags) fcntl(c.fd, F_SETFL, c.old_flags);
+  for (auto& c : s.fd_flags) {
+    if (SameFile(c)) fcntl(c.fd, F_SETFD, c.old_flags);
+  }
   pthread_sigmask(SIG_SETMASK, &s.mask, nullptr);
 }
 
@@ -114,75 +103,58 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   for (int fd : keep) {
     if (!FdIsOpen(fd)) throw ErrnoError(env, EBADF, "fcntl");
   }
-  // moveFds: [[source, target], ...]; targets >= 3 and distinct.
-  std::vector<std::pair<int, int>> move_pairs;
+  // Moving fds into place (the LISTEN_FDS layout) would dup2 over whatever
+  // libuv holds there in this multi-threaded process; never offered.
   if (info.Length() > 4 && !info[4].IsUndefined()) {
-    if (!info[4].IsArray()) throw ArgTypeError(env, "moveFds", "an instance of Array");
-    Napi::Array a = info[4].As<Napi::Array>();
-    if (a.Length() > 1024) throw ArgValueError(env, "moveFds", "is too long");
-    for (uint32_t i = 0; i < a.Length(); i++) {
-      std::vector<int> pair = FdArray(a.Get(i), "moveFds[" + std::to_string(i) + "]", 0);
-      if (pair.size() != 2 || pair[1] < 3) {
-        throw ArgValueError(env, "moveFds[" + std::to_string(i) + "]", "must be [source, target >= 3]");
-      }
-      if (!FdIsOpen(pair[0])) throw ErrnoError(env, EBADF, "fcntl");
-      for (auto& p : move_pairs) {
-        if (p.second == pair[1]) throw ArgValueError(env, "moveFds", "has duplicate targets");
-      }
-      move_pairs.emplace_back(pair[0], pair[1]);
-      keep.push_back(pair[1]);
-    }
+    throw ArgValueError(env, "moveFds", "is not supported: keep the fds where they are (keepFds)");
   }
   std::sort(keep.begin(), keep.end());
 
   SavedState saved;
   sigset_t all;
   sigfillset(&all);
-  // Nothing may run a handler while dispositions are half reset.
+  // No handler runs on this thread while the state is half changed.
   pthread_sigmask(SIG_SETMASK, &all, &saved.mask);
 
-  // Caught signals are reset to SIG_DFL by execve itself; ignored ones would
-  // stay ignored in the new image (Node ignores SIGPIPE and SIGXFSZ), so put
-  // them back to default.
-  struct sigaction dfl;
-  memset(&dfl, 0, sizeof(dfl));
-  dfl.sa_handler = SIG_DFL;
-  sigemptyset(&dfl.sa_mask);
-  for (int s = 1; s < NSIG; s++) {
-    if (s == SIGKILL || s == SIGSTOP) continue;
-    struct sigaction old;
-    if (sigaction(s, nullptr, &old) != 0) continue;
-    if (old.sa_handler == SIG_IGN && sigaction(s, &dfl, nullptr) == 0) {
-      saved.ignored.emplace_back(s, old);
-    }
-  }
-
-  if (!move_pairs.empty()) {
-    int err = DoMoves(move_pairs, saved.moves);
-    if (err != 0) {
-      Restore(saved);
-      throw ErrnoError(env, err, "dup2");
-    }
-  }
-  // Every fd but stdio and the kept ones is closed by the exec.
+  // Every fd but stdio and the kept ones is closed by the exec. Kept ones
+  // (and stdio) are only noted here; their flag is cleared at the end.
+  std::vector<std::pair<int, int>> to_inherit;  // fd, current flags
   for (int fd : OpenFds()) {
     int flags = fcntl(fd, F_GETFD);
     if (flags == -1) continue;
     bool inherit = fd < 3 || std::binary_search(keep.begin(), keep.end(), fd);
-    int want = inherit ? (flags & ~FD_CLOEXEC) : (flags | FD_CLOEXEC);
-    if (want != flags && fcntl(fd, F_SETFD, want) == 0) saved.fd_flags.push_back({fd, flags});
+    if (inherit) {
+      if (flags & FD_CLOEXEC) to_inherit.emplace_back(fd, flags);
+    } else if (!(flags & FD_CLOEXEC)) {
+      SetFdFlags(fd, flags, flags | FD_CLOEXEC, &saved.fd_flags);
+    }
   }
   // Stdio back to the blocking mode it had when the process started.
   for (int fd = 0; fd < 3; fd++) {
     int fl = fcntl(fd, F_GETFL);
     if (fl == -1) continue;
     int want = StdioWasNonblocking(fd) ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
-    if (want != fl && fcntl(fd, F_SETFL, want) == 0) saved.status_flags.push_back({fd, fl});
+    if (want != fl && fcntl(fd, F_SETFL, want) == 0) saved.status_flags.push_back({fd, fl, 0, 0});
   }
+  // Ignored signals: a no-op handler now, SIG_DFL in the new image.
+  struct sigaction noop;
+  memset(&noop, 0, sizeof(noop));
+  noop.sa_handler = IgnoreUntilExec;
+  noop.sa_flags = SA_RESTART;
+  sigemptyset(&noop.sa_mask);
+  for (int s = 1; s < NSIG; s++) {
+    if (s == SIGKILL || s == SIGSTOP) continue;
+    struct sigaction old;
+    if (sigaction(s, nullptr, &old) != 0) continue;
+    if (old.sa_handler == SIG_IGN && sigaction(s, &noop, nullptr) == 0) {
+      saved.ignored.emplace_back(s, old);
+    }
+  }
+  // Last: the kept fds become inheritable, the only change another thread's
+  // fork() could notice (it would leak them).
+  for (auto& k : to_inherit) SetFdFlags(k.first, k.second, k.second & ~FD_CLOEXEC, &saved.kept_flags);
 
-  // The new image must start with an empty signal mask. A signal arriving
-  // between here and execve meets either Node's handler (and is lost with
-  // the old image) or the default action, as it would just after the exec.
+  // The new image must start with an empty signal mask.
   sigset_t none;
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &none, nullptr);

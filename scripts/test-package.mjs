@@ -40,7 +40,7 @@ import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 const require = createRequire(import.meta.url);
 const expect = process.argv[2];
-const subpaths = ['posix-daemon', 'posix-daemon/posix', 'posix-daemon/initstatus', 'posix-daemon/monitor', 'posix-daemon/autorestart', 'posix-daemon/init'];
+const subpaths = ['posix-daemon', 'posix-daemon/posix', 'posix-daemon/initstatus', 'posix-daemon/monitor', 'posix-daemon/autorestart', 'posix-daemon/init', 'posix-daemon/systemd'];
 const problems = [];
 const missing = [];
 const loaded = {};

@@ -13,6 +13,7 @@
  */
 import type { Server } from 'node:net';
 import { handOffServers, type Handoff, type ServerHandoffEntry } from './sockets';
+import { ready, reloading } from './systemd';
 import { execFile } from 'node:child_process';
 import { accessSync, constants as fsConstants, realpathSync, statSync, unwatchFile, watch, watchFile } from 'node:fs';
 import type { FSWatcher, Stats } from 'node:fs';
@@ -169,9 +170,9 @@ export interface RestartViaExecOptions {
   /** Stops retrying; the promise then rejects with an AbortError. */
   signal?: AbortSignal;
   /**
-   * Listening servers whose sockets the new image inherits (systemd
-   * convention: fds 3, 4, ..., LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES; take
-   * them over with `listen()`). They are drained first: no new accepts, in-
+   * Listening servers whose sockets the new image inherits (at the fd
+   * numbers they have, under their sticky names; take them over with
+   * `listen()`). They are drained first: no new accepts, in-
    * flight requests finish, idle keep-alive connections close. Connections
    * arriving meanwhile wait in the kernel's accept queue.
    */
@@ -208,7 +209,7 @@ function isSystemError(err: unknown): err is NodeJS.ErrnoException {
 
 /** `main`: the entry file, already checked by the caller (see restartViaExec). */
 function execOnce(main: string | undefined, args: string[], env: Record<string, string | undefined>,
-  keepFds: number[], moveFds: Array<[number, number]> = []): never {
+  keepFds: number[]): never {
   const argv = [process.execPath, ...process.execArgv];
   if (main !== undefined) argv.push(main);
   argv.push(...args);
@@ -220,7 +221,7 @@ function execOnce(main: string | undefined, args: string[], env: Record<string, 
   const children = childPids();
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
   debug('autorestart: execve %s %j (children handed over: %j)', process.execPath, argv.slice(1), children);
-  return execve(process.execPath, argv, childEnv, { keepFds, moveFds });
+  return execve(process.execPath, argv, childEnv, { keepFds });
 }
 
 /**
@@ -246,6 +247,7 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw abortError(signal.reason);
     let handoff: Handoff | undefined;
+    let reloadSent = false;
     try {
       const main = mainScript();
       // execve of node succeeds even when the script is gone, and the new
@@ -253,10 +255,13 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
       // is an exec failure that leaves this image running. Checked before
       // the drain, so it does not cost the servers a drain on every retry.
       if (main !== undefined) accessSync(main, fsConstants.R_OK);
-      if (servers.length > 0) handoff = await handOffServers(servers, drainTimeout);
-      execOnce(main, args ?? process.argv.slice(2), { ...(env ?? process.env), ...handoff?.env }, keepFds,
-        handoff?.moveFds);
+      handoff = await handOffServers(servers, drainTimeout);
+      // Type=notify-reload: the reload starts now; the new image's ready() ends it.
+      reloadSent = reloading();
+      execOnce(main, args ?? process.argv.slice(2), { ...(env ?? process.env), ...handoff.env },
+        [...keepFds, ...handoff.keepFds]);
     } catch (err) {
+      if (reloadSent) ready(`restart failed (${(err as Error).message}); retrying`);
       if (handoff) {
         // The exec failed: serve again on the very same sockets.
         await handoff.resume().catch((e: Error) => debug('autorestart: resuming servers: %s', e.message));

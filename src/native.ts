@@ -14,6 +14,15 @@ export interface RawWaitResult {
   rusage?: Record<string, number>;
 }
 
+export interface RawSocketInfo {
+  type: 'stream' | 'dgram' | 'seqpacket' | 'raw' | 'other';
+  listening: boolean;
+  family: 'IPv4' | 'IPv6' | 'unix' | 'other';
+  address?: string;
+  port?: number;
+  path?: string;
+}
+
 export interface RawExitWatcher {
   close(): void;
   ref(): this;
@@ -32,7 +41,7 @@ export interface RawProcessHandle {
 
 export interface RawAddon {
   fork(plan: unknown): number;
-  execve(file: string, args: string[], env: string[], keepFds?: number[], moveFds?: Array<[number, number]>): never;
+  execve(file: string, args: string[], env: string[], keepFds?: number[]): never;
   dup(fd: number, minFd?: number): number;
   waitpid(pid: number, flags?: number): RawWaitResult;
   wait4(pid: number, flags?: number): RawWaitResult;
@@ -53,6 +62,9 @@ export interface RawAddon {
   ProcessHandle: new (pid: number) => RawProcessHandle;
   flock(fd: number, operation: 'ex' | 'sh' | 'un'): boolean;
   dup2Stdio(fd: number, target: 1 | 2): void;
+  sdNotify(address: string, message: string): void;
+  monotonicUsec(): bigint;
+  socketInfo(fd: number): RawSocketInfo | null;
   constants: { WNOHANG: number; WUNTRACED: number; WCONTINUED: number };
 }
 

@@ -206,14 +206,12 @@ export function exit(code = 0): never {
 }
 
 export interface ExecveOptions {
-  /** Fds (>= 3) that the new image inherits; every other fd >= 3 is closed. */
-  keepFds?: number[];
   /**
-   * `[source, target]` pairs: each source is duplicated onto its target
-   * (>= 3) just before execve(2), and inherited there. Whatever a target
-   * held is put back if the exec fails. For systemd-style socket handoff.
+   * Fds (>= 3) that the new image inherits, at the same numbers; every other
+   * fd >= 3 is closed. (There is no way to move an fd to another number: in
+   * a running Node process every low number may be one libuv owns.)
    */
-  moveFds?: Array<[number, number]>;
+  keepFds?: number[];
 }
 
 /**
@@ -234,19 +232,11 @@ export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv
   validateObject(options as unknown, 'options');
   const keepFds = options.keepFds ?? [];
   validateFdList(keepFds, 'options.keepFds', 3);
-  const moveFds = options.moveFds ?? [];
-  validateArray(moveFds, 'options.moveFds');
-  const targets = new Set<number>();
-  moveFds.forEach((pair, i) => {
-    if (!Array.isArray(pair) || pair.length !== 2) {
-      throw invalidArgValue(`options.moveFds[${i}]`, pair, 'must be a [source, target] pair');
-    }
-    validateInteger(pair[0], `options.moveFds[${i}][0]`, 0, 2 ** 31 - 1);
-    validateInteger(pair[1], `options.moveFds[${i}][1]`, 3, 2 ** 31 - 1);
-    if (targets.has(pair[1])) throw invalidArgValue('options.moveFds', moveFds, 'has duplicate targets');
-    targets.add(pair[1]);
-  });
-  return addon.execve(file, args, envArray, keepFds, moveFds);
+  if ((options as { moveFds?: unknown }).moveFds !== undefined) {
+    throw invalidArgValue('options.moveFds', (options as { moveFds?: unknown }).moveFds,
+      'is not supported: dup2 onto a running Node process\'s fds could replace one libuv owns; use keepFds');
+  }
+  return addon.execve(file, args, envArray, keepFds);
 }
 
 function toWaitResult(raw: RawWaitResult): WaitResult {

@@ -1,129 +1,296 @@
 /**
- * Listening sockets that survive an in-place restart, in systemd's
- * socket-activation convention: the sockets sit at fds 3, 4, ... and
- * LISTEN_FDS / LISTEN_PID / LISTEN_FDNAMES describe them. One mechanism
- * serves both a restart via execve (same PID, so LISTEN_PID stays true) and a
- * process started by systemd with `Sockets=` units.
+ * Listening sockets that survive an in-place restart, and systemd's socket
+ * activation.
+ *
+ * Two ways in, read once when this module loads:
+ * - systemd's protocol (sd_listen_fds(3)): sockets at fds 3, 4, ... and
+ *   LISTEN_FDS / LISTEN_PID / LISTEN_FDNAMES, from systemd, from
+ *   `systemd-socket-activate`, or from any single-threaded launcher.
+ * - our own hand-over across `restartViaExec`: the sockets stay at the fd
+ *   numbers they had (moving them to 3, 4, ... in a running Node process
+ *   would dup2 over fds libuv owns: on Node 20 fd 4 is its signal pipe) and
+ *   POSIX_DAEMON_LISTEN_FDS=<pid>;<fd>=<name>;... describes them.
+ *
+ * Neither is trusted: the PID must be this process, and each fd must really
+ * be a listening stream socket (fstat, SO_TYPE, SO_ACCEPTCONN) and not the
+ * inspector's (the only listening socket Node itself may hold when this
+ * module loads). Accepted fds are made close-on-exec (Node's startup does it
+ * for every inherited fd already; an earlier module may have undone it), so
+ * a `child_process` does not inherit them, and the variables are removed
+ * from `process.env`.
  */
-import { Server as NetServer } from 'node:net';
+import { Server as NetServer, isIP } from 'node:net';
 import type { Server, ListenOptions } from 'node:net';
 import { debuglog } from 'node:util';
-import { dup, setCloexec } from './posix';
+import { addon } from './native';
+import { dup } from './posix';
 import { invalidArgType, invalidArgValue } from './errors';
-import { validateDuration, validateObject } from './validators';
+import { validateDuration, validateObject, validateString } from './validators';
 
 const debug = debuglog('posix-daemon');
 
 /** sd_listen_fds(3)'s first fd. */
 const LISTEN_FDS_START = 3;
+/** Our own description of the sockets handed over by restartViaExec. */
+export const HANDOFF_ENV = 'POSIX_DAEMON_LISTEN_FDS';
+const MAX_SOCKETS = 4096;
 
 export interface InheritedSocket {
   fd: number;
-  /** From LISTEN_FDNAMES; systemd's default is 'unknown'. */
+  /** From LISTEN_FDNAMES (systemd's default is 'unknown') or from the image before. */
   name: string;
+  family: 'IPv4' | 'IPv6' | 'unix' | 'other';
+  /** IP address it is bound to (IPv4/IPv6). */
+  address?: string;
+  /** Port it is bound to (IPv4/IPv6). */
+  port?: number;
+  /** Unix socket path ("\0..." for the abstract namespace). */
+  path?: string;
 }
-
-let inherited: InheritedSocket[] | undefined;
 
 /**
- * The sockets this process inherited (from systemd or from the image it
- * replaced). The first call reads LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES,
- * ignores them unless LISTEN_PID is this process (they were meant for
- * someone else), removes them from the environment so children don't
- * misread them, and makes the fds close-on-exec again. Later calls return
- * the same list, minus sockets already taken by `listen()`.
+ * systemd's rule for FileDescriptorName= (fdname_is_valid): 1 to 255
+ * printable ASCII characters, no ':' (the LISTEN_FDNAMES separator).
  */
-export function listenFds(): InheritedSocket[] {
-  if (inherited === undefined) inherited = readListenEnv();
-  return inherited.slice();
+function isValidName(name: string): boolean {
+  return name.length > 0 && name.length <= 255 && /^[\x20-\x39\x3b-\x7e]+$/.test(name);
 }
 
-function readListenEnv(): InheritedSocket[] {
-  const { LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES } = process.env;
-  delete process.env.LISTEN_PID;
-  delete process.env.LISTEN_FDS;
-  delete process.env.LISTEN_FDNAMES;
-  if (LISTEN_PID === undefined || LISTEN_FDS === undefined) return [];
-  if (Number(LISTEN_PID) !== process.pid) {
-    debug('listenFds: LISTEN_PID=%s is not us (%d): ignored', LISTEN_PID, process.pid);
-    return [];
+function validateName(value: unknown, name: string): asserts value is string {
+  validateString(value, name);
+  if (!isValidName(value)) {
+    throw invalidArgValue(name, value, 'must be 1 to 255 printable ASCII characters without ":" (a systemd FileDescriptorName)');
   }
-  const n = Number(LISTEN_FDS);
-  if (!Number.isInteger(n) || n <= 0 || n > 4096) return [];
-  const names = LISTEN_FDNAMES === undefined ? [] : LISTEN_FDNAMES.split(':');
-  const out: InheritedSocket[] = [];
-  for (let i = 0; i < n; i++) {
-    const fd = LISTEN_FDS_START + i;
-    try {
-      setCloexec(fd, true);
-    } catch (err) {
-      debug('listenFds: fd %d: %s', fd, (err as Error).message);
-      continue;
-    }
-    out.push({ fd, name: names[i] || 'unknown' });
+}
+
+function isThisProcess(pid: string | undefined): boolean {
+  return pid !== undefined && /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.pid;
+}
+
+/** The port of Node's inspector, when it listens (`--inspect`). */
+const inspectorPort = ((): number | undefined => {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const url = (require('node:inspector') as { url(): string | undefined }).url();
+    return url === undefined ? undefined : Number(new URL(url).port) || undefined;
+  } catch {
+    return undefined;  // Node built without the inspector
   }
-  debug('listenFds: inherited %j', out);
+})();
+
+/** The fd as an inherited listening socket, or undefined (with a debuglog line why not). */
+function adopt(fd: number, name: string, source: string): InheritedSocket | undefined {
+  let info;
+  try {
+    info = addon.socketInfo(fd);
+  } catch (err) {
+    debug('%s: fd %d: %s: ignored', source, fd, (err as Error).message);
+    return undefined;
+  }
+  if (info === null || info.type !== 'stream' || !info.listening) {
+    debug('%s: fd %d is not a listening stream socket (%j): ignored', source, fd, info);
+    return undefined;
+  }
+  if (inspectorPort !== undefined && info.port === inspectorPort) {
+    debug('%s: fd %d is the inspector\'s socket: ignored', source, fd);
+    return undefined;
+  }
+  // Ours now: no child started from here on inherits it by accident.
+  addon.setCloexec(fd, true);
+  const out: InheritedSocket = { fd, name, family: info.family };
+  if (info.address !== undefined) out.address = info.address;
+  if (info.port !== undefined) out.port = info.port;
+  if (info.path !== undefined) out.path = info.path;
   return out;
 }
 
-/** The name a server's socket travels under across a restart. */
-export function socketName(server: Server): string {
+function readSystemdEnv(env: NodeJS.ProcessEnv): InheritedSocket[] {
+  const { LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES } = env;
+  if (LISTEN_PID === undefined && LISTEN_FDS === undefined) return [];
+  if (!isThisProcess(LISTEN_PID)) {
+    debug('listenFds: LISTEN_PID=%s is not this process (%d): ignored', LISTEN_PID, process.pid);
+    return [];
+  }
+  const n = LISTEN_FDS !== undefined && /^[0-9]+$/.test(LISTEN_FDS) ? Number(LISTEN_FDS) : NaN;
+  if (!(n >= 1 && n <= MAX_SOCKETS)) {
+    debug('listenFds: LISTEN_FDS=%s: ignored', LISTEN_FDS);
+    return [];
+  }
+  const names = LISTEN_FDNAMES === undefined ? [] : LISTEN_FDNAMES.split(':');
+  const out: InheritedSocket[] = [];
+  for (let i = 0; i < n; i++) {
+    const name = names[i] !== undefined && isValidName(names[i]) ? names[i] : 'unknown';
+    const s = adopt(LISTEN_FDS_START + i, name, 'LISTEN_FDS');
+    if (s) out.push(s);
+  }
+  return out;
+}
+
+function readHandoffEnv(value: string | undefined): InheritedSocket[] {
+  if (value === undefined) return [];
+  const [pid, ...items] = value.split(';');
+  if (!isThisProcess(pid)) {
+    debug('listenFds: %s names PID %s, not this process (%d): ignored', HANDOFF_ENV, pid, process.pid);
+    return [];
+  }
+  const out: InheritedSocket[] = [];
+  for (const item of items.slice(0, MAX_SOCKETS)) {
+    const m = /^([0-9]{1,9})=(.*)$/.exec(item);
+    let name = '';
+    try {
+      name = m ? decodeURIComponent(m[2]) : '';
+    } catch {
+      // keeps '' and is refused below
+    }
+    if (!m || !isValidName(name)) {
+      debug('listenFds: %s item %j: ignored', HANDOFF_ENV, item);
+      continue;
+    }
+    const s = adopt(Number(m[1]), name, HANDOFF_ENV);
+    if (s) out.push(s);
+  }
+  return out;
+}
+
+function readInherited(): InheritedSocket[] {
+  const env = process.env;
+  const systemd = readSystemdEnv(env);
+  const own = readHandoffEnv(env[HANDOFF_ENV]);
+  // Meant for this process only: children must not misread them.
+  delete env.LISTEN_PID;
+  delete env.LISTEN_FDS;
+  delete env.LISTEN_FDNAMES;
+  delete env[HANDOFF_ENV];
+  const seen = new Set<number>();
+  const out = [...systemd, ...own].filter((s) => !seen.has(s.fd) && seen.add(s.fd));
+  if (out.length > 0) debug('listenFds: inherited %j', out);
+  return out;
+}
+
+/** Inherited sockets not taken by listen() yet. Read when the module loads. */
+let inherited: InheritedSocket[] = readInherited();
+
+/** The name each server's socket travels under across a restart (sticky). */
+const serverNames = new WeakMap<Server, string>();
+
+/**
+ * The listening sockets this process inherited (from systemd or from the
+ * image it replaced) and that `listen()` has not taken yet. Only real
+ * listening stream sockets are listed; anything else is ignored (see
+ * `NODE_DEBUG=posix-daemon`).
+ */
+export function listenFds(): InheritedSocket[] {
+  return inherited.map((s) => ({ ...s }));
+}
+
+function derivedName(server: Server): string {
   const addr = server.address();
   if (addr === null) throw invalidArgValue('server', server, 'must be listening');
   if (typeof addr === 'string') return `unix_${addr.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
   return `tcp_${addr.port}`;
 }
 
-function nameFor(options: ListenOptions & { name?: string }): string | undefined {
-  if (options.name !== undefined) return options.name;
-  if (options.path !== undefined) return `unix_${options.path.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
-  if (options.port !== undefined && Number(options.port) !== 0) return `tcp_${options.port}`;
-  return undefined;
+/**
+ * The name a server's socket travels under across a restart: the name it
+ * was inherited or listened under (names are sticky), else `tcp_<port>` or
+ * `unix_<path>`.
+ */
+export function socketName(server: Server): string {
+  return serverNames.get(server) ?? derivedName(server);
+}
+
+function normalizeIp(host: string): string | undefined {
+  const v = isIP(host);
+  if (v === 4) return host;
+  if (v !== 6) return undefined;
+  try {
+    return new URL(`http://[${host}]/`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
+}
+
+function hostMatches(host: string | undefined, s: InheritedSocket): boolean {
+  if (host === undefined || host === '' || host === '0.0.0.0' || host === '::') return true;
+  const bound = s.address === undefined ? undefined : normalizeIp(s.address);
+  if (bound === undefined) return false;
+  if (host === 'localhost') return /^127\./.test(bound) || bound === '::1';
+  const want = normalizeIp(host);
+  return want !== undefined && (bound === want || bound === `::ffff:${want}`);
+}
+
+function addressMatches(options: ListenOptions, s: InheritedSocket): boolean {
+  if (options.path !== undefined) return s.family === 'unix' && s.path === options.path;
+  const port = options.port === undefined ? NaN : Number(options.port);
+  if (!(port > 0)) return false;  // port 0 asks for a new one
+  return (s.family === 'IPv4' || s.family === 'IPv6') && s.port === port && hostMatches(options.host, s);
+}
+
+function findInherited(options: ListenOptions & { name?: string }): InheritedSocket | undefined {
+  if (options.name !== undefined) {
+    const byName = inherited.find((s) => s.name === options.name);
+    if (byName) return byName;
+  }
+  return inherited.find((s) => addressMatches(options, s));
+}
+
+export interface ListenResult {
+  /** Whether an inherited socket was taken over (else a new one was bound). */
+  inherited: boolean;
+  /** The inherited fd taken over. */
+  fd?: number;
+  /** The name the socket travels under across restarts. */
+  name: string;
 }
 
 /**
  * `server.listen(options)`, except that when this process inherited a
- * socket for the same name (`options.name`, or derived from `port`/`path`),
- * the server takes that socket over with `listen({ fd })` instead of binding
- * anew: the same code serves a first start and a restart in place.
- * Resolves with whether an inherited socket was used.
+ * matching socket the server takes it over (`listen({ fd })`) instead of
+ * binding anew: the same code serves a first start, a start by systemd
+ * socket activation and a restart in place. A socket matches by `name`, or
+ * failing that by its actual local address: the unix `path`, or the `port`
+ * with `host` (omitted, '0.0.0.0' or '::' match any address on that port).
+ * Resolves once listening.
  */
-export function listen(server: Server, options: ListenOptions & { name?: string }): Promise<{ inherited: boolean; fd?: number }> {
+export function listen(server: Server, options: ListenOptions & { name?: string }): Promise<ListenResult> {
   if (server === null || typeof server !== 'object' || typeof server.listen !== 'function') {
     throw invalidArgType('server', 'net.Server', server);
   }
   validateObject(options as unknown, 'options');
-  const name = nameFor(options);
-  const all = listenFds();
-  const hit = name === undefined ? undefined : all.find((s) => s.name === name);
+  if (options.name !== undefined) validateName(options.name, 'options.name');
+  const hit = findInherited(options);
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.once('error', onError);
-    const done = (result: { inherited: boolean; fd?: number }) => (): void => {
+    const done = (): void => {
       server.removeListener('error', onError);
-      resolve(result);
+      // A name systemd gave (FileDescriptorName=) wins; else the caller's.
+      const name = hit !== undefined && hit.name !== 'unknown' ? hit.name : options.name ?? hit?.name;
+      if (name !== undefined) serverNames.set(server, name);
+      resolve({ inherited: hit !== undefined, ...(hit ? { fd: hit.fd } : {}), name: socketName(server) });
     };
     if (hit !== undefined) {
-      inherited = inherited!.filter((s) => s !== hit);
-      debug('listen: %s on inherited fd %d', name, hit.fd);
-      server.listen({ fd: hit.fd, backlog: options.backlog }, done({ inherited: true, fd: hit.fd }));
+      inherited = inherited.filter((s) => s !== hit);
+      debug('listen: %j takes inherited fd %d (%s)', options.name ?? options.port ?? options.path, hit.fd, hit.name);
+      server.listen({ fd: hit.fd, backlog: options.backlog }, done);
     } else {
       const { name: _drop, ...rest } = options;
-      server.listen(rest, done({ inherited: false }));
+      server.listen(rest, done);
     }
   });
 }
 
 export interface ServerHandoffEntry {
   server: Server;
+  /** Overrides the sticky name (see socketName). */
   name?: string;
 }
 
 export interface Handoff {
-  /** `[duplicate, 3 + i]` pairs for execve's moveFds. */
-  moveFds: Array<[number, number]>;
-  /** LISTEN_* variables for the new image. */
-  env: Record<string, string>;
+  /** The fds the new image must inherit (they keep their numbers). */
+  keepFds: number[];
+  /** Variables for the new image (undefined = remove). */
+  env: Record<string, string | undefined>;
   /** The exec failed: the servers listen again on their sockets. */
   resume(): Promise<void>;
 }
@@ -136,7 +303,8 @@ interface HandleWithFd { fd?: number }
  * connections queued on it, stay open), stops accepting, lets in-flight
  * requests finish and idle keep-alive connections close (at most
  * `drainTimeout` ms, then the rest are closed), and returns what execve
- * needs to pass the sockets on at fds 3, 4, ...
+ * needs to pass the sockets on. Inherited sockets no server took yet are
+ * passed on too. No fd is moved: each keeps its number.
  */
 export async function handOffServers(servers: Array<Server | ServerHandoffEntry>, drainTimeout: number): Promise<Handoff> {
   validateDuration(drainTimeout, 'options.drainTimeout');
@@ -147,24 +315,32 @@ export async function handOffServers(servers: Array<Server | ServerHandoffEntry>
     if (!e.server.listening || handle?.fd === undefined || handle.fd < 0) {
       throw invalidArgValue(`options.servers[${i}]`, '[Server]', 'must be listening on a socket of its own');
     }
+    if (e.name !== undefined) validateName(e.name, `options.servers[${i}].name`);
     return { server: e.server, name: e.name ?? socketName(e.server), fd: handle.fd };
   });
-  // Duplicates first: from here on the sockets outlive their server objects.
-  const dups = entries.map((e) => dup(e.fd, LISTEN_FDS_START + entries.length));
+  // Duplicates first (close-on-exec until the very exec): from here on the
+  // sockets outlive their server objects.
+  const dups = entries.map((e) => dup(e.fd, LISTEN_FDS_START));
   await Promise.all(entries.map((e) => drain(e.server, drainTimeout)));
-  const names = entries.map((e) => e.name);
+  const passed = [
+    ...entries.map((e, i) => ({ fd: dups[i], name: e.name })),
+    ...inherited.map((s) => ({ fd: s.fd, name: s.name })),
+  ];
   return {
-    moveFds: dups.map((fd, i) => [fd, LISTEN_FDS_START + i] as [number, number]),
+    keepFds: passed.map((p) => p.fd),
     env: {
-      LISTEN_FDS: String(entries.length),
-      LISTEN_PID: String(process.pid),
-      LISTEN_FDNAMES: names.join(':'),
+      LISTEN_FDS: undefined,
+      LISTEN_PID: undefined,
+      LISTEN_FDNAMES: undefined,
+      [HANDOFF_ENV]: passed.length === 0 ? undefined
+        : [String(process.pid), ...passed.map((p) => `${p.fd}=${encodeURIComponent(p.name)}`)].join(';'),
     },
     async resume() {
       await Promise.all(entries.map((e, i) => new Promise<void>((resolve, reject) => {
         e.server.once('error', reject);
         e.server.listen({ fd: dups[i] }, () => {
           e.server.removeListener('error', reject);
+          serverNames.set(e.server, e.name);
           resolve();
         });
       })));

@@ -6,6 +6,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { fixtures, Reaper, waitFor } from './helpers.mjs';
 import { listenFds, restartOnSignal } from '../dist/autorestart.mjs';
 
@@ -89,39 +91,112 @@ test('listenFds ignores LISTEN_* meant for another process, and clears them', as
   assert.deepEqual(JSON.parse(r.stdout), { fds: [], left: [] });
 });
 
-test('listenFds reads a systemd-style environment built for this process', async () => {
-  // Build it the way systemd does: a listening socket at fd 3, LISTEN_PID = the
-  // new process. The process must know its own PID, so it sets the variables
-  // itself and then execs (same PID) into the reader.
+/**
+ * Runs the zero-downtime-listen fixture under a systemd-style launcher
+ * (python3, single-threaded: fds at 3, 4, ..., LISTEN_PID = its own PID,
+ * kept by its exec) and returns each generation's STATE and the launched fds.
+ */
+async function launchPy(specs, listenOptions, { restarts = 0, env = {} } = {}) {
+  const child = spawn('python3', [join(fixtures, 'systemd-launch.py'), JSON.stringify(specs), process.execPath, join(fixtures, 'zero-downtime-listen.cjs')], {
+    env: { ...process.env, ZD_LISTEN: JSON.stringify(listenOptions), ZD_RESTARTS: String(restarts), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  reaper.add(child.pid);
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+  child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  const fds = JSON.parse(/^FDS (.*)$/m.exec(out)?.[1] ?? 'null');
+  const states = [...out.matchAll(/^STATE (.*)$/gm)].map((m) => JSON.parse(m[1]));
+  return { code, out, err, fds, states, pid: child.pid };
+}
+
+test('listenFds returns only the listening stream sockets it inherited, described, close-on-exec, variables cleared', async () => {
+  const path = join(tmpdir(), `pd-zd-${process.pid}-${Date.now()}.sock`);
+  after(() => rmSync(path, { force: true }));
+  const r = await launchPy(
+    [{ kind: 'file' }, { kind: 'udp' }, { kind: 'connected' }, { kind: 'tcp', name: 'web' }, { kind: 'unix', path }, { kind: 'tcp6' }],
+    [], { env: { NODE_DEBUG: 'posix-daemon' } });
+  assert.equal(r.code, 0, r.err);
+  const [s] = r.states;
+  assert.equal(s.pid, r.pid, 'LISTEN_PID was right: the launcher exec\'d the server');
+  assert.deepEqual(s.before, [
+    { fd: 6, name: 'web', family: 'IPv4', address: '127.0.0.1', port: r.fds[3].port },
+    { fd: 7, name: 'unknown', family: 'unix', path },
+    { fd: 8, name: 'unknown', family: 'IPv6', address: '::1', port: r.fds[5].port },
+  ]);
+  assert.deepEqual(s.cloexec, [true, true, true]);
+  assert.deepEqual(s.envLeft, []);
+  for (const fd of [3, 4, 5]) assert.match(r.err, new RegExp(`LISTEN_FDS: fd ${fd} is not a listening stream socket`));
+});
+
+test('listen() matches inherited sockets by address: wildcard or omitted host, exact host, IPv6, unix path; else binds anew', async () => {
+  const path = join(tmpdir(), `pd-zd-m-${process.pid}-${Date.now()}.sock`);
+  after(() => rmSync(path, { force: true }));
+  const [p1, p2, p3, p4] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const r = await launchPy(
+    [{ kind: 'tcp', port: p1 }, { kind: 'tcp', port: p2 }, { kind: 'tcp6', port: p3 }, { kind: 'unix', path }, { kind: 'tcp', port: p4 }],
+    [
+      { port: p2, host: '0.0.0.0' },             // wildcard host: any address on that port
+      { port: p1 },                               // host omitted
+      { port: p3, host: '0:0:0:0:0:0:0:1' },      // the same IPv6 address, written differently
+      { path },                                   // unix path
+      { port: p4, host: '127.0.0.2' },            // another address: not this socket
+      { port: 0, host: '127.0.0.1' },             // port 0: a new one
+    ]);
+  assert.equal(r.code, 0, r.err);
+  const [s] = r.states;
+  const fdOf = (i) => s.before[i].fd;
+  assert.deepEqual(s.results.map((x) => [x.inherited, x.fd]), [
+    [true, fdOf(1)], [true, fdOf(0)], [true, fdOf(2)], [true, fdOf(3)], [false, undefined], [false, undefined],
+  ]);
+  assert.deepEqual(s.results.map((x) => x.socketName), ['unknown', 'unknown', 'unknown', 'unknown', `tcp_${p4}`, `tcp_${s.results[5].address.port}`]);
+  assert.equal(s.results[4].address.address, '127.0.0.2');
+  assert.deepEqual(s.left.map((x) => x.port), [p4], 'the socket no listen() matched is still listed');
+});
+
+test('names are sticky across in-place restarts; untaken inherited sockets are handed on too; same PID', async () => {
+  const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
+  const r = await launchPy(
+    [{ kind: 'tcp', port: p1, name: 'web' }, { kind: 'tcp', port: p2 }, { kind: 'tcp', port: p3, name: 'spare' }],
+    [{ port: p1 }, { name: 'api', port: p2, host: '127.0.0.1' }],
+    { restarts: 3 });
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.states.length, 4, r.out);
+  for (const s of r.states) {
+    assert.equal(s.pid, r.pid);
+    assert.deepEqual(s.envLeft, []);
+    // systemd's FileDescriptorName wins over matching by port; our own name
+    // replaces systemd's default "unknown"; both travel on.
+    assert.deepEqual(s.results.map((x) => [x.inherited, x.name, x.address.port]), [[true, 'web', p1], [true, 'api', p2]], JSON.stringify(s));
+    assert.deepEqual(s.left.map((x) => [x.name, x.port]), [['spare', p3]], 'the untaken socket survives every restart');
+  }
+  assert.deepEqual(r.states.slice(1).map((s) => s.before.map((x) => x.name)), Array(3).fill(['web', 'api', 'spare']));
+});
+
+test('a handed-over description for another PID, or naming fds that are not listening sockets, is ignored', async () => {
   const { runNode } = await import('./helpers.mjs');
-  const dist = join(fixtures, '..', '..', 'dist');
   const script = `
-    const net = require('node:net');
-    const { execve } = require(${JSON.stringify(join(dist, 'posix.js'))});
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const reader = \`
-        const net = require('node:net');
-        const { listenFds, listen } = require(\${JSON.stringify(${JSON.stringify(join(dist, 'autorestart.js'))})});
-        const fds = listenFds();
-        const fl = require('node:fs').readFileSync('/proc/self/fdinfo/3', 'utf8');
-        const cloexec = (parseInt(/flags:\\\\s+(\\\\d+)/.exec(fl)[1], 8) & 0o2000000) !== 0;
-        const s = net.createServer((c) => c.end('hi')).listen({ fd: fds[0].fd }, () => {
-          console.log(JSON.stringify({ fds, cloexec, port: s.address().port, env: 'LISTEN_FDS' in process.env }));
-          s.close();
-        });\`;
-      execve(process.execPath, [process.execPath, '-e', reader],
-        { ...process.env, LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'web' },
-        { moveFds: [[server._handle.fd, 3]] });
-    });
+    const { listenFds } = require(${JSON.stringify(join(fixtures, '..', '..', 'dist', 'autorestart.js'))});
+    console.log(JSON.stringify({ fds: listenFds(), left: 'POSIX_DAEMON_LISTEN_FDS' in process.env }));
   `;
-  const r = await runNode('-e', [script], { reaper });
+  for (const value of ['1;0=web', `PID;0=web;1=x;2=y`, 'garbage', '']) {
+    const r = await runNode('-e', [script], { reaper, env: { ...process.env, POSIX_DAEMON_LISTEN_FDS: value, NODE_DEBUG: 'posix-daemon' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { fds: [], left: false }, value);
+  }
+  // The right PID, but fds that are stdio, a pipe or not open at all.
+  const self = `
+    const { execve } = require(${JSON.stringify(join(fixtures, '..', '..', 'dist', 'posix.js'))});
+    execve(process.execPath, [process.execPath, '-e', ${JSON.stringify(script)}],
+      { ...process.env, POSIX_DAEMON_LISTEN_FDS: process.pid + ';0=a;1=b;2=c;4=d;999=e;x=f' });
+  `;
+  const r = await runNode('-e', [self], { reaper, env: { ...process.env, NODE_DEBUG: 'posix-daemon' } });
   assert.equal(r.code, 0, r.stderr);
-  const seen = JSON.parse(r.stdout);
-  assert.deepEqual(seen.fds, [{ fd: 3, name: 'web' }]);
-  assert.equal(seen.cloexec, true, 'close-on-exec again');
-  assert.equal(seen.env, false, 'variables cleared');
-  assert.ok(seen.port > 0);
-  assert.deepEqual(listenFds(), [], 'this test process inherited nothing');
+  assert.deepEqual(JSON.parse(r.stdout), { fds: [], left: false });
+  assert.match(r.stderr, /fd 0 is not a listening stream socket/);
+  assert.match(r.stderr, /fd 999: EBADF/);
 });
 
 test('restartOnSignal validates its arguments and stops waiting on abort', async () => {
@@ -147,3 +222,38 @@ test('if the exec fails after the drain, the server listens again on the same po
   assert.match(r.stdout, new RegExp(`ANSWER STILL ${r.pid}`));
   assert.match(r.stdout, /STOPPED AbortError/);
 });
+
+// The old hand-over moved the sockets to fds 3, 4, ...: with 2 servers a
+// signal was lost in every run (libuv's signal pipe replaced for an
+// instant), with 8 the process died (libuv's own epoll/eventfd replaced).
+for (const servers of [2, 8]) {
+  test(`a loop of failing hand-over execs (${servers} servers) while signals arrive loses no signal`, { timeout: 120000 }, async () => {
+    const child = spawn(process.execPath, [join(fixtures, 'zero-downtime-signals.cjs')], {
+      env: { ...process.env, ZD_SERVERS: String(servers), NODE_DEBUG: 'posix-daemon' }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    reaper.add(child.pid);
+    let out = '';
+    let err = '';
+    let exit = null;
+    child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
+    child.on('exit', (code, signal) => { exit = { code, signal }; });
+    await waitFor(() => out.includes('LOOPING'), { what: 'fixture' });
+    const sent = 500;
+    let lost = null;
+    for (let n = 1; n <= sent && lost === null && exit === null; n++) {
+      process.kill(child.pid, 'SIGUSR2');
+      // One at a time (a second pending SIGUSR2 would merge with the first):
+      // the next is sent once this one has reached the listener.
+      await waitFor(() => out.includes(`SIG ${n}\n`) || exit !== null, { what: `signal ${n}`, timeout: 5000, interval: 2 })
+        .catch(() => { lost = n; });
+    }
+    assert.equal(exit, null, `the fixture died: ${JSON.stringify(exit)} ${err.slice(-300)}`);
+    const attempts = err.match(/exec attempt \d+ failed: E2BIG/g)?.length ?? 0;
+    process.kill(child.pid, 'SIGTERM');
+    await new Promise((resolve) => child.on('close', resolve));
+    assert.equal(lost, null, `signal ${lost} of ${sent} never reached its listener`);
+    assert.match(out, /STOPPED AbortError/, 'the fixture was still looping, alive, at the end');
+    assert.ok(attempts > 10, `${attempts} failed hand-over execs meanwhile`);
+  });
+}

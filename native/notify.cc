@@ -1,0 +1,97 @@
+// sd_notify(3) without libsystemd: one datagram over an AF_UNIX SOCK_DGRAM
+// socket to $NOTIFY_SOCKET, sent by the calling process itself (systemd
+// takes the sender's PID from the kernel's SCM_CREDENTIALS and drops
+// messages from processes it does not expect). Plus CLOCK_MONOTONIC in
+// microseconds, which RELOADING=1 must carry as MONOTONIC_USEC=.
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common.h"
+
+namespace pd {
+namespace {
+
+// systemd's pid 1 reads its notify socket from its event loop; a full
+// queue means it is badly overloaded, and a hostile NOTIFY_SOCKET (a
+// listener that never reads) must not block the event loop for long.
+constexpr int kSendTimeoutMs = 1000;
+
+// Builds the address: "/path" or "@abstract" (the leading '@' stands for the
+// NUL byte of the abstract namespace, as in systemd). Returns 0 or errno.
+int NotifyAddress(const std::string& address, struct sockaddr_un* sa, socklen_t* len) {
+  memset(sa, 0, sizeof(*sa));
+  sa->sun_family = AF_UNIX;
+  if (address.size() < 2 || (address[0] != '/' && address[0] != '@')) return EAFNOSUPPORT;
+  if (address.size() > sizeof(sa->sun_path) - (address[0] == '/' ? 1 : 0)) return ENAMETOOLONG;
+  memcpy(sa->sun_path, address.data(), address.size());
+  if (address[0] == '@') {
+    sa->sun_path[0] = '\0';
+    // Abstract names are counted, not NUL-terminated.
+    *len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + address.size());
+  } else {
+    *len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + address.size() + 1);
+  }
+  return 0;
+}
+
+// sdNotify(address, message): throws a Node-style error on any failure; the
+// TS layer turns delivery failures into `false` plus a debuglog line.
+Napi::Value SdNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string address = CString(info[0], "address");
+  std::string message = CString(info[1], "message");
+  if (message.empty()) throw ArgValueError(env, "message", "must not be empty");
+  struct sockaddr_un sa;
+  socklen_t salen = 0;
+  int err = NotifyAddress(address, &sa, &salen);
+  if (err != 0) throw ErrnoError(env, err, "connect", address.c_str());
+#ifdef SOCK_CLOEXEC
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+#else
+  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+  if (fd != -1) fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+  if (fd == -1) throw ErrnoError(env, errno, "socket");
+  struct timeval tv = {kSendTimeoutMs / 1000, (kSendTimeoutMs % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+#ifdef MSG_NOSIGNAL
+  const int flags = MSG_NOSIGNAL;  // EPIPE, never SIGPIPE
+#else
+  const int flags = 0;             // datagram sockets do not raise SIGPIPE there
+#endif
+  ssize_t n;
+  do {
+    n = sendto(fd, message.data(), message.size(), flags, reinterpret_cast<struct sockaddr*>(&sa), salen);
+  } while (n == -1 && errno == EINTR);
+  err = n == -1 ? errno : 0;
+  close(fd);
+  if (err != 0) throw ErrnoError(env, err, "sendto", address.c_str());
+  if (static_cast<size_t>(n) != message.size()) throw ErrnoError(env, EMSGSIZE, "sendto", address.c_str());
+  return env.Undefined();
+}
+
+// CLOCK_MONOTONIC in microseconds, as a BigInt (systemd compares it with its
+// own CLOCK_MONOTONIC reading taken when it sent the reload signal).
+Napi::Value MonotonicUsec(const Napi::CallbackInfo& info) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) throw ErrnoError(info.Env(), errno, "clock_gettime");
+  uint64_t usec = static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+  return Napi::BigInt::New(info.Env(), usec);
+}
+
+}  // namespace
+
+void InitNotify(Napi::Env env, Napi::Object exports) {
+  exports.Set("sdNotify", Napi::Function::New(env, SdNotify, "sdNotify"));
+  exports.Set("monotonicUsec", Napi::Function::New(env, MonotonicUsec, "monotonicUsec"));
+}
+
+}  // namespace pd

@@ -1,0 +1,205 @@
+/**
+ * posix-daemon/systemd: talk to systemd (or any service manager speaking
+ * sd_notify(3)) without libsystemd and without a subprocess.
+ *
+ * Each call sends one datagram from this process itself over an AF_UNIX
+ * SOCK_DGRAM socket to `$NOTIFY_SOCKET` (a path, or `@name` for the abstract
+ * namespace): systemd takes the sender's PID from the kernel and ignores
+ * processes it does not expect, so a helper process could not do it for us.
+ * Everything is synchronous. A call returns `true` when the datagram was
+ * sent and `false` when `NOTIFY_SOCKET` is unset (not under a service
+ * manager) or delivery failed (logged with `NODE_DEBUG=posix-daemon`);
+ * delivery problems never throw, bad arguments do.
+ */
+import { constants as osConstants } from 'node:os';
+import { debuglog } from 'node:util';
+import { addon } from './native';
+import { invalidArgType, invalidArgValue } from './errors';
+import { validateAbortSignal, validateInteger, validateObject, validateString } from './validators';
+
+const debug = debuglog('posix-daemon');
+
+/** A field value: strings as they are, true/false as 1/0, numbers in decimal. */
+export type NotifyValue = string | number | bigint | boolean;
+/** `{ READY: 1, STATUS: 'Serving' }`; undefined values are left out. */
+export type NotifyFields = Record<string, NotifyValue | undefined>;
+
+function formatValue(value: unknown, name: string): string {
+  switch (typeof value) {
+    case 'string':
+      if (/[\n\0]/.test(value)) throw invalidArgValue(name, value, 'must not contain a newline or a null byte');
+      return value;
+    case 'boolean':
+      return value ? '1' : '0';
+    case 'bigint':
+      return value.toString();
+    case 'number':
+      if (!Number.isFinite(value)) throw invalidArgValue(name, value, 'must be a finite number');
+      return String(value);
+    default:
+      throw invalidArgType(name, ['string', 'number', 'bigint', 'boolean'], value);
+  }
+}
+
+function format(fields: unknown): string {
+  if (typeof fields === 'string') {
+    if (fields.includes('\0')) throw invalidArgValue('fields', fields, 'must be a string without null bytes');
+    if (fields === '') throw invalidArgValue('fields', fields, 'must not be empty');
+    return fields;
+  }
+  validateObject(fields, 'fields');
+  const lines: string[] = [];
+  for (const [key, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
+      throw invalidArgValue('fields', key, 'must have variable-like keys ([A-Za-z_][A-Za-z0-9_]*)');
+    }
+    lines.push(`${key}=${formatValue(value, `fields.${key}`)}`);
+  }
+  if (lines.length === 0) throw invalidArgValue('fields', fields, 'must have at least one field');
+  return lines.join('\n');
+}
+
+function send(message: string): boolean {
+  const address = process.env.NOTIFY_SOCKET;
+  if (address === undefined || address === '') return false;
+  try {
+    addon.sdNotify(address, message);
+  } catch (err) {
+    debug('systemd: notify %j to %s failed: %s', message, address, (err as Error).message);
+    return false;
+  }
+  debug('systemd: notified %j', message);
+  return true;
+}
+
+/**
+ * Sends `fields` (an object, or a preformatted "KEY=value\nKEY=value"
+ * string) in one datagram. See sd_notify(3) for the fields systemd knows.
+ */
+export function notify(fields: NotifyFields | string): boolean {
+  return send(format(fields));
+}
+
+function validateText(value: unknown, name: string): asserts value is string {
+  validateString(value, name);
+  formatValue(value, name);
+}
+
+/** `READY=1` (and `STATUS=`): startup, or a reload, is complete. */
+export function ready(status?: string): boolean {
+  if (status !== undefined) validateText(status, 'status');
+  return send(format({ READY: 1, STATUS: status }));
+}
+
+/**
+ * `RELOADING=1` with `MONOTONIC_USEC=` (CLOCK_MONOTONIC, which a
+ * Type=notify-reload unit requires, or `systemctl reload` never returns).
+ * Complete the reload with `ready()`. restartViaExec sends it just before
+ * the exec; the new image's `ready()` completes it.
+ */
+export function reloading(): boolean {
+  if (!process.env.NOTIFY_SOCKET) return false;
+  return send(format({ RELOADING: 1, MONOTONIC_USEC: addon.monotonicUsec() }));
+}
+
+/** `STOPPING=1`: the service is shutting down. */
+export function stopping(): boolean {
+  return send('STOPPING=1');
+}
+
+/** `STATUS=<text>`: a one-line status shown by `systemctl status`. */
+export function status(text: string): boolean {
+  validateText(text, 'text');
+  return send(format({ STATUS: text }));
+}
+
+/** `MAINPID=<pid>`: the service's main process is now `pid`. */
+export function mainPid(pid: number): boolean {
+  validateInteger(pid, 'pid', 1, 2 ** 31 - 1);
+  return send(format({ MAINPID: pid }));
+}
+
+/**
+ * Reports a failure: `STATUS=<message>` and, when the error has one,
+ * `ERRNO=<n>` (from `err.errno` or `err.code`). For a startup that failed.
+ */
+export function notifyError(error: unknown): boolean {
+  if (!(error instanceof Error) && typeof error !== 'string') throw invalidArgType('error', ['Error', 'string'], error);
+  const message = (typeof error === 'string' ? error : error.message).replace(/[\r\n\0]+/g, ' ');
+  const fields: NotifyFields = { STATUS: message };
+  const { errno, code } = (typeof error === 'string' ? {} : error) as { errno?: unknown; code?: unknown };
+  if (typeof errno === 'number' && Number.isInteger(errno) && errno !== 0) {
+    fields.ERRNO = Math.abs(errno);
+  } else if (typeof code === 'string' && code in osConstants.errno) {
+    fields.ERRNO = (osConstants.errno as Record<string, number>)[code];
+  }
+  return send(format(fields));
+}
+
+/**
+ * Whether a service manager started this process: `NOTIFY_SOCKET` (it
+ * listens for notifications) or `INVOCATION_ID` (systemd set it for this
+ * unit run). Such a process must not fork away from it (daemonize does not
+ * detach there).
+ */
+export function underServiceManager(env: NodeJS.ProcessEnv = process.env): boolean {
+  validateObject(env as unknown, 'env');
+  return Boolean(env.NOTIFY_SOCKET) || Boolean(env.INVOCATION_ID);
+}
+
+/**
+ * The watchdog interval in microseconds (`WATCHDOG_USEC`), when the
+ * watchdog is meant for this process (`WATCHDOG_PID` unset or this PID);
+ * otherwise 0. Send `WATCHDOG=1` at least every half of it.
+ */
+export function watchdogInterval(): number {
+  const { WATCHDOG_USEC, WATCHDOG_PID } = process.env;
+  if (WATCHDOG_USEC === undefined || WATCHDOG_USEC === '') return 0;
+  if (!/^[1-9][0-9]{0,15}$/.test(WATCHDOG_USEC) || !Number.isSafeInteger(Number(WATCHDOG_USEC))) {
+    debug('systemd: WATCHDOG_USEC=%j is not a valid interval: no watchdog', WATCHDOG_USEC);
+    return 0;
+  }
+  if (WATCHDOG_PID !== undefined && WATCHDOG_PID !== '' && WATCHDOG_PID !== String(process.pid)) {
+    debug('systemd: WATCHDOG_PID=%s is not this process (%d): no watchdog', WATCHDOG_PID, process.pid);
+    return 0;
+  }
+  return Number(WATCHDOG_USEC);
+}
+
+export interface StartWatchdogOptions {
+  /** Stops the pings. */
+  signal?: AbortSignal;
+}
+
+let watchdog: { timer: NodeJS.Timeout; stop: () => void } | undefined;
+
+/**
+ * Sends `WATCHDOG=1` now and every half `watchdogInterval()` from an
+ * unref'd timer (it never keeps the process alive), until the returned
+ * function is called or `signal` aborts. Does nothing when the interval is
+ * 0. At most one such timer runs: a second call returns the same stop.
+ * After a restart via exec the new image starts it again.
+ */
+export function startWatchdog(options: StartWatchdogOptions = {}): () => void {
+  validateObject(options as unknown, 'options');
+  validateAbortSignal(options.signal, 'options.signal');
+  const { signal } = options;
+  const usec = watchdogInterval();
+  if (usec === 0 || signal?.aborted) return () => {};
+  if (watchdog === undefined) {
+    const everyMs = Math.min(Math.max(1, Math.floor(usec / 2000)), 2 ** 31 - 1);
+    const ping = (): void => void send('WATCHDOG=1');
+    const timer = setInterval(ping, everyMs).unref();
+    const stop = (): void => {
+      clearInterval(timer);
+      if (watchdog?.timer === timer) watchdog = undefined;
+    };
+    watchdog = { timer, stop };
+    debug('systemd: watchdog every %d ms', everyMs);
+    ping();
+  }
+  const { stop } = watchdog;
+  signal?.addEventListener('abort', stop, { once: true });
+  return stop;
+}
