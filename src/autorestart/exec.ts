@@ -1,0 +1,134 @@
+/**
+ * The in-place restart itself: execve of the same program under the same PID,
+ * with the servers' sockets handed over (systemd convention).
+ */
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { debuglog } from 'node:util';
+import { isMainThread } from 'node:worker_threads';
+import type { Server } from 'node:net';
+import { handOffServers, type Handoff, type ServerHandoffEntry } from '../sockets';
+import { childPids, execve } from '../posix';
+import { abortError, workerUnsupported } from '../errors';
+import {
+  validateAbortSignal, validateArgs, validateArray, validateDuration, validateFdList, validateObject,
+} from '../validators';
+import { EXEC_CHILDREN_ENV } from './zombies';
+
+const debug = debuglog('posix-daemon');
+
+/** Options of restartViaExec. */
+export interface RestartViaExecOptions {
+  /** Environment of the new image; default: the current `process.env`, run-time changes included. */
+  env?: Record<string, string | undefined>;
+  /** Arguments after the main script; default `process.argv.slice(2)`. */
+  args?: string[];
+  /** Fds (>= 3) the new image inherits; all others are closed by the exec. */
+  keepFds?: number[];
+  /** Milliseconds between attempts when execve fails; default 1000 (as in Go). */
+  retryInterval?: number;
+  /** Stops retrying; the promise then rejects with an AbortError. */
+  signal?: AbortSignal;
+  /**
+   * Listening servers whose sockets the new image inherits (systemd
+   * convention: fds 3, 4, ..., LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES; take
+   * them over with `listen()`). They are drained first: no new accepts, in-
+   * flight requests finish, idle keep-alive connections close. Connections
+   * arriving meanwhile wait in the kernel's accept queue.
+   */
+  servers?: Array<Server | ServerHandoffEntry>;
+  /** Longest drain of `servers`, in ms; then remaining connections are closed. Default 5000. */
+  drainTimeout?: number;
+}
+
+let seaCache: boolean | undefined;
+/** Whether this is a single executable application, where the node binary IS the program. */
+export function isSea(): boolean {
+  if (seaCache === undefined) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      seaCache = (require('node:sea') as { isSea(): boolean }).isSea();
+    } catch {
+      seaCache = false;  // Node without node:sea
+    }
+  }
+  return seaCache;
+}
+
+/** The main script as Node was given it (absolute), or undefined (REPL, -e, SEA). */
+export function mainScript(): string | undefined {
+  if (isSea()) return undefined;
+  const main = process.argv[1];
+  return typeof main === 'string' && main !== '' ? resolve(main) : undefined;
+}
+
+function isSystemError(err: unknown): err is NodeJS.ErrnoException {
+  return err instanceof Error && typeof (err as NodeJS.ErrnoException).errno === 'number' &&
+    typeof (err as NodeJS.ErrnoException).syscall === 'string';
+}
+
+/** `main`: the entry file, already checked by the caller (see restartViaExec). */
+function execOnce(main: string | undefined, args: string[], env: Record<string, string | undefined>,
+  keepFds: number[], moveFds: Array<[number, number]> = []): never {
+  const argv = [process.execPath, ...process.execArgv];
+  if (main !== undefined) argv.push(main);
+  argv.push(...args);
+  const childEnv: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && k !== EXEC_CHILDREN_ENV) childEnv[k] = v;
+  // Children survive the exec (same PID, still their parent), but the new
+  // image cannot know them: hand the list over. childPids() includes any
+  // inherited ones not reaped yet, so nothing is lost across several execs.
+  const children = childPids();
+  if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
+  debug('autorestart: execve %s %j (children handed over: %j)', process.execPath, argv.slice(1), children);
+  return execve(process.execPath, argv, childEnv, { keepFds, moveFds });
+}
+
+/**
+ * Replaces the running image with a fresh one of the same program under the
+ * same PID: `process.execPath`, `process.execArgv`, the main script, the
+ * arguments and the current `process.env`. Never resolves: on success this
+ * image is gone. When execve (or the entry-file check before it) fails, the
+ * error is logged with `NODE_DEBUG=posix-daemon` and the exec is retried every
+ * `retryInterval` ms; the process keeps running meanwhile. Rejects with an
+ * AbortError when `signal` aborts, and at once for invalid arguments.
+ */
+export async function restartViaExec(options: RestartViaExecOptions = {}): Promise<never> {
+  validateObject(options as unknown, 'options');
+  const { env, args, keepFds = [], retryInterval = 1000, signal, servers = [], drainTimeout = 5000 } = options;
+  validateArray(servers, 'options.servers');
+  validateDuration(drainTimeout, 'options.drainTimeout');
+  if (env !== undefined) validateObject(env, 'options.env');
+  if (args !== undefined) validateArgs(args, 'options.args');
+  validateFdList(keepFds, 'options.keepFds', 3);
+  validateDuration(retryInterval, 'options.retryInterval');
+  validateAbortSignal(signal, 'options.signal');
+  if (!isMainThread) throw workerUnsupported('restartViaExec');
+  for (let attempt = 1; ; attempt++) {
+    if (signal?.aborted) throw abortError(signal.reason);
+    let handoff: Handoff | undefined;
+    try {
+      const main = mainScript();
+      // execve of node succeeds even when the script is gone, and the new
+      // image would then die on "Cannot find module": a missing entry file
+      // is an exec failure that leaves this image running. Checked before
+      // the drain, so it does not cost the servers a drain on every retry.
+      if (main !== undefined) accessSync(main, fsConstants.R_OK);
+      if (servers.length > 0) handoff = await handOffServers(servers, drainTimeout);
+      execOnce(main, args ?? process.argv.slice(2), { ...(env ?? process.env), ...handoff?.env }, keepFds,
+        handoff?.moveFds);
+    } catch (err) {
+      if (handoff) {
+        // The exec failed: serve again on the very same sockets.
+        await handoff.resume().catch((e: Error) => debug('autorestart: resuming servers: %s', e.message));
+      }
+      // A bad argument (env with a NUL byte, a closed keepFd is EBADF and
+      // stays so) would fail the same way forever, but Go retries whatever
+      // the error; we only refuse to retry what is not a system error.
+      if (!isSystemError(err)) throw err;
+      debug('autorestart: exec attempt %d failed: %s; retrying in %d ms', attempt, err.message, retryInterval);
+    }
+    await sleep(retryInterval, undefined, { signal });
+  }
+}
