@@ -2,6 +2,7 @@
  * cleanUpChildZombies: reap the children the previous image left behind,
  * and only those.
  */
+import { readFileSync, readdirSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import { childPids, waitAsync } from '../posix';
@@ -17,15 +18,80 @@ const debug = debuglog('posix-daemon');
  */
 export const EXEC_CHILDREN_ENV = 'POSIX_DAEMON_EXEC_CHILDREN';
 
+/**
+ * When this image started, in clock ticks since boot (the unit of
+ * /proc/PID/stat's starttime); undefined without /proc. The main thread's
+ * starttime is the fork of the process, long before our exec; but Node
+ * creates its platform worker threads during start-up, right after the
+ * execve: the oldest of them marks the image's start in the very unit and
+ * clock of a child's starttime. Any child this image starts is born after
+ * them, so `born < start` is never true for it.
+ */
+function imageStartTicks(): number | undefined {
+  let start: number | undefined;
+  try {
+    for (const tid of readdirSync('/proc/self/task')) {
+      if (Number(tid) === process.pid) continue;
+      const t = startTicks(`self/task/${tid}`);
+      if (t !== undefined && (start === undefined || t < start)) start = t;
+    }
+  } catch {
+    return undefined;
+  }
+  return start;
+}
+
+/** starttime (field 22) of /proc/PID/stat, in clock ticks since boot. */
+function startTicks(pid: number | string): number | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const t = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[19]);
+    return Number.isSafeInteger(t) ? t : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The children this image may reap: the PIDs the previous image handed over
+ * that are (a) our children right now, when the module loads, and (b) older
+ * than this image. The variable is untrusted (anyone can start a program
+ * with it set): (a) drops strangers, (b) drops a child this image started
+ * before loading the module. A child started after the load is not in the
+ * set at all. So "never a child this image started" holds whatever the
+ * environment says. Without /proc (macOS), (b) cannot be checked and only
+ * (a) applies. Cost of (b): starttime has a resolution of one clock tick
+ * (10 ms), so a child the previous image started within the same tick as
+ * this image's start-up is not reaped (it stays a zombie until this process
+ * exits): the safe side of the doubt.
+ */
+function claimInherited(list: string): Set<number> {
+  const listed = new Set<number>();
+  for (const s of list.split(',')) if (/^[1-9]\d{0,9}$/.test(s)) listed.add(Number(s));
+  const out = new Set<number>();
+  if (listed.size === 0) return out;
+  const start = imageStartTicks();
+  for (const pid of childPids()) {
+    if (!listed.has(pid)) continue;
+    if (start !== undefined) {
+      const born = startTicks(pid);
+      if (born === undefined || !(born < start)) {
+        debug('autorestart: child %d is listed but not older than this image: not ours to reap', pid);
+        continue;
+      }
+    }
+    out.add(pid);
+  }
+  return out;
+}
+
 // Read the hand-over once, as early as possible, and remove it from the
 // environment: children this image starts must not inherit it, and the next
 // exec writes a fresh list anyway. Workers get a copy of process.env, so only
 // the main thread consumes it.
-const inherited = new Set<number>();
+let inherited = new Set<number>();
 if (isMainThread && process.env[EXEC_CHILDREN_ENV] !== undefined) {
-  for (const s of String(process.env[EXEC_CHILDREN_ENV]).split(',')) {
-    if (/^[1-9]\d{0,9}$/.test(s)) inherited.add(Number(s));
-  }
+  inherited = claimInherited(String(process.env[EXEC_CHILDREN_ENV]));
   delete process.env[EXEC_CHILDREN_ENV];
   debug('autorestart: inherited children from the previous image: %j', [...inherited]);
 }
