@@ -3,7 +3,8 @@
  * with the servers' sockets handed over (systemd convention).
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
-import { resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
@@ -12,7 +13,7 @@ import { handOffServers, type Handoff, type ServerHandoffEntry } from '../socket
 import { childPids, execve } from '../posix';
 import { abortError, workerUnsupported } from '../errors';
 import {
-  validateAbortSignal, validateArgs, validateArray, validateDuration, validateFdList, validateObject,
+  validateAbortSignal, validateArgs, validateArray, validateBoolean, validateDuration, validateFdList, validateObject,
 } from '../validators';
 import { EXEC_CHILDREN_ENV } from './zombies';
 
@@ -40,7 +41,28 @@ export interface RestartViaExecOptions {
   servers?: Array<Server | ServerHandoffEntry>;
   /** Longest drain of `servers`, in ms; then remaining connections are closed. Default 5000. */
   drainTimeout?: number;
+  /**
+   * Start the new image with Node's module compile cache on (Node >= 22.1:
+   * NODE_COMPILE_CACHE, the directory already in use or Node's default
+   * `<tmpdir>/node-compile-cache`). Default false. Whatever this says, a
+   * cache this image has enabled is flushed before the exec (Node >= 22.10):
+   * Node writes it only at exit, which an exec skips.
+   */
+  compileCache?: boolean;
 }
+
+/**
+ * What restartOnChange adds to a restart: a check of the program's files
+ * run after the drain, immediately before the exec. When it throws, the
+ * servers resume and the restart is abandoned (not retried): the error is
+ * the caller's to report.
+ */
+export interface ExecHooks {
+  verify?: () => void;
+}
+
+type CompileCacheApi = { getCompileCacheDir?(): string | undefined; flushCompileCache?(): void };
+const nodeModule = require('node:module') as CompileCacheApi;
 
 let seaCache: boolean | undefined;
 /** Whether this is a single executable application, where the node binary IS the program. */
@@ -63,14 +85,32 @@ export function mainScript(): string | undefined {
   return typeof main === 'string' && main !== '' ? resolve(main) : undefined;
 }
 
+/** The pre-exec check failed: give up this restart, do not retry it. */
+class VerifyFailed extends Error {}
+
 function isSystemError(err: unknown): err is NodeJS.ErrnoException {
   return err instanceof Error && typeof (err as NodeJS.ErrnoException).errno === 'number' &&
     typeof (err as NodeJS.ErrnoException).syscall === 'string';
 }
 
+/**
+ * Node writes its compile cache at exit, and an exec is no exit: write it
+ * now, so the next image starts from it. Returns the cache directory in use.
+ */
+function flushCompileCache(): string | undefined {
+  const dir = nodeModule.getCompileCacheDir?.();
+  if (!dir) return undefined;
+  try {
+    nodeModule.flushCompileCache?.();
+  } catch (err) {
+    debug('autorestart: flushing the compile cache: %s', (err as Error).message);
+  }
+  return dir;
+}
+
 /** `main`: the entry file, already checked by the caller (see restartViaExec). */
 function execOnce(main: string | undefined, args: string[], env: Record<string, string | undefined>,
-  keepFds: number[], moveFds: Array<[number, number]> = []): never {
+  keepFds: number[], moveFds: Array<[number, number]> = [], compileCache = false): never {
   const argv = [process.execPath, ...process.execArgv];
   if (main !== undefined) argv.push(main);
   argv.push(...args);
@@ -81,9 +121,18 @@ function execOnce(main: string | undefined, args: string[], env: Record<string, 
   // inherited ones not reaped yet, so nothing is lost across several execs.
   const children = childPids();
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
+  const cacheDir = flushCompileCache();
+  if (compileCache && childEnv.NODE_COMPILE_CACHE === undefined && nodeModule.getCompileCacheDir) {
+    childEnv.NODE_COMPILE_CACHE = cacheDir ?? join(tmpdir(), 'node-compile-cache');
+  }
   debug('autorestart: execve %s %j (children handed over: %j)', process.execPath, argv.slice(1), children);
   return execve(process.execPath, argv, childEnv, { keepFds, moveFds });
 }
+
+// The restart in progress, if any: a second trigger (signal, change, call)
+// while it drains or retries joins it instead of starting another drain of
+// the same servers.
+let inFlight: Promise<never> | undefined;
 
 /**
  * Replaces the running image with a fresh one of the same program under the
@@ -92,11 +141,20 @@ function execOnce(main: string | undefined, args: string[], env: Record<string, 
  * image is gone. When execve (or the entry-file check before it) fails, the
  * error is logged with `NODE_DEBUG=posix-daemon` and the exec is retried every
  * `retryInterval` ms; the process keeps running meanwhile. Rejects with an
- * AbortError when `signal` aborts, and at once for invalid arguments.
+ * AbortError when `signal` aborts, and at once for invalid arguments. A call
+ * while another restart is in progress joins that one (same promise).
  */
 export async function restartViaExec(options: RestartViaExecOptions = {}): Promise<never> {
+  return restartWith(options, {});
+}
+
+/** restartViaExec with restartOnChange's hooks. */
+export async function restartWith(options: RestartViaExecOptions, hooks: ExecHooks): Promise<never> {
   validateObject(options as unknown, 'options');
-  const { env, args, keepFds = [], retryInterval = 1000, signal, servers = [], drainTimeout = 5000 } = options;
+  const {
+    env, args, keepFds = [], retryInterval = 1000, signal, servers = [], drainTimeout = 5000, compileCache = false,
+  } = options;
+  validateBoolean(compileCache, 'options.compileCache');
   validateArray(servers, 'options.servers');
   validateDuration(drainTimeout, 'options.drainTimeout');
   if (env !== undefined) validateObject(env, 'options.env');
@@ -105,6 +163,21 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
   validateDuration(retryInterval, 'options.retryInterval');
   validateAbortSignal(signal, 'options.signal');
   if (!isMainThread) throw workerUnsupported('restartViaExec');
+  if (inFlight) {
+    debug('autorestart: a restart is already in progress: joining it');
+    return inFlight;
+  }
+  const run = execLoop(options, { keepFds, retryInterval, servers, drainTimeout, compileCache }, hooks);
+  inFlight = run;
+  return run.finally(() => {
+    if (inFlight === run) inFlight = undefined;
+  });
+}
+
+async function execLoop(options: RestartViaExecOptions, { keepFds, retryInterval, servers, drainTimeout, compileCache }:
+  Required<Pick<RestartViaExecOptions, 'keepFds' | 'retryInterval' | 'servers' | 'drainTimeout' | 'compileCache'>>,
+hooks: ExecHooks): Promise<never> {
+  const { env, args, signal } = options;
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) throw abortError(signal.reason);
     let handoff: Handoff | undefined;
@@ -116,8 +189,17 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
       // the drain, so it does not cost the servers a drain on every retry.
       if (main !== undefined) accessSync(main, fsConstants.R_OK);
       if (servers.length > 0) handoff = await handOffServers(servers, drainTimeout);
+      // Last look at the program after the hook and the drain, which take
+      // time in which a file can break: what is exec'd is what was checked.
+      if (hooks.verify) {
+        try {
+          hooks.verify();
+        } catch (err) {
+          throw Object.assign(new VerifyFailed(), { cause: err });
+        }
+      }
       execOnce(main, args ?? process.argv.slice(2), { ...(env ?? process.env), ...handoff?.env }, keepFds,
-        handoff?.moveFds);
+        handoff?.moveFds, compileCache);
     } catch (err) {
       if (handoff) {
         // The exec failed: serve again on the very same sockets.
@@ -126,6 +208,7 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
       // A bad argument (env with a NUL byte, a closed keepFd is EBADF and
       // stays so) would fail the same way forever, but Go retries whatever
       // the error; we only refuse to retry what is not a system error.
+      if (err instanceof VerifyFailed) throw err.cause;
       if (!isSystemError(err)) throw err;
       debug('autorestart: exec attempt %d failed: %s; retrying in %d ms', attempt, err.message, retryInterval);
     }

@@ -66,8 +66,10 @@ export function notifyOnSigterm(options: NotifyOnSignalOptions = {}): AsyncItera
 /**
  * Restarts via exec when `signal` (default SIGUSR2; SIGHUP is the other
  * classic) arrives: the same path as restartOnChange, `servers` handoff
- * included. Until then the signal no longer terminates the process.
- * Rejects with an AbortError if `options.signal` aborts first.
+ * included. From the call on, the signal no longer terminates the process,
+ * and a repeated signal while the restart is in progress (drain, retries)
+ * is folded into it: one restart. Rejects with an AbortError if
+ * `options.signal` aborts first.
  */
 export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   options: RestartViaExecOptions = {}): Promise<never> {
@@ -76,23 +78,34 @@ export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   validateObject(options as unknown, 'options');
   validateAbortSignal(options.signal, 'options.signal');
   const abort = options.signal;
-  await new Promise<void>((resolve, reject) => {
-    if (abort?.aborted) {
-      reject(abortError(abort.reason));
+  if (abort?.aborted) throw abortError(abort.reason);
+  // process.on, not once: the listener stays until this call settles, so a
+  // second delivery during the drain finds it (with once, it would hit the
+  // default action and kill the process with requests in flight).
+  let received = false;
+  let wake: (() => void) | undefined;
+  const onSignal = (): void => {
+    if (received) {
+      debug('autorestart: %s received again: already restarting', name);
       return;
     }
-    const onAbort = (): void => {
-      process.removeListener(name, onSignal);
-      reject(abortError(abort?.reason));
-    };
-    const onSignal = (): void => {
-      abort?.removeEventListener('abort', onAbort);
-      resolve();
-    };
-    process.once(name, onSignal);
-    abort?.addEventListener('abort', onAbort, { once: true });
-  });
-  debug('autorestart: %s received, restarting', name);
-  return restartViaExec(options);
+    received = true;
+    wake?.();
+  };
+  process.on(name, onSignal);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => reject(abortError(abort?.reason));
+      abort?.addEventListener('abort', onAbort, { once: true });
+      wake = () => {
+        abort?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+    });
+    debug('autorestart: %s received, restarting', name);
+    return await restartViaExec(options);
+  } finally {
+    // Reached only when no exec happened (abort, invalid options).
+    process.removeListener(name, onSignal);
+  }
 }
-
