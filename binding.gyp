@@ -9,7 +9,8 @@
         "native/fork.cc",
         "native/exec.cc",
         "native/wait.cc",
-        "native/proc.cc"
+        "native/proc.cc",
+        "native/inotify.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitExec(env, exports);
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
+  pd::InitInotify(env, exports);
   return exports;
 }
 

@@ -39,6 +39,18 @@ export interface RawAddon {
   pipe(): [number, number];
   getFdFlags(fd: number): { cloexec: boolean; nonblocking: boolean };
   constants: { WNOHANG: number; WUNTRACED: number; WCONTINUED: number };
+  /** Linux only (native/inotify.cc). */
+  Inotify?: new (callback: (events: Array<number | string | null>) => void) => RawInotify;
+  inotifyConstants?: Record<string, number>;
+}
+
+export interface RawInotify {
+  add(path: string, mask: number): number;
+  remove(wd: number): void;
+  close(): void;
+  ref(): this;
+  unref(): this;
+  readonly fd: number;
 }
 
 if (process.platform === 'win32') {

@@ -58,7 +58,7 @@ export interface RestartViaExecOptions {
  * the caller's to report.
  */
 export interface ExecHooks {
-  verify?: () => void;
+  verify?: () => void | Promise<void>;
 }
 
 type CompileCacheApi = { getCompileCacheDir?(): string | undefined; flushCompileCache?(): void };
@@ -193,7 +193,7 @@ hooks: ExecHooks): Promise<never> {
       // time in which a file can break: what is exec'd is what was checked.
       if (hooks.verify) {
         try {
-          hooks.verify();
+          await hooks.verify();
         } catch (err) {
           throw Object.assign(new VerifyFailed(), { cause: err });
         }
