@@ -25,9 +25,10 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, extname, join } from 'node:path';
+import { dirname, extname, join, sep } from 'node:path';
 import { compileFunction } from 'node:vm';
 import { debuglog } from 'node:util';
+import { moduleGraph } from './graph';
 
 const debug = debuglog('posix-daemon');
 
@@ -152,7 +153,10 @@ function tsxEsbuild(file: string): Esbuild | null {
   const from = dirname(file);
   if (esbuildCache?.from === from) return esbuildCache.esbuild;
   let esbuild: Esbuild | null = null;
-  for (const base of [from, process.cwd()]) {
+  // The tsx this program loaded (its files are in the module graph), else
+  // one resolvable from the file or the working directory.
+  const loaded = [...moduleGraph().files].find((f) => f.includes(`${sep}node_modules${sep}tsx${sep}`));
+  for (const base of [...(loaded ? [dirname(loaded)] : []), from, process.cwd()]) {
     try {
       const tsx = createRequire(join(base, 'noop.js')).resolve('tsx/package.json');
       esbuild = createRequire(tsx)('esbuild') as Esbuild;
@@ -192,6 +196,11 @@ async function checkTs(file: string, source: string, ext: string): Promise<void>
     return;
   }
   debug('autorestart: %s: no TypeScript parser available (no tsx, no module.stripTypeScriptTypes); not checked', file);
+}
+
+/** Loads the parser now, off the path from a change to the restart. */
+export function warmUp(): void {
+  acorn ??= require('acorn') as typeof import('acorn');
 }
 
 /** Whether `file` is something checkFile() parses. */

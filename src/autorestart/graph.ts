@@ -6,9 +6,9 @@
  *
  * Public APIs only, in three layers:
  * 1. What is already loaded when tracking starts: the inspector protocol's
- *    `Debugger.scriptParsed` replay (an in-process session, enabled and
- *    disabled at once), which lists every script V8 compiled, ESM and CJS
- *    alike, under its file URL; plus `require.cache`.
+ *    `Profiler.getBestEffortCoverage` (an in-process session), which lists
+ *    the scripts V8 holds, ESM and CJS alike, under their file URLs; plus
+ *    `require.cache`.
  * 2. What is loaded later: `module.registerHooks()` (Node >= 22.15 / 23.5):
  *    a synchronous, in-thread `load` hook that sees `import` and `require()`
  *    alike. Else `module.register()` (Node >= 18.19 / 20.6): a `load` hook
@@ -29,9 +29,9 @@ import { isMainThread, MessageChannel } from 'node:worker_threads';
 
 const debug = debuglog('posix-daemon');
 
-// The library's own files are not part of "the program" (and in a checkout
-// they are rebuilt by tsc while programs run).
-const libraryRoot = join(__dirname, '..', '..') + sep;
+// The library's own compiled files (dist/) are not part of "the program"
+// (and in a checkout tsc rewrites them while programs run).
+const libraryRoot = join(__dirname, '..') + sep;
 
 type ModuleApi = {
   registerHooks?: (hooks: { load?: (url: string, context: unknown, next: (u: string, c: unknown) => unknown) => unknown }) => unknown;
@@ -115,12 +115,18 @@ class ModuleGraph extends EventEmitter {
     const session = new Session();
     try {
       session.connect();
-      // Debugger.enable replays scriptParsed for every script compiled so
-      // far, synchronously on this thread; disabling at once keeps the
-      // debugger off for the program's life.
-      session.on('Debugger.scriptParsed', ({ params }) => this.add(params.url));
-      session.post('Debugger.enable');
-      session.post('Debugger.disable');
+      // Best-effort coverage lists every script V8 holds, with its URL, in a
+      // few ms, without enabling the debugger or the profiler (the debugger's
+      // scriptParsed replay costs ~100 ms: it hashes every source). The reply
+      // comes synchronously on this thread. A CommonJS script V8 has already
+      // collected may be missing: require.cache has those.
+      session.post('Profiler.getBestEffortCoverage', (err, reply) => {
+        if (err) {
+          debug('autorestart: coverage snapshot failed: %s', err.message);
+          return;
+        }
+        for (const script of reply.result) this.add(script.url);
+      });
     } catch (err) {
       debug('autorestart: inspector snapshot failed: %s', (err as Error).message);
     } finally {

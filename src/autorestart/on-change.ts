@@ -7,7 +7,7 @@ import { debuglog } from 'node:util';
 import { abortError } from '../errors';
 import { validateArgs, validateBoolean, validateDuration, validateFdList, validateFunction, validateObject } from '../validators';
 import { mainScript, restartWith, type RestartViaExecOptions } from './exec';
-import { checkFile, isCheckable } from './check';
+import { checkFile, isCheckable, warmUp } from './check';
 import { moduleGraph } from './graph';
 import { fingerprintSync, parseWatchOptions, startWatching, type NotifyOnChangeOptions } from './watch';
 
@@ -101,7 +101,10 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
     }
   };
   const main = mainScript();
-  const { feed, files } = startWatching(plan);
+  const { feed, files } = startWatching(plan, () => {
+    baseline();
+    warmUp();
+  });
 
   // What each file looked like when it was last known good (when it was
   // first watched: it had been loaded, so it parsed; or when it last passed
