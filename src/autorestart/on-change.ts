@@ -111,7 +111,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   // a check). A file whose fingerprint moved since is checked again.
   const good = new Map<string, string>();
   const baseline = (): void => {
-    for (const f of files) if (!good.has(f)) good.set(f, fingerprintSync(f));
+    for (const [f, fp] of files) if (!good.has(f)) good.set(f, fp);
   };
   baseline();
 
@@ -126,7 +126,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
       if (statSync(main).size === 0) throw new Error(`${main} is empty; waiting for its content`);
     }
     if (!check) return;
-    const candidates = only ?? [...files];
+    const candidates = only ?? [...files.keys()];
     for (const f of candidates) {
       const before = fingerprintSync(f);
       if (only === undefined && good.get(f) === before) continue;

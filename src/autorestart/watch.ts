@@ -311,16 +311,19 @@ export function fingerprintSync(path: string): string {
   }
 }
 
-/** A running watcher: the change feed, and the set of files it watches (growing with the module graph). */
+/**
+ * A running watcher: the change feed, and the files it watches (growing
+ * with the module graph), each with its fingerprint when watching began.
+ */
 export interface Watching {
   feed: AsyncIterableIterator<ChangeEvent>;
-  files: ReadonlySet<string>;
+  files: ReadonlyMap<string, string>;
 }
 
 /** `onGraph`: called once the module graph's files are being watched too. */
 export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
   const feed = new Feed<ChangeEvent>((a, b) => ({ paths: [...new Set([...a.paths, ...b.paths])] }));
-  const files = new Set<string>();
+  const files = new Map<string, string>();
   if (plan.signal) {
     const { signal } = plan;
     if (signal.aborted) {
@@ -405,7 +408,7 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
       }
       if (skip) return;
     }
-    files.add(target);
+    files.set(target, fingerprintSync(target));
     if (plan.polling) {
       // fs.watchFile stats the path, so a file replaced by rename or deleted
       // and recreated is followed naturally.
