@@ -14,7 +14,8 @@
         "native/pidfd.cc",
         "native/files.cc",
         "native/notify.cc",
-        "native/sockets.cc"
+        "native/sockets.cc",
+        "native/inotify.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],

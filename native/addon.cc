@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitFiles(env, exports);
   pd::InitNotify(env, exports);
   pd::InitSockets(env, exports);
+  pd::InitInotify(env, exports);
   return exports;
 }
 

@@ -78,5 +78,6 @@ void InitPidfd(Napi::Env env, Napi::Object exports);  // pidfd.cc
 void InitFiles(Napi::Env env, Napi::Object exports);  // files.cc
 void InitNotify(Napi::Env env, Napi::Object exports);
 void InitSockets(Napi::Env env, Napi::Object exports);
+void InitInotify(Napi::Env env, Napi::Object exports);
 
 }  // namespace pd

@@ -66,6 +66,18 @@ export interface RawAddon {
   monotonicUsec(): bigint;
   socketInfo(fd: number): RawSocketInfo | null;
   constants: { WNOHANG: number; WUNTRACED: number; WCONTINUED: number };
+  /** Linux only (native/inotify.cc). */
+  Inotify?: new (callback: (events: Array<number | string | null>) => void) => RawInotify;
+  inotifyConstants?: Record<string, number>;
+}
+
+export interface RawInotify {
+  add(path: string, mask: number): number;
+  remove(wd: number): void;
+  close(): void;
+  ref(): this;
+  unref(): this;
+  readonly fd: number;
 }
 
 if (process.platform === 'win32') {

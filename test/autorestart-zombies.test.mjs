@@ -5,6 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Reaper, fixtures, zombieChildren, isAlive, waitFor } from './helpers.mjs';
 import { App } from './fixtures/autorestart-harness.mjs';
 
@@ -67,3 +68,23 @@ test('without cleanup, a child that ends after the exec stays a zombie (why clea
   await new Promise((r) => setTimeout(r, 300));
   assert.deepEqual(zombieChildren(app.pid), [child], 'still a zombie: nothing reaps it');
 });
+
+for (const order of ['load-first', 'spawn-first']) {
+  test(`a forged ${'POSIX_DAEMON_EXEC_CHILDREN'} never touches the program's own child (library loaded ${order === 'load-first' ? 'before' : 'after'} the spawn)`, async () => {
+    // The variable names the next few thousand PIDs: whatever PID the
+    // program's child gets, it is in the list.
+    const probe = spawnSync('/bin/true');
+    const first = probe.pid;
+    const range = Array.from({ length: 3000 }, (_, i) => first + i).join(',');
+    const app = new App([join(fixtures, 'autorestart-zombies-hostile.mjs'), order, String(first)], {
+      reaper, env: { ...process.env, POSIX_DAEMON_EXEC_CHILDREN: range },
+    });
+    const out = JSON.parse((await app.nextLine(/^\{.*$/, 'the report'))[0]);
+    reaper.add(out.own);
+    assert.equal(out.listed, true, 'the child\'s PID was in the forged list');
+    assert.deepEqual(out.report, [], 'nothing reaped');
+    assert.deepEqual(out.exit, { code: 42, signal: null }, 'child_process saw the real exit code');
+    assert.doesNotMatch(out.log.join('\n'), /sending SIGTERM|reaped child/);
+    await app.exited;
+  });
+}

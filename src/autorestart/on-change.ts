@@ -1,0 +1,178 @@
+/**
+ * restartOnChange: watch the program, settle, check, run the hook, drain,
+ * check again, restart in place.
+ */
+import { statSync } from 'node:fs';
+import { debuglog } from 'node:util';
+import { abortError } from '../errors';
+import { validateArgs, validateBoolean, validateDuration, validateFdList, validateFunction, validateObject } from '../validators';
+import { mainScript, restartWith, type RestartViaExecOptions } from './exec';
+import { checkFile, isCheckable, warmUp } from './check';
+import { moduleGraph } from './graph';
+import { fingerprintSync, parseWatchOptions, startWatching, type NotifyOnChangeOptions } from './watch';
+
+const debug = debuglog('posix-daemon');
+
+// ---------------------------------------------------------------------------
+// restartOnChange
+
+/** Options of restartOnChange: watching, checking, the hook, and the exec. */
+export interface RestartOnChangeOptions extends NotifyOnChangeOptions, Omit<RestartViaExecOptions, 'signal'> {
+  /**
+   * Check, in this process, that every changed file of the program parses
+   * as its loader will parse it (JavaScript, JSON, TypeScript through tsx),
+   * after the change settled and again immediately before the exec; default
+   * true.
+   */
+  check?: boolean;
+  /** Called with every error that prevented a restart (the old image keeps running). */
+  onError?: (err: Error) => void;
+  /** Runs just before the exec (close servers, flush logs); gets a signal aborted at the deadline. */
+  beforeRestart?: (signal: AbortSignal) => unknown;
+  /** Milliseconds `beforeRestart` may take; default 5000. The restart happens either way. */
+  beforeRestartTimeout?: number;
+}
+
+
+async function runBeforeRestart(hook: (signal: AbortSignal) => unknown, timeout: number): Promise<void> {
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const err = new Error(`beforeRestart() did not finish within ${timeout} ms`) as Error & { code: string };
+      err.code = 'ETIMEDOUT';
+      ac.abort(err);
+      reject(err);
+    }, timeout);
+  });
+  try {
+    await Promise.race([Promise.resolve().then(() => hook(ac.signal)), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Waits for a change of the program's files (see notifyOnChange) and
+ * restarts via exec (see restartViaExec). Safer than Go's:
+ * - a change counts once it settled (the writer closed the file, or it
+ *   stayed unchanged for `debounce` ms);
+ * - every changed file is syntax-checked in this process (`check`), and a
+ *   missing or empty entry file is refused: the error goes to debuglog and
+ *   `onError`, this image keeps running and the next good version is
+ *   picked up;
+ * - `beforeRestart` runs with a deadline, then `servers` drain, then the
+ *   program is checked AGAIN (any file changed since its last check): a
+ *   file broken meanwhile aborts this restart, the servers resume, and the
+ *   next good version restarts;
+ * - a change or a restart signal arriving while a restart is in progress
+ *   is folded into it.
+ * Watchers do not hold the event loop open unless `persistent: true`.
+ * Never resolves; rejects with an AbortError on `signal`.
+ */
+export async function restartOnChange(options: RestartOnChangeOptions = {}): Promise<never> {
+  const plan = parseWatchOptions(options, false);
+  const o = options;
+  const check = o.check ?? true;
+  validateBoolean(check, 'options.check');
+  if (o.onError !== undefined) validateFunction(o.onError, 'options.onError');
+  if (o.beforeRestart !== undefined) validateFunction(o.beforeRestart, 'options.beforeRestart');
+  const beforeRestartTimeout = o.beforeRestartTimeout ?? 5000;
+  validateDuration(beforeRestartTimeout, 'options.beforeRestartTimeout');
+  const execOptions: RestartViaExecOptions = {
+    env: o.env, args: o.args, keepFds: o.keepFds, retryInterval: o.retryInterval, signal: o.signal,
+    servers: o.servers, drainTimeout: o.drainTimeout, compileCache: o.compileCache,
+  };
+  // Validate the exec options now rather than at the first change.
+  if (o.env !== undefined) validateObject(o.env, 'options.env');
+  if (o.args !== undefined) validateArgs(o.args, 'options.args');
+  if (o.keepFds !== undefined) validateFdList(o.keepFds, 'options.keepFds', 3);
+  if (o.retryInterval !== undefined) validateDuration(o.retryInterval, 'options.retryInterval');
+  if (o.compileCache !== undefined) validateBoolean(o.compileCache, 'options.compileCache');
+
+  const report = (err: Error): void => {
+    debug('autorestart: not restarting: %s', err.message);
+    if (o.onError) {
+      try {
+        o.onError(err);
+      } catch (hookErr) {
+        debug('autorestart: onError threw: %s', hookErr);
+      }
+    }
+  };
+  const main = mainScript();
+  const { feed, files } = startWatching(plan, () => {
+    baseline();
+    warmUp();
+  });
+
+  // What each file looked like when it was last known good (when it was
+  // first watched: it had been loaded, so it parsed; or when it last passed
+  // a check). A file whose fingerprint moved since is checked again.
+  const good = new Map<string, string>();
+  const baseline = (): void => {
+    for (const [f, fp] of files) if (!good.has(f)) good.set(f, fp);
+  };
+  baseline();
+
+  /** Checks the given files (or every watched file that moved since it was last good). */
+  const checkProgram = async (only?: string[]): Promise<void> => {
+    baseline();
+    moduleGraph().rescanRequireCache();
+    if (main !== undefined) {
+      // A truncate-then-write caught in a pause longer than the debounce:
+      // an empty file is a valid program that would exit at once. A missing
+      // one would die on "Cannot find module".
+      if (statSync(main).size === 0) throw new Error(`${main} is empty; waiting for its content`);
+    }
+    if (!check) return;
+    const candidates = only ?? [...files.keys()];
+    for (const f of candidates) {
+      const before = fingerprintSync(f);
+      if (only === undefined && good.get(f) === before) continue;
+      // A deleted module is not refused: the new version may no longer
+      // import it (what it imports is only known once it runs).
+      if (before.startsWith('missing:') || !isCheckable(f)) continue;
+      await checkFile(f);
+      if (fingerprintSync(f) !== before) throw new Error(`${f} changed during the check; waiting for it to settle`);
+      good.set(f, before);
+    }
+  };
+
+  for await (const change of feed) {
+    debug('autorestart: change in %j', change.paths);
+    try {
+      await checkProgram(change.paths);
+    } catch (err) {
+      if ((err as Error).name === 'AbortError') throw err;
+      report(err as Error);
+      continue;
+    }
+    if (o.beforeRestart) {
+      try {
+        await runBeforeRestart(o.beforeRestart, beforeRestartTimeout);
+      } catch (err) {
+        // Bounded means bounded: a failing or hanging hook must not block
+        // an upgrade forever. Report it and restart anyway.
+        report(err as Error);
+      }
+    }
+    let refused = false;
+    try {
+      // The second look, after the hook and the drain: what is exec'd is
+      // what was checked.
+      return await restartWith(execOptions, {
+        verify: () => checkProgram().catch((err: unknown) => {
+          refused = true;
+          throw err;
+        }),
+      });
+    } catch (err) {
+      if (!refused) throw err;
+      report(err as Error);
+      // Not restarted: the servers are serving again; wait for the next change.
+    }
+  }
+  // Only reachable if the feed ends without an error, which it does not.
+  throw abortError(o.signal?.reason);
+}

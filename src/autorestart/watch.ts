@@ -1,0 +1,483 @@
+/**
+ * notifyOnChange: watch the program's files and yield one event per settled
+ * burst of changes.
+ *
+ * Linux: one inotify instance for the whole process (native/inotify.cc on
+ * the libuv loop: no thread, no polling), one watch per DIRECTORY, filtered
+ * by name: a watch on the file itself follows the inode and goes deaf after
+ * an editor's rename-over or a delete + recreate; the directory sees them
+ * all. A change settles when the kernel says the writer is done
+ * (IN_CLOSE_WRITE, or IN_MOVED_TO for a file renamed into place) and a short
+ * confirmation finds size, mtime and inode unchanged. Writes without a close
+ * (a writer keeping the file open, mmap) fall back to the quiet-time timer
+ * (`debounce`), as do fs.watch (other systems) and stat polling.
+ */
+import { realpathSync, statSync, unwatchFile, watch, watchFile } from 'node:fs';
+import type { FSWatcher } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import { debuglog } from 'node:util';
+import { addon, type RawInotify } from '../native';
+import { abortError, invalidArgValue, outOfRange } from '../errors';
+import {
+  validateAbortSignal, validateArray, validateBoolean, validateCString, validateDuration, validateFunction,
+  validateObject,
+} from '../validators';
+import { isSea, mainScript } from './exec';
+import { inNodeModules, moduleGraph } from './graph';
+
+const debug = debuglog('posix-daemon');
+
+// ---------------------------------------------------------------------------
+// A push-based async iterator that MERGES what arrives while nobody is
+// waiting into one pending value, like a Go channel with a buffer of one: a
+// slow consumer (a restart being checked) sees that something happened, not
+// a backlog. events.on() queues every event, hence this small class.
+
+class Feed<T> implements AsyncIterableIterator<T> {
+  #queued: { value: T } | null = null;
+  readonly #waiters: Array<{ resolve(r: IteratorResult<T>): void; reject(err: unknown): void }> = [];
+  #error: { err: unknown } | null = null;
+  #closed = false;
+  readonly #cleanup: Array<() => void> = [];
+
+  constructor(readonly merge: (queued: T, incoming: T) => T) {}
+
+  onClose(fn: () => void): void {
+    if (this.#closed) fn();
+    else this.#cleanup.push(fn);
+  }
+
+  push(value: T): void {
+    if (this.#closed) return;
+    const w = this.#waiters.shift();
+    if (w) w.resolve({ value, done: false });
+    else this.#queued = this.#queued ? { value: this.merge(this.#queued.value, value) } : { value };
+  }
+
+  fail(err: unknown): void {
+    if (this.#closed) return;
+    this.#close();
+    const w = this.#waiters.shift();
+    if (w) {
+      w.reject(err);
+      for (const rest of this.#waiters.splice(0)) rest.resolve({ value: undefined, done: true });
+    } else {
+      this.#error = { err };
+    }
+  }
+
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const fn of this.#cleanup.splice(0)) {
+      try {
+        fn();
+      } catch (err) {
+        debug('autorestart: cleanup failed: %s', err);
+      }
+    }
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    if (this.#queued) {
+      const { value } = this.#queued;
+      this.#queued = null;
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.#error) {
+      const { err } = this.#error;
+      this.#error = null;
+      return Promise.reject(err);
+    }
+    if (this.#closed) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  return(): Promise<IteratorResult<T>> {
+    this.#close();
+    this.#queued = null;
+    this.#error = null;
+    for (const w of this.#waiters.splice(0)) w.resolve({ value: undefined, done: true });
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The process's one inotify instance, shared by every watcher.
+
+/** `done`: the kernel says a writer finished (close after write, rename into place). */
+type DirListener = (name: string | null, done: boolean) => void;
+
+const IN = addon.inotifyConstants;
+
+class InotifyHub {
+  #raw: RawInotify | undefined;
+  readonly #dirs = new Map<string, { wd: number; listeners: Map<DirListener, boolean> }>();
+  readonly #byWd = new Map<number, string>();
+
+  static available(): boolean {
+    return typeof addon.Inotify === 'function' && IN !== undefined;
+  }
+
+  /** Calls `listener` for events in `dir`; returns the unsubscribe function. */
+  subscribe(dir: string, listener: DirListener, persistent: boolean): () => void {
+    let entry = this.#dirs.get(dir);
+    if (!entry) {
+      this.#raw ??= new addon.Inotify!((events) => this.#dispatch(events));
+      const mask = IN!.IN_MODIFY | IN!.IN_ATTRIB | IN!.IN_CLOSE_WRITE | IN!.IN_MOVED_FROM | IN!.IN_MOVED_TO |
+        IN!.IN_CREATE | IN!.IN_DELETE | IN!.IN_ONLYDIR | IN!.IN_EXCL_UNLINK;
+      const wd = this.#raw.add(dir, mask);
+      entry = { wd, listeners: new Map() };
+      this.#dirs.set(dir, entry);
+      this.#byWd.set(wd, dir);
+    }
+    entry.listeners.set(listener, persistent);
+    this.#updateRef();
+    return () => {
+      const e = this.#dirs.get(dir);
+      if (!e || !e.listeners.delete(listener)) return;
+      if (e.listeners.size === 0) {
+        this.#dirs.delete(dir);
+        this.#byWd.delete(e.wd);
+        this.#raw?.remove(e.wd);
+      }
+      if (this.#dirs.size === 0) {
+        this.#raw?.close();
+        this.#raw = undefined;
+      } else {
+        this.#updateRef();
+      }
+    };
+  }
+
+  /** The event loop stays alive while any persistent watcher is subscribed. */
+  #updateRef(): void {
+    let persistent = false;
+    for (const e of this.#dirs.values()) for (const p of e.listeners.values()) persistent ||= p;
+    if (persistent) this.#raw?.ref();
+    else this.#raw?.unref();
+  }
+
+  #dispatch(events: Array<number | string | null>): void {
+    for (let i = 0; i < events.length; i += 4) {
+      const wd = events[i] as number;
+      const mask = events[i + 1] as number;
+      const name = events[i + 3] as string | null;
+      if (mask & IN!.IN_Q_OVERFLOW) {
+        // Events were lost: every watched file may have changed.
+        for (const e of this.#dirs.values()) for (const l of [...e.listeners.keys()]) l(null, false);
+        continue;
+      }
+      const dir = this.#byWd.get(wd);
+      if (dir === undefined) continue;
+      if (mask & IN!.IN_IGNORED) {
+        // The directory itself went away: its watch is gone.
+        this.#byWd.delete(wd);
+        const e = this.#dirs.get(dir);
+        this.#dirs.delete(dir);
+        if (e) for (const l of e.listeners.keys()) l(null, false);
+        continue;
+      }
+      const done = (mask & (IN!.IN_CLOSE_WRITE | IN!.IN_MOVED_TO)) !== 0;
+      const e = this.#dirs.get(dir);
+      if (e) for (const l of [...e.listeners.keys()]) l(name, done);
+    }
+  }
+}
+
+let hub: InotifyHub | undefined;
+
+// ---------------------------------------------------------------------------
+// notifyOnChange
+
+/** One (settled) change: the watched files that changed. */
+export interface ChangeEvent {
+  /** Absolute paths of the watched files that changed, in the order first seen. */
+  paths: string[];
+}
+
+/** Options of notifyOnChange (and the watching part of restartOnChange). */
+export interface NotifyOnChangeOptions {
+  /** Stat polling (`fs.watchFile`, one stat timer per file) instead of inotify; default false. */
+  polling?: boolean;
+  /** Polling interval in ms (polling mode only); default 1000. */
+  interval?: number;
+  /** More files to watch, besides the program's module graph. */
+  paths?: string[];
+  /**
+   * Quiet time in ms for changes the kernel does not close (a writer keeping
+   * the file open, polling, fs.watch): size and mtime must stay unchanged
+   * this long; default 100. A write that ends with close() or a rename into
+   * place settles after a short confirmation instead.
+   */
+  debounce?: number;
+  /** Watch the files of `node_modules` the program loaded too; default false. */
+  node_modules?: boolean;
+  /** Files for which it returns true are not watched (`paths` included). */
+  ignore?: (path: string) => boolean;
+  /** Ends the iteration with an AbortError and removes the watchers. */
+  signal?: AbortSignal;
+  /** Keep the event loop alive while watching; default true (as fs.watch). */
+  persistent?: boolean;
+}
+
+export interface WatchPlan {
+  targets: string[];
+  polling: boolean;
+  interval: number;
+  debounce: number;
+  nodeModules: boolean;
+  ignore: ((path: string) => boolean) | undefined;
+  signal: AbortSignal | undefined;
+  persistent: boolean;
+}
+
+const DEFAULT_DEBOUNCE = 100;
+const DEFAULT_POLL_INTERVAL = 1000;
+// After the kernel said "writer done": how long size, mtime and inode must
+// stay put. Catches a second writer that starts right away (a tool that
+// writes, closes, then appends), at a fraction of the quiet-time timer.
+const CONFIRM_MS = 8;
+
+/** The files that make up "the program" before its module graph: main script (and its link target), or the SEA binary. */
+function programFiles(): string[] {
+  // In a single executable application the binary is the program; otherwise
+  // process.execPath is the node runtime, not the program, and is not watched.
+  if (isSea()) return [process.execPath];
+  const main = mainScript();
+  if (main === undefined) return [];
+  const out = [main];
+  // Node runs realpath(main); a symlinked entry (npm bin links, deploys that
+  // flip a `current` link) changes either at the link or at its target.
+  try {
+    const real = realpathSync(main);
+    if (real !== main) out.push(real);
+  } catch {
+    // missing: reported below by statSync, with Node's ENOENT error
+  }
+  return out;
+}
+
+export function parseWatchOptions(options: unknown, defaultPersistent: boolean): WatchPlan {
+  validateObject(options, 'options');
+  const o = options as NotifyOnChangeOptions;
+  const polling = o.polling ?? false;
+  validateBoolean(polling, 'options.polling');
+  const interval = o.interval ?? DEFAULT_POLL_INTERVAL;
+  validateDuration(interval, 'options.interval');
+  if (interval === 0) throw outOfRange('options.interval', 'a finite number > 0', interval);
+  const debounce = o.debounce ?? DEFAULT_DEBOUNCE;
+  validateDuration(debounce, 'options.debounce');
+  validateAbortSignal(o.signal, 'options.signal');
+  const persistent = o.persistent ?? defaultPersistent;
+  validateBoolean(persistent, 'options.persistent');
+  const nodeModules = o.node_modules ?? false;
+  validateBoolean(nodeModules, 'options.node_modules');
+  if (o.ignore !== undefined) validateFunction(o.ignore, 'options.ignore');
+  const extra = o.paths ?? [];
+  validateArray(extra, 'options.paths');
+  extra.forEach((p, i) => validateCString(p, `options.paths[${i}]`, { allowEmpty: false }));
+  const targets = [...new Set([...programFiles(), ...(extra as string[]).map((p) => resolve(p))])];
+  if (targets.length === 0) {
+    throw invalidArgValue('options.paths', o.paths, 'must name a file to watch when the program has no main script');
+  }
+  // A file that does not exist cannot be watched for "changes": fail now,
+  // with the same ENOENT error fs.statSync gives.
+  for (const t of targets) statSync(t);
+  return { targets, polling, interval, debounce, nodeModules, ignore: o.ignore, signal: o.signal, persistent };
+}
+
+/** A stat fingerprint: what "has stopped changing" compares. */
+export async function fingerprint(path: string): Promise<string> {
+  try {
+    const s = await stat(path, { bigint: true });
+    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+  } catch (err) {
+    return `missing:${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+  }
+}
+
+export function fingerprintSync(path: string): string {
+  try {
+    const s = statSync(path, { bigint: true });
+    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+  } catch (err) {
+    return `missing:${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+  }
+}
+
+/**
+ * A running watcher: the change feed, and the files it watches (growing
+ * with the module graph), each with its fingerprint when watching began.
+ */
+export interface Watching {
+  feed: AsyncIterableIterator<ChangeEvent>;
+  files: ReadonlyMap<string, string>;
+}
+
+/** `onGraph`: called once the module graph's files are being watched too. */
+export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
+  const feed = new Feed<ChangeEvent>((a, b) => ({ paths: [...new Set([...a.paths, ...b.paths])] }));
+  const files = new Map<string, string>();
+  if (plan.signal) {
+    const { signal } = plan;
+    if (signal.aborted) {
+      feed.fail(abortError(signal.reason));
+    } else {
+      const onAbort = (): void => feed.fail(abortError(signal.reason));
+      signal.addEventListener('abort', onAbort, { once: true });
+      feed.onClose(() => signal.removeEventListener('abort', onAbort));
+    }
+  }
+
+  // Settling. Every event takes a stat fingerprint of its file and arms one
+  // timer: CONFIRM_MS when every pending file was reported finished by the
+  // kernel, else `debounce`. When it fires, a fresh fingerprint must equal
+  // the one taken after the last event: size/mtime/inode did not move.
+  const pending = new Map<string, { fp: Promise<string>; done: boolean }>();
+  let generation = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  const arm = (ms: number): void => {
+    clearTimeout(timer);
+    timer = setTimeout(settle, ms);
+    if (!plan.persistent) timer.unref();
+  };
+  const mark = (path: string, done: boolean): void => {
+    if (closed) return;
+    generation++;
+    pending.set(path, { fp: fingerprint(path), done });
+    const allDone = [...pending.values()].every((p) => p.done);
+    arm(allDone ? Math.min(CONFIRM_MS, plan.debounce) : plan.debounce);
+  };
+  const settle = async (): Promise<void> => {
+    const gen = generation;
+    const paths = [...pending.keys()];
+    const before = await Promise.all(paths.map((p) => pending.get(p)!.fp));
+    const now = await Promise.all(paths.map(fingerprint));
+    if (closed || gen !== generation) return;  // new events meanwhile: their timer decides
+    if (now.some((fp, i) => fp !== before[i])) {
+      debug('autorestart: %j still changing, waiting %d ms more', paths, plan.debounce);
+      paths.forEach((p, i) => pending.set(p, { fp: Promise.resolve(now[i]), done: false }));
+      arm(plan.debounce);
+      return;
+    }
+    pending.clear();
+    debug('autorestart: change settled: %j', paths);
+    feed.push({ paths });
+  };
+
+  // Directory watches, shared by the files of each directory.
+  const byDir = new Map<string, Map<string, string>>();
+  const onDirEvent = (names: Map<string, string>) => (name: string | null, done: boolean): void => {
+    if (name === null) {
+      for (const t of names.values()) mark(t, false);  // no name (overflow, platform): assume ours
+      return;
+    }
+    const t = names.get(name);
+    if (t !== undefined) mark(t, done);
+  };
+  const useInotify = !plan.polling && InotifyHub.available();
+  const watchDir = (dir: string, names: Map<string, string>): void => {
+    if (useInotify) {
+      hub ??= new InotifyHub();
+      feed.onClose(hub.subscribe(dir, onDirEvent(names), plan.persistent));
+      return;
+    }
+    const listener = onDirEvent(names);
+    const watcher: FSWatcher = watch(dir, { persistent: plan.persistent }, (_event, filename) =>
+      listener(filename === null || filename === undefined ? null : String(filename), false));
+    watcher.on('error', (err) => feed.fail(err));
+    feed.onClose(() => watcher.close());
+  };
+
+  const add = (target: string): void => {
+    if (closed || files.has(target)) return;
+    if (plan.ignore) {
+      let skip = false;
+      try {
+        skip = plan.ignore(target) === true;
+      } catch (err) {
+        debug('autorestart: ignore(%s) threw: %s', target, err);
+      }
+      if (skip) return;
+    }
+    files.set(target, fingerprintSync(target));
+    if (plan.polling) {
+      // fs.watchFile stats the path, so a file replaced by rename or deleted
+      // and recreated is followed naturally.
+      const listener = (): void => mark(target, false);
+      watchFile(target, { persistent: plan.persistent, interval: plan.interval }, listener);
+      feed.onClose(() => unwatchFile(target, listener));
+      return;
+    }
+    const dir = dirname(target);
+    let names = byDir.get(dir);
+    if (names) {
+      names.set(basename(target), target);
+      return;
+    }
+    names = new Map([[basename(target), target]]);
+    byDir.set(dir, names);
+    watchDir(dir, names);
+  };
+
+  try {
+    for (const t of plan.targets) add(t);
+  } catch (err) {
+    feed.fail(err);
+  }
+  // The module graph: everything loaded so far, and from now on. Started
+  // on the next turn of the event loop: the snapshot and, on Node < 22.15,
+  // module.register's loader thread cost a few tens of ms that the
+  // program's own start-up (its first line of output) should not wait for.
+  // Nothing is lost meanwhile: the snapshot sees what was loaded before it.
+  const fromGraph = (path: string): void => {
+    if (!plan.nodeModules && inNodeModules(path)) return;
+    try {
+      add(path);
+    } catch (err) {
+      debug('autorestart: cannot watch %s: %s', path, (err as Error).message);
+    }
+  };
+  const startGraph = setImmediate(() => {
+    const graph = moduleGraph();
+    for (const f of graph.files) fromGraph(f);
+    graph.on('file', fromGraph);
+    feed.onClose(() => graph.removeListener('file', fromGraph));
+    debug('autorestart: watching %d files (%s)', files.size,
+      plan.polling ? `polling every ${plan.interval} ms` : useInotify ? 'inotify' : 'fs.watch');
+    onGraph?.();
+  });
+  feed.onClose(() => {
+    closed = true;
+    clearTimeout(timer);
+    clearImmediate(startGraph);
+  });
+  return { feed, files };
+}
+
+/**
+ * Watches the program's files and yields ONE `{ paths }` event per burst of
+ * changes, once they have settled. Watched: the program's module graph
+ * (main script, preloads, every module it imports or requires, now and
+ * later; in a single executable application `process.execPath`), minus
+ * `node_modules` unless `node_modules: true`, plus `options.paths`, minus
+ * what `ignore` rejects. A file the program never loaded never triggers.
+ * Directory watches through one inotify instance (so rename-over and
+ * delete + recreate keep working), or `fs.watchFile` stat polling with
+ * `polling: true`. Watchers are set up at once (a missing file in `paths`
+ * throws ENOENT here) and removed when the iteration ends (`break`,
+ * `return`, or `signal`).
+ *
+ * @example for await (const { paths } of notifyOnChange({ paths: ['config.json'] })) reload(paths);
+ */
+export function notifyOnChange(options: NotifyOnChangeOptions = {}): AsyncIterableIterator<ChangeEvent> {
+  return startWatching(parseWatchOptions(options, true)).feed;
+}
