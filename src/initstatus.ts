@@ -27,6 +27,7 @@ import { debuglog } from 'node:util';
 import { pipe } from './posix';
 import { abortError, invalidArgType, invalidArgValue } from './errors';
 import { validateAbortSignal, validateObject } from './validators';
+import { notifyError, ready as notifyReady } from './systemd';
 
 const debug = debuglog('posix-daemon');
 
@@ -54,6 +55,13 @@ export interface ReceiverOptions {
 
 /** Prefix written over an address in process.env once a report went out. */
 export const REPORTED_PREFIX = 'reported:';
+
+/**
+ * The address of a program that daemonize() did not detach because a
+ * service manager runs it: report() then tells the service manager
+ * (`READY=1`, or `STATUS=`/`ERRNO=` for a failure) over `$NOTIFY_SOCKET`.
+ */
+export const SERVICE_MANAGER_ADDRESS = 'sd_notify:';
 
 /** Longest pipe line: POSIX guarantees atomic pipe writes up to PIPE_BUF (>= 512; 4096 on Linux). */
 const MAX_LINE = 4096;
@@ -424,6 +432,12 @@ function markReported(address: string): void {
   }
 }
 
+/** sd_notify: false from the systemd helpers means NOTIFY_SOCKET is unset or nobody took it. */
+function reportToServiceManager(status: Error | string | null): 'delivered' | 'gone' {
+  const sent = status === null ? notifyReady() : notifyError(status);
+  return sent ? 'delivered' : 'gone';
+}
+
 function reportToFd(fd: number, message: string | null): 'delivered' | 'gone' | 'failed' {
   try {
     // After an exec the number may belong to some other file: only a pipe
@@ -550,7 +564,9 @@ export async function report(address: string | undefined, status?: null | Error 
   const message = statusMessage(status);
   let result: 'delivered' | 'gone' | 'failed';
   const m = /^fd:(\d+)$/.exec(address);
-  if (m !== null) {
+  if (address === SERVICE_MANAGER_ADDRESS) {
+    result = reportToServiceManager(status ?? null);
+  } else if (m !== null) {
     const fd = Number(m[1]);
     result = Number.isSafeInteger(fd) && fd <= 2 ** 31 - 1 ? reportToFd(fd, message) : 'failed';
   } else {
