@@ -171,7 +171,9 @@ test('reopenLogsOn: after a rename, the signal makes the daemon write to new fil
 });
 
 test('pidFile and reopenLogsOn are validated before anything starts', async () => {
-  const base = { envKey: `POSIX_DAEMON_TEST_UNSET_${process.pid}` };
+  // An aborted signal: should validation miss something, daemonize rejects
+  // with an AbortError instead of starting this test file as a daemon.
+  const base = { envKey: `POSIX_DAEMON_TEST_UNSET_${process.pid}`, signal: AbortSignal.abort() };
   await assert.rejects(daemonize({ ...base, pidFile: '' }), { code: 'ERR_INVALID_ARG_VALUE' });
   await assert.rejects(daemonize({ ...base, pidFile: 7 }), { code: 'ERR_INVALID_ARG_TYPE' });
   await assert.rejects(daemonize({ ...base, pidFile: 'a\0b' }), { code: 'ERR_INVALID_ARG_VALUE' });
