@@ -29,7 +29,12 @@ function startMonitor(extra = {}) {
     reaper.watchOutput(d);
     for (const m of d.matchAll(/(?:GRANDCHILD|WORKER) (\d+)/g)) reaper.add(Number(m[1]));
   });
-  const closed = new Promise((r) => child.on('close', (code, signal) => r({ code, signal })));
+  // 'close' (stdout drained) normally; a worker left running would hold the
+  // pipe open forever, so 'exit' plus a grace period is the safety net.
+  const closed = new Promise((r) => {
+    child.on('close', (code, signal) => r({ code, signal }));
+    child.on('exit', (code, signal) => setTimeout(() => r({ code, signal }), 5000).unref());
+  });
   return {
     child,
     closed,
