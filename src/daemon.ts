@@ -11,10 +11,12 @@ import { debuglog } from 'node:util';
 import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
 import { adoptInheritedPipe, receiver, REPORTED_PREFIX } from './initstatus';
 import { launch } from './launch';
+import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile } from './pidfile';
+import { adoptLogFiles, logFilesEnv, openLogFile, reopenLogsOn } from './logs';
 import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
-  validateAbortSignal, validateCString, validateDuration, validateFdList, validateFunction, validateInteger,
-  validateObject,
+  toSignalNumber, validateAbortSignal, validateCString, validateDuration, validateFdList, validateFunction,
+  validateInteger, validateObject,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -45,6 +47,14 @@ export interface DaemonizeOptions {
   stderr?: string;
   /** Fds (>= 3) the daemon inherits under the same numbers; every other fd is closed. */
   keepFds?: number[];
+  /**
+   * PID file, locked by the foreground before anything is launched (a second
+   * start rejects with ERR_ALREADY_RUNNING) and handed to the daemon, which
+   * holds the lock with its own PID until it exits.
+   */
+  pidFile?: string;
+  /** In the daemon: reopen the stdout/stderr files on this signal (logrotate), e.g. 'SIGUSR1'. */
+  reopenLogsOn?: NodeJS.Signals;
 }
 
 export type DaemonizeResult = { foreground: true; pid: number } | { foreground: false };
@@ -63,6 +73,8 @@ interface Normalized {
   stdout: string | undefined;
   stderr: string | undefined;
   keepFds: number[];
+  pidFile: string | undefined;
+  reopenLogsOn: NodeJS.Signals | undefined;
 }
 
 function validateOptions(options: unknown): Normalized {
@@ -116,14 +128,24 @@ function validateOptions(options: unknown): Normalized {
     validateFdList(o.keepFds, 'options.keepFds', 3);
     keepFds = o.keepFds;
   }
+  if (o.pidFile !== undefined) validateCString(o.pidFile, 'options.pidFile', { allowEmpty: false });
+  if (o.reopenLogsOn !== undefined) {
+    if (typeof o.reopenLogsOn !== 'string') throw invalidArgType('options.reopenLogsOn', 'string', o.reopenLogsOn);
+    toSignalNumber(o.reopenLogsOn, 'options.reopenLogsOn');  // ERR_UNKNOWN_SIGNAL
+    if (o.reopenLogsOn === 'SIGKILL' || o.reopenLogsOn === 'SIGSTOP') {
+      throw invalidArgValue('options.reopenLogsOn', o.reopenLogsOn, 'must be a signal that can be caught');
+    }
+  }
   return {
     envKey: o.envKey, envValue: o.envValue as string | undefined, ready: o.ready as ReadyFunc | undefined,
     signal: o.signal as AbortSignal | undefined, timeout, env, cwd, umask: o.umask as number | undefined,
     stdout: o.stdout as string | undefined, stderr: o.stderr as string | undefined, keepFds,
+    pidFile: o.pidFile as string | undefined, reopenLogsOn: o.reopenLogsOn as NodeJS.Signals | undefined,
   };
 }
 
-function buildEnv(mode: Normalized['env'], key: string, value: string): Record<string, string> {
+/** The daemon's environment: `env` as asked, plus what the library itself tells the daemon. */
+function buildEnv(mode: Normalized['env'], key: string, value: string, ours: Record<string, string>): Record<string, string> {
   let env: Record<string, string>;
   if (mode === 'minimal') {
     env = {};
@@ -142,6 +164,7 @@ function buildEnv(mode: Normalized['env'], key: string, value: string): Record<s
   if (mode === 'minimal' || mode === 'inherit') {
     if (env.NODE_OPTIONS !== undefined) env.NODE_OPTIONS = relaunchNodeOptions(env.NODE_OPTIONS);
   }
+  Object.assign(env, ours);
   env[key] = value;
   return env;
 }
@@ -345,36 +368,86 @@ export async function daemonize(options: DaemonizeOptions): Promise<DaemonizeRes
   if (options === undefined) throw invalidArgType('options', 'Object', options);
   const o = validateOptions(options);
   const current = process.env[o.envKey];
-  if (current !== undefined && current !== '') {
-    debug('daemonize: %s is set, running in the background (pid %d)', o.envKey, process.pid);
-    protectReadinessFd(current);
-    return { foreground: false };
-  }
+  if (current !== undefined && current !== '') return background(o, current);
   if (o.signal?.aborted) throw abortError(o.signal.reason);
   return foreground(o);
 }
 
+/**
+ * The daemon's side: take over what the foreground set up for it. Also
+ * runs again after an in-place restart (restartViaExec), where each step
+ * picks up the same state (the PID file's fd is kept, the log paths are in
+ * the environment).
+ */
+function background(o: Normalized, current: string): DaemonizeResult {
+  debug('daemonize: %s is set, running in the background (pid %d)', o.envKey, process.pid);
+  if (o.pidFile !== undefined) {
+    // The lock the foreground took and handed over; if the daemon was started
+    // some other way (envKey set by hand), it locks the file itself.
+    if (adoptPidFile() === null) lockPidFile(o.pidFile);
+  }
+  adoptLogFiles();
+  if (o.reopenLogsOn !== undefined) installReopenLogs(o.reopenLogsOn);
+  protectReadinessFd(current);
+  return { foreground: false };
+}
+
+const reopenInstalled = new Set<string>();
+
+/** Once per signal, however often daemonize() runs in this process. */
+function installReopenLogs(signal: NodeJS.Signals): void {
+  if (reopenInstalled.has(signal)) return;
+  reopenInstalled.add(signal);
+  reopenLogsOn(signal);
+}
+
 async function foreground(o: Normalized): Promise<DaemonizeResult> {
   const args = relaunchArgs();
-  // Go's shape gives envValue + ready; without them, a readiness pipe of our own.
-  const rx = o.envValue === undefined ? await receiver() : undefined;
+  // First, before anything is started: a second start fails here, with
+  // ERR_ALREADY_RUNNING naming the file and the running PID.
+  const pidFile = o.pidFile !== undefined ? lockPidFileForLaunch(o.pidFile) : null;
+  let rx;
+  try {
+    // Go's shape gives envValue + ready; without them, a readiness pipe of our own.
+    rx = o.envValue === undefined ? await receiver() : undefined;
+  } catch (err) {
+    pidFile?.abandon();
+    throw err;
+  }
   const envValue = o.envValue ?? rx!.address;
-  const env = buildEnv(o.env, o.envKey, envValue);
-
-  const daemon = launch({
-    what: 'daemon',
-    spawn: (readinessFds) => spawnAdopted(args, env, o, readinessFds),
-    ...(rx !== undefined ? { receiver: rx } : { check: o.ready, addresses: [envValue] }),
+  const env = buildEnv(o.env, o.envKey, envValue, {
+    ...pidFile?.env,
+    ...logFilesEnv({ stdout: o.stdout, stderr: o.stderr }),
   });
+
+  let daemon;
+  try {
+    daemon = launch({
+      what: 'daemon',
+      spawn: (readinessFds) => {
+        const spawned = spawnAdopted(args, env, o, readinessFds, pidFile);
+        pidFile?.launched(spawned.pid);
+        return spawned;
+      },
+      ...(rx !== undefined ? { receiver: rx } : { check: o.ready, addresses: [envValue] }),
+    });
+  } catch (err) {
+    pidFile?.abandon();
+    throw err;
+  }
   try {
     await daemon.ready({ signal: o.signal, timeout: o.timeout });
   } catch (err) {
-    // Nothing may be left running: kill it and, where it is our child, reap it.
+    // Nothing may be left running: kill it and wait until it is gone (reaped
+    // where it is our child), then let the PID file go.
     daemon.kill('SIGKILL');
     const r = await daemon.exited;
+    pidFile?.abandon();
     debug('daemonize: daemon %d not ready (%s), killed: %o', daemon.pid, (err as Error)?.message, r && { code: r.exitCode, signal: r.signal });
     throw err;
   }
+  // The daemon holds the PID file's lock now (its own copy of the fd).
+  pidFile?.close();
   // Ready. The daemon stays our child (adopted while we were a subreaper):
   // it is reaped whenever it ends, so it never becomes our zombie, but it
   // never holds this process open.
@@ -391,9 +464,11 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
  * learn its real exit status from a pidfd instead of a bare pipe EOF, and the
  * window in which other orphans could be adopted is that one call.
  */
-function spawnAdopted(args: string[], env: Record<string, string>, o: Normalized, readinessFds: number[]): number {
+function spawnAdopted(
+  args: string[], env: Record<string, string>, o: Normalized, readinessFds: number[], pidFile: LaunchPidFile | null,
+): { pid: number; child: boolean } {
   const keepFds = [...o.keepFds];
-  for (const fd of readinessFds) if (!keepFds.includes(fd)) keepFds.push(fd);
+  for (const fd of [...readinessFds, ...(pidFile !== null ? [pidFile.fd] : [])]) if (!keepFds.includes(fd)) keepFds.push(fd);
   const fds: number[] = [];
   const wasSubreaper = isChildSubreaper();
   const subreaper = wasSubreaper || setChildSubreaper(true);
@@ -403,7 +478,8 @@ function spawnAdopted(args: string[], env: Record<string, string>, o: Normalized
     const stdio: [number, number, number] = [nullFd, nullFd, nullFd];
     for (const [i, path] of [[1, o.stdout], [2, o.stderr]] as const) {
       if (path === undefined) continue;
-      const fd = openSync(path, 'a');
+      // Created with the daemon's umask, not ours (0o666 & ~umask).
+      const fd = openLogFile(path, o.umask);
       fds.push(fd);
       stdio[i] = fd;
     }
@@ -411,7 +487,7 @@ function spawnAdopted(args: string[], env: Record<string, string>, o: Normalized
       cwd: o.cwd, stdio, env, keepFds, ...(o.umask !== undefined ? { umask: o.umask } : {}),
     });
     debug('daemonize: started daemon pid %d (%s)', pid, subreaper ? 'subreaper' : 'no subreaper');
-    return pid;
+    return { pid, child: subreaper };
   } finally {
     if (subreaper && !wasSubreaper) setChildSubreaper(false);
     for (const fd of fds) closeSync(fd);

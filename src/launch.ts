@@ -14,6 +14,7 @@ import { debuglog } from 'node:util';
 import { waitAsync, type Wait4Result } from './posix';
 import { inheritedPipeFd, pendingPipeReceiver, type Receiver } from './initstatus';
 import { abortError } from './errors';
+import { openProcess, type ProcessHandle } from './process-handle';
 
 const debug = debuglog('posix-daemon');
 
@@ -26,10 +27,11 @@ export interface LaunchSpec {
   /**
    * Starts the child with these fds kept open under the same numbers (the
    * readiness pipes), and returns its PID. The child should be ours to wait
-   * on; where it cannot be, `exited` resolves null and only the readiness
-   * channel tells of its death.
+   * on; where it cannot be (a daemon where there are no subreapers), return
+   * `{ pid, child: false }`: `exited` then resolves null once it is gone, and
+   * kill() goes through a process handle (pidfd) opened at once.
    */
-  spawn(keepFds: number[]): number;
+  spawn(keepFds: number[]): number | { pid: number; child: boolean };
   /** Readiness over this receiver, owned by the launch: closed once ready() settled, or if spawn fails. */
   receiver?: Receiver;
   /** Or readiness by the caller's check; the caller owns whatever it waits on. */
@@ -41,7 +43,11 @@ export interface LaunchSpec {
    * a readiness pipe this process inherited is kept for the child too.
    */
   addresses?: Iterable<string>;
-  /** Where kill() sends signals, given the PID: the process itself by default (a process group would be -pgid). */
+  /**
+   * Where kill() sends signals, given the PID: the process itself by default,
+   * or its process group (`(pid) => -pid` for a child that leads its own
+   * group). Only for our own children: see Child.kill().
+   */
   killTarget?: (pid: number) => number;
 }
 
@@ -121,8 +127,21 @@ export function launch(spec: LaunchSpec): Launched {
     if (fd !== undefined && !keepFds.includes(fd)) keepFds.push(fd);
   }
   let pid: number;
+  let handle: ProcessHandle | null = null;
   try {
-    pid = spec.spawn(keepFds);
+    const spawned = spec.spawn(keepFds);
+    pid = typeof spawned === 'number' ? spawned : spawned.pid;
+    if (typeof spawned !== 'number' && !spawned.child) {
+      // Not our child: once it ends, init reaps it and its PID is free for
+      // anyone. Pin it now, while the number is known to be right (it cannot
+      // have reported yet, so it is very young), and signal only through the
+      // pin (issue 10, item 10).
+      try {
+        handle = openProcess(pid);
+      } catch (err) {
+        debug('launch: cannot open a handle on %s %d: %s', spec.what, pid, (err as Error).message);
+      }
+    }
   } catch (err) {
     spec.receiver?.close();
     throw err;
@@ -130,7 +149,7 @@ export function launch(spec: LaunchSpec): Launched {
   // Our copies of the write ends go: EOF then means every writer is gone.
   for (const rx of handed) rx.childStarted();
   debug('launch: %s pid %d started (keeps fds %j)', spec.what, pid, keepFds);
-  return new Child(spec, pid);
+  return new Child(spec, pid, handle);
 }
 
 class Child implements Launched {
@@ -141,9 +160,21 @@ class Child implements Launched {
   private statusCanCome = true;
   private watch: AbortController | null = null;
 
-  constructor(private readonly spec: LaunchSpec, readonly pid: number) {
+  constructor(private readonly spec: LaunchSpec, readonly pid: number, private handle: ProcessHandle | null) {
     this.exited = new Promise((resolve) => { this.resolveExited = resolve; });
-    this.watchExit(true);
+    if (handle === null) {
+      this.watchExit(true);
+    } else {
+      // Not our child: no status will come, but the pidfd says when it is gone.
+      this.statusCanCome = false;
+      void handle.exited.then(() => this.dropHandle());
+    }
+  }
+
+  private dropHandle(): void {
+    this.handle?.close();
+    this.handle = null;
+    this.resolveExited(null);
   }
 
   private watchExit(ref: boolean): void {
@@ -162,14 +193,27 @@ class Child implements Launched {
   }
 
   unref(): void {
+    // A pidfd watch cannot be unref'd: give the handle up (kill() then returns false).
+    if (this.handle !== null) this.dropHandle();
     if (this.status !== null || !this.statusCanCome) return;
     this.watch?.abort();
     this.watchExit(false);
   }
 
   kill(signal: NodeJS.Signals | number = 'SIGKILL'): boolean {
-    // Safe from PID reuse only while the child is not reaped.
-    if (this.status !== null) return false;
+    if (this.handle !== null) {
+      try {
+        return this.handle.kill(signal);
+      } catch (err) {
+        debug('launch: kill %s %d %s: %s', this.spec.what, this.pid, signal, (err as Error).message);
+        return false;
+      }
+    }
+    // Our child: until we reap it, its PID (and, for a group leader, its
+    // process group ID) cannot be given to anyone else, so a bare kill() is
+    // as safe as a pidfd. Once reaped (status set) we never use the number.
+    // A child we could not wait on and hold no handle for is not signalled.
+    if (this.status !== null || !this.statusCanCome) return false;
     const target = this.spec.killTarget?.(this.pid) ?? this.pid;
     try {
       process.kill(target, signal);

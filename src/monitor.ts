@@ -9,6 +9,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { fork } from './posix';
 import { receiver } from './initstatus';
 import { isExitedError, launch, type Launched } from './launch';
+import { endGroupRemains } from './process-group';
 import { abortError, invalidArgValue, outOfRange } from './errors';
 import {
   signalName, toSignalNumber, validateAbortSignal, validateCString, validateDuration, validateFunction, validateObject,
@@ -105,6 +106,28 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
 
   if (isMonitored(envKey)) return;
 
+  // One signal for everything below: the caller's, or a stop signal that
+  // reached the monitor while nobody else listens for it (see below).
+  const stop = new AbortController();
+  const onCallerAbort = (): void => stop.abort(signal!.reason);
+  signal?.addEventListener('abort', onCallerAbort, { once: true });
+  if (signal?.aborted) onCallerAbort();
+  const signals = stopOnSignals((sig) => {
+    const reason = new Error(`selfMonitor received ${sig}`) as Error & { code: string; signal: NodeJS.Signals };
+    reason.code = 'ERR_MONITOR_SIGNALED';
+    reason.signal = sig;
+    stop.abort(reason);
+  });
+  try {
+    await run(stop.signal);
+  } finally {
+    signal?.removeEventListener('abort', onCallerAbort);
+    signals.uninstall();
+  }
+  return;
+
+  async function run(signal: AbortSignal): Promise<void> {
+
   const emit = (event: MonitorEvent): void => {
     debug('monitor: %j', event);
     if (onEvent) {
@@ -116,8 +139,15 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
     }
   };
   const stopped = (): never => {
-    emit({ type: 'stopped', reason: signal?.reason });
-    throw signal?.reason ?? abortError();
+    emit({ type: 'stopped', reason: signal.reason });
+    const received = signals.received;
+    if (received !== null) {
+      // The worker group is gone; now end as the signal would have ended us
+      // (a shell sees "killed by SIGINT"), unless someone listens by now.
+      signals.uninstall();
+      if (process.listenerCount(received) === 0) process.kill(process.pid, received);
+    }
+    throw signal.reason ?? abortError();
   };
   if (signal?.aborted) stopped();
 
@@ -135,12 +165,14 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
       continue;
     }
     emit({ type: 'start', pid: worker.pid, round });
+    const pgid = worker.pid;  // it leads its own group (fork plan setpgid)
 
     const notReady = await worker.ready({ signal }).then(() => null, (err: Error) => err);
     if (notReady === null) {
       emit({ type: 'ready', pid: worker.pid });
       round = 0;
       if (await untilAborted(worker.exited, signal) === ABORTED) await shutdown(worker);
+      else await endRemains(pgid);
       await exitEvent(worker, true);
       if (signal?.aborted) stopped();
       continue;  // as in Go: a child that ends after readiness is started again at once
@@ -156,6 +188,8 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
       emit({ type: 'not-ready', pid: worker.pid, error: notReady });
       if (worker.status === null) await shutdown(worker);
     }
+    await worker.exited;
+    await endRemains(pgid);
     await exitEvent(worker, false);
     if (!(await backoff())) stopped();
   }
@@ -166,7 +200,9 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
     const env = { ...(process.env as Record<string, string>), [envKey]: rx.address };
     return launch({
       what: 'worker',
-      spawn: (keepFds) => fork({ file, args, stdio: 'inherit', env, keepFds }),
+      // Its own process group: what it starts is stopped with it.
+      spawn: (keepFds) => fork({ file, args, stdio: 'inherit', env, keepFds, setpgid: true }),
+      killTarget: (pid) => -pid,
       receiver: rx,
       addresses: Object.values(env),
     });
@@ -190,10 +226,15 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
     }
   }
 
-  /** shutdownSignal, then SIGKILL after shutdownTimeout; resolves once it is reaped. */
+  /**
+   * shutdownSignal (or the stop signal the monitor received) to the worker's
+   * process group, then SIGKILL to the group after shutdownTimeout; resolves
+   * once the worker is reaped and nothing of its group is left.
+   */
   async function shutdown(worker: Launched): Promise<void> {
-    emit({ type: 'shutdown', pid: worker.pid, signal: shutdownName });
-    worker.kill(shutdownSignal);  // false if already gone: the wait below returns at once
+    const name = signals.received ?? shutdownName;
+    emit({ type: 'shutdown', pid: worker.pid, signal: name });
+    worker.kill(name);  // false if already gone: the wait below returns at once
     const timer = new AbortController();
     const outcome = await firstOf(worker.exited,
       delay(shutdownTimeout, TIMED_OUT, { signal: timer.signal }).catch(() => PENDING));
@@ -203,8 +244,50 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
       worker.kill('SIGKILL');
     }
     await worker.exited;
+    // Members that ignored the signal already got it with the group.
+    await endRemains(worker.pid, null);
+  }
+
+  /** After the worker ended: what it started in its group is stopped too (they would hold its ports). */
+  async function endRemains(pgid: number, sig: NodeJS.Signals | null = shutdownName): Promise<void> {
+    const n = await endGroupRemains(pgid, sig, shutdownTimeout);
+    if (n > 0) debug('monitor: ended %d process(es) left in the group of worker %d', n, pgid);
+  }
   }
 }
+
+/**
+ * While the monitor runs: SIGINT, SIGTERM and SIGHUP that nobody else
+ * listens for stop it the orderly way. Without this, such a signal would
+ * kill the monitor at once and leave its worker's group running: the worker
+ * leads its own group, so a terminal's Ctrl-C (sent to the terminal's
+ * foreground group) and a hangup reach only the monitor. With a listener of
+ * the caller's (the documented `ac.abort()` wiring) this stays out of the way.
+ */
+function stopOnSignals(onStop: (sig: NodeJS.Signals) => void): { received: NodeJS.Signals | null; uninstall(): void } {
+  const listeners: Array<[NodeJS.Signals, () => void]> = [];
+  const state = {
+    received: null as NodeJS.Signals | null,
+    uninstall(): void {
+      for (const [sig, fn] of listeners) process.removeListener(sig, fn);
+      listeners.length = 0;
+    },
+  };
+  for (const sig of STOP_SIGNALS) {
+    const fn = (): void => {
+      if (process.listenerCount(sig) > 1) return;  // the caller handles it
+      if (state.received !== null) return;  // a second Ctrl-C: already stopping
+      debug('monitor: %s with no other listener: stopping the worker group', sig);
+      state.received = sig;
+      onStop(sig);
+    };
+    process.on(sig, fn);
+    listeners.push([sig, fn]);
+  }
+  return state;
+}
+
+const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 const ABORTED = Symbol('aborted');
 const TIMED_OUT = Symbol('timed out');

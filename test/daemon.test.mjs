@@ -134,7 +134,10 @@ describe('foreground', () => {
     const r = await run('ok', { env: { ONLY: 'this' }, cwd: dir, umask: 0o027, stdout: out, stderr: errLog });
     assert.equal(r.code, 0, r.stderr);
     const pid = daemonPid(r.stdout);
-    assert.deepEqual(Object.keys(procEnv(pid)).sort(), ['ONLY', ENV_KEY].sort());
+    const env = procEnv(pid);
+    // Exactly the object, plus envKey and where its log files are (for reopenLogs).
+    assert.deepEqual(Object.keys(env).sort(), ['ONLY', 'POSIX_DAEMON_LOGS', ENV_KEY].sort());
+    assert.deepEqual(JSON.parse(env.POSIX_DAEMON_LOGS), { 1: out, 2: errLog });
     assert.equal(procCwd(pid), dir);
     assert.equal(procStatus(pid).Umask, '0027');
     const fds = procFds(pid);
