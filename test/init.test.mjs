@@ -113,6 +113,7 @@ describe('with force outside a namespace', () => {
     test(`what the program leaves behind${stubborn ? ' (ignoring SIGTERM)' : ''} is signalled and reaped; the exit code is the program's`, async () => {
       const run = start(process.execPath, [app, 'force', 'leave', stubborn ? 'stubborn' : '']);
       const report = JSON.parse((await run.line('REPORT ')).slice(7));
+      reaper.add(report.pid);  // the init's child: killing the init alone would orphan it
       assert.equal(report.ppid, run.child.pid, 'the init keeps the PID it was started with');
       assert.equal(report.zombies, 0);
       const initPid = run.child.pid;
@@ -130,6 +131,7 @@ describe('with force outside a namespace', () => {
   test('an in-place restart of the program stays under the init (the marker names our parent)', async () => {
     const run = start(process.execPath, [app, 'force', 'exec']);
     const report = JSON.parse((await run.line('REPORT ')).slice(7));
+    reaper.add(report.pid);
     await run.line('WAITING');
     process.kill(run.child.pid, 'SIGTERM');
     const [, pid, ppid] = (await run.line('EXECED ')).split(' ').map(Number);
