@@ -9,7 +9,8 @@ import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
 import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
-import { adoptInheritedPipe, receiver, REPORTED_PREFIX } from './initstatus';
+import { adoptInheritedPipe, receiver, REPORTED_PREFIX, SERVICE_MANAGER_ADDRESS } from './initstatus';
+import { underServiceManager } from './systemd';
 import { launch } from './launch';
 import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile } from './pidfile';
 import { adoptLogFiles, logFilesEnv, openLogFile, reopenLogsOn } from './logs';
@@ -55,6 +56,14 @@ export interface DaemonizeOptions {
   pidFile?: string;
   /** In the daemon: reopen the stdout/stderr files on this signal (logrotate), e.g. 'SIGUSR1'. */
   reopenLogsOn?: NodeJS.Signals;
+  /**
+   * Whether to start a daemon at all. 'auto' (default): not when a service
+   * manager runs this process (`NOTIFY_SOCKET` or `INVOCATION_ID` is set),
+   * since forking away from systemd breaks its MAINPID and `Type=simple`
+   * tracking; the program then goes on in this process and its `report()`
+   * tells systemd (READY=1). true: always fork; false: never.
+   */
+  detach?: 'auto' | boolean;
 }
 
 export type DaemonizeResult = { foreground: true; pid: number } | { foreground: false };
@@ -75,6 +84,7 @@ interface Normalized {
   keepFds: number[];
   pidFile: string | undefined;
   reopenLogsOn: NodeJS.Signals | undefined;
+  detach: 'auto' | boolean;
 }
 
 function validateOptions(options: unknown): Normalized {
@@ -136,7 +146,12 @@ function validateOptions(options: unknown): Normalized {
       throw invalidArgValue('options.reopenLogsOn', o.reopenLogsOn, 'must be a signal that can be caught');
     }
   }
+  const detach = o.detach ?? 'auto';
+  if (detach !== 'auto' && detach !== true && detach !== false) {
+    throw invalidArgValue('options.detach', detach, "must be 'auto', true or false");
+  }
   return {
+    detach,
     envKey: o.envKey, envValue: o.envValue as string | undefined, ready: o.ready as ReadyFunc | undefined,
     signal: o.signal as AbortSignal | undefined, timeout, env, cwd, umask: o.umask as number | undefined,
     stdout: o.stdout as string | undefined, stderr: o.stderr as string | undefined, keepFds,
@@ -363,12 +378,26 @@ function protectReadinessFd(value: string): void {
  *
  * Background: resolves `{ foreground: false }` at once, without forking.
  * Go: `daemon.Daemonize`.
+ *
+ * Under a service manager (`detach: 'auto'` and `NOTIFY_SOCKET` or
+ * `INVOCATION_ID` set), or with `detach: false`, nothing is started: this
+ * process is the service. `envKey` is set to an address that makes
+ * `report()` notify systemd, and daemonize resolves `{ foreground: false }`.
  */
 export async function daemonize(options: DaemonizeOptions): Promise<DaemonizeResult> {
   if (options === undefined) throw invalidArgType('options', 'Object', options);
   const o = validateOptions(options);
   const current = process.env[o.envKey];
   if (current !== undefined && current !== '') return background(o, current);
+  if (o.detach === false || (o.detach === 'auto' && underServiceManager())) {
+    // python-daemon makes the same call for init and inetd. The service
+    // manager already gave us what a daemon gets (no tty, our own session,
+    // its stdio, cwd and umask), so those options are left to the unit.
+    debug('daemonize: not detaching (%s); this process goes on as the service',
+      o.detach === false ? 'detach: false' : 'under a service manager');
+    process.env[o.envKey] = SERVICE_MANAGER_ADDRESS;
+    return background(o, SERVICE_MANAGER_ADDRESS);
+  }
   if (o.signal?.aborted) throw abortError(o.signal.reason);
   return foreground(o);
 }
