@@ -168,9 +168,15 @@ function validatePath(path: unknown, name: string): string {
  * `ERR_ALREADY_RUNNING` (with `pid` and `path`) when another process holds
  * it. A stale file (its process died) holds no lock and is taken over. The
  * file is removed on a clean exit (process 'exit').
+ *
+ * The lock survives restartViaExec (same PID): the fd is kept and named in
+ * `POSIX_DAEMON_PIDFILE`, and the new image's lockPidFile(path) adopts it
+ * instead of failing against its own lock.
  */
 export function lockPidFile(path: string): PidFileLock {
   const abs = validatePath(path, 'path');
+  const inherited = adoptPidFile();
+  if (inherited !== null && inherited.path === abs) return inherited;
   const { fd } = openLocked(abs);
   try {
     writePid(fd, process.pid);
@@ -179,6 +185,9 @@ export function lockPidFile(path: string): PidFileLock {
     throw err;
   }
   track(fd, abs);
+  // For an in-place restart; a child_process child never has the fd (it is
+  // close-on-exec), and adoptPidFile() checks the fd is this very file.
+  process.env[PIDFILE_ENV] = `${fd}:${abs}`;
   debug('pidfile: %s locked by %d (fd %d)', abs, process.pid, fd);
   return makeLock(abs, fd, process.pid);
 }

@@ -121,6 +121,28 @@ test('daemonize shape: the foreground locks first, the daemon inherits the lock 
   await waitFor(() => !existsSync(path), { what: 'the PID file to go' });
 });
 
+test('lockPidFile then restartViaExec: the new image locks the same file again, same PID, same lock', async () => {
+  const path = fresh();
+  const dir = mkdtempSync(join(tmp, 'r-'));
+  const child = spawn(process.execPath, [app, 'restart', path, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const pid = reaper.add(child.pid);
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+  const restarted = await waitFor(() => existsSync(join(dir, 'restarted')) && readFileSync(join(dir, 'restarted'), 'latin1'),
+    { what: `the program to restart in place (stderr: ${stderr})` });
+  const [firstPid, firstFd] = readFileSync(join(dir, 'first'), 'latin1').split(' ').map(Number);
+  const [again, fd, holder, held] = restarted.split(' ');
+  assert.equal(firstPid, pid);
+  assert.equal(Number(again), pid, 'same PID after restartViaExec');
+  assert.equal(Number(fd), firstFd, 'the inherited lock fd was adopted, not a second lock taken');
+  assert.equal(Number(holder), pid, 'readPidFile: the lock is held, by us');
+  assert.equal(held, String(firstFd), 'and would be kept across the next restart');
+  assert.throws(() => lockPidFile(path), { code: 'ERR_ALREADY_RUNNING', pid });
+  const res = await stopDaemon(path, { timeout: 20000 });
+  assert.deepEqual(res, { pid, signal: 'SIGTERM', killed: false });
+  await waitFor(() => !existsSync(path), { what: 'the PID file to go on the clean exit' });
+});
+
 test('stopDaemon: SIGKILL after the timeout for a process that ignores SIGTERM', async () => {
   const path = fresh();
   const h = hold(path, 'stubborn');
