@@ -68,6 +68,32 @@ void RecordStdioFlags();
 // fd_limit. Returns 0 or errno.
 int CloexecAllExcept(const int* keep, size_t nkeep, int fd_limit);
 
+// ---- signals (fork.cc) ----
+// Async-signal-safe: every catchable signal back to SIG_DFL. For a process
+// about to exec, or one that runs no other code (a forked child, the init).
+void ResetSignalDispositions();
+
+// ---- calling JS from libuv callbacks ----
+// No C++ exception may leave a libuv callback (that is std::terminate), and
+// a poll handle can still fire once while Node tears the environment down
+// at exit (FreeEnvironment runs the loop once more), when every N-API call
+// fails: the event is then dropped, nobody is left to tell. `call` builds
+// the arguments and makes the callback; an exception the JS callback
+// itself threw goes to the process, as for any event-loop callback.
+template <typename Call>
+void CallFromLoop(Napi::Env env, Call&& call) noexcept {
+  try {
+    Napi::HandleScope scope(env);
+    try {
+      call();
+    } catch (const Napi::Error& e) {
+      Napi::Value error = e.Value();
+      if (!error.IsEmpty() && !error.IsUndefined()) napi_fatal_exception(env, error);
+    }
+  } catch (...) {
+  }
+}
+
 // ---- module parts ----
 void InitFork(Napi::Env env, Napi::Object exports);
 void InitExec(Napi::Env env, Napi::Object exports);

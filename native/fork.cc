@@ -238,16 +238,9 @@ void ReapOwnChild(pid_t pid) {
 }
 
 void ResetSignals() {
-  struct sigaction dfl;
-  memset(&dfl, 0, sizeof(dfl));
-  dfl.sa_handler = SIG_DFL;
-  sigemptyset(&dfl.sa_mask);
   // Dispositions first, while everything is still blocked, so no handler
   // inherited from Node can run in the child.
-  for (int s = 1; s < NSIG; s++) {
-    if (s == SIGKILL || s == SIGSTOP) continue;
-    sigaction(s, &dfl, nullptr);  // EINVAL for libc-reserved RT signals: fine
-  }
+  ResetSignalDispositions();
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -503,6 +496,17 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+void ResetSignalDispositions() {
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof(dfl));
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  for (int s = 1; s < NSIG; s++) {
+    if (s == SIGKILL || s == SIGSTOP) continue;
+    sigaction(s, &dfl, nullptr);  // EINVAL for libc-reserved RT signals: fine
+  }
+}
 
 void InitFork(Napi::Env env, Napi::Object exports) {
   exports.Set("fork", Napi::Function::New(env, Fork, "fork"));

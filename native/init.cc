@@ -103,17 +103,6 @@ int64_t NowMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-void ResetDispositions() {
-  struct sigaction dfl;
-  memset(&dfl, 0, sizeof(dfl));
-  dfl.sa_handler = SIG_DFL;
-  sigemptyset(&dfl.sa_mask);
-  for (int s = 1; s < NSIG; s++) {
-    if (s == SIGKILL || s == SIGSTOP) continue;
-    sigaction(s, &dfl, nullptr);
-  }
-}
-
 // Signals every direct child (orphans adopted as a subreaper included).
 // /proc/self/task/<pid>/children lists them; read in chunks, numbers may
 // straddle a chunk boundary.
@@ -194,7 +183,7 @@ int DropMainProgram(struct dl_phdr_info* info, size_t, void* done) {
     if (IsSynchronous(s)) sigdelset(&waitset, s);
   }
   sigprocmask(SIG_SETMASK, &waitset, nullptr);
-  ResetDispositions();  // SIGPIPE and friends may have come ignored
+  ResetSignalDispositions();  // SIGPIPE and friends may have come ignored
 
   if (getpid() != 1) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 

@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <vector>
+
 namespace pd {
 namespace {
 
@@ -123,32 +125,29 @@ class Inotify : public Napi::ObjectWrap<Inotify> {
   }
 
   void Drain() {
-    Napi::Env env = env_;
-    Napi::HandleScope scope(env);
-    Napi::Array out = Napi::Array::New(env);
-    uint32_t n = 0;
     alignas(struct inotify_event) char buf[16384];
+    std::vector<char> events;
     for (;;) {
       ssize_t len = read(fd_, buf, sizeof buf);
       if (len < 0 && errno == EINTR) continue;
       if (len <= 0) break;  // EAGAIN: drained
-      for (char* p = buf; p < buf + len;) {
-        auto* ev = reinterpret_cast<struct inotify_event*>(p);
+      events.insert(events.end(), buf, buf + len);
+    }
+    if (events.empty()) return;
+    CallFromLoop(env_, [&] {
+      Napi::Env env = env_;
+      Napi::Array out = Napi::Array::New(env);
+      uint32_t n = 0;
+      for (size_t off = 0; off < events.size();) {
+        auto* ev = reinterpret_cast<struct inotify_event*>(events.data() + off);
         out.Set(n++, Napi::Number::New(env, ev->wd));
         out.Set(n++, Napi::Number::New(env, ev->mask));
         out.Set(n++, Napi::Number::New(env, ev->cookie));
         out.Set(n++, ev->len > 0 ? Napi::String::New(env, ev->name) : env.Null());
-        p += sizeof(struct inotify_event) + ev->len;
+        off += sizeof(struct inotify_event) + ev->len;
       }
-    }
-    if (n == 0) return;
-    try {
       callback_.MakeCallback(Value(), {out}, *context_);
-    } catch (const Napi::Error& e) {
-      // No JS frame to throw into: report it as Node reports any callback's
-      // uncaught exception.
-      napi_fatal_exception(env, e.Value());
-    }
+    });
   }
 
   Napi::Env env_ = Napi::Env(nullptr);

@@ -125,18 +125,12 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
   }
 
   void Fire() {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
     // Readable stays readable: stop polling before JS runs. The fd itself
     // stays open until close(), so kill() keeps answering ESRCH rather
     // than hitting a reused PID.
     StopPolling();
-    Napi::Function cb = callback_.Value();
-    try {
-      cb.MakeCallback(env.Global(), {}, *context_);
-    } catch (const Napi::Error& e) {
-      napi_fatal_exception(env, e.Value());
-    }
+    Napi::Env env = Env();
+    CallFromLoop(env, [&] { callback_.Value().MakeCallback(env.Global(), {}, *context_); });
     Unpin();
   }
 

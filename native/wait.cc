@@ -260,19 +260,11 @@ class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
   }
 
   void Fire(bool final_event) {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
     // A pidfd/kqueue only becomes readable once: stop polling (a readable
     // fd would otherwise spin the loop) before handing over to JS.
     if (final_event) Shutdown();
-    Napi::Function cb = callback_.Value();
-    try {
-      cb.MakeCallback(env.Global(), {}, *context_);
-    } catch (const Napi::Error& e) {
-      // An exception from the JS callback belongs to the process, as it
-      // would for any event-loop callback.
-      napi_fatal_exception(env, e.Value());
-    }
+    Napi::Env env = Env();
+    CallFromLoop(env, [&] { callback_.Value().MakeCallback(env.Global(), {}, *context_); });
     if (!active_) Unpin();
   }
 
