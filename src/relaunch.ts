@@ -1,0 +1,179 @@
+/**
+ * How to run "this program" again from another directory: the daemon starts
+ * in '/', so everything the foreground named relative to its own directory
+ * (the main script, --import/--require/--loader preloads in execArgv and in
+ * NODE_OPTIONS) is made absolute first.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { debuglog } from 'node:util';
+
+const debug = debuglog('posix-daemon');
+
+const EVAL_FLAGS = new Set(['-e', '--eval', '-p', '--print']);
+const IMPORT_FLAGS = new Set(['--import', '--loader', '--experimental-loader']);
+const REQUIRE_FLAGS = new Set(['-r', '--require']);
+
+/** ESM-style entry of a bare package specifier, found from `base` the way Node would. */
+function resolveEsmBare(spec: string, base: string): string | null {
+  const parts = spec.split('/');
+  const nameLen = spec.startsWith('@') ? 2 : 1;
+  const name = parts.slice(0, nameLen).join('/');
+  const sub = parts.length > nameLen ? `./${parts.slice(nameLen).join('/')}` : '.';
+  for (let dir = base; ; dir = dirname(dir)) {
+    const pkgDir = join(dir, 'node_modules', name);
+    const pkgFile = join(pkgDir, 'package.json');
+    if (existsSync(pkgFile)) {
+      const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports?: unknown; main?: string };
+      if (pkg.exports !== undefined) {
+        let target: unknown = pkg.exports;
+        if (typeof target === 'object' && target !== null && !Array.isArray(target) &&
+            Object.keys(target).some((k) => k.startsWith('.'))) {
+          target = (target as Record<string, unknown>)[sub];
+        } else if (sub !== '.') {
+          target = undefined;
+        }
+        const pick = (t: unknown): string | null => {
+          if (typeof t === 'string') return t;
+          if (Array.isArray(t)) {
+            for (const x of t) {
+              const r = pick(x);
+              if (r !== null) return r;
+            }
+            return null;
+          }
+          if (t !== null && typeof t === 'object') {
+            for (const [cond, v] of Object.entries(t)) {
+              if (cond === 'import' || cond === 'node' || cond === 'default') {
+                const r = pick(v);
+                if (r !== null) return r;
+              }
+            }
+          }
+          return null;
+        };
+        const rel = pick(target);
+        return rel === null ? null : join(pkgDir, rel);
+      }
+      return null;  // no exports: let require.resolve handle main/index
+    }
+    if (dirname(dir) === dir) return null;
+  }
+}
+
+function isPathLike(spec: string): boolean {
+  return spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..';
+}
+
+/**
+ * The daemon starts in '/', so a preload named relative to the foreground's
+ * directory (`--import tsx`, `-r ./setup.js`) would not be found there.
+ * Resolve such specifiers to absolute ones from the foreground's cwd.
+ */
+function absolutizeSpecifier(flag: string, spec: string): string {
+  if (spec.startsWith('node:') || spec.startsWith('file:') || spec.startsWith('data:') || isAbsolute(spec)) return spec;
+  const cwd = process.cwd();
+  try {
+    if (isPathLike(spec)) {
+      const abs = resolvePath(cwd, spec);
+      return IMPORT_FLAGS.has(flag) ? pathToFileURL(abs).href : abs;
+    }
+    if (IMPORT_FLAGS.has(flag)) {
+      const esm = resolveEsmBare(spec, cwd);
+      if (esm !== null) return pathToFileURL(esm).href;
+    }
+    const req = createRequire(join(cwd, '[daemonize]'));
+    const found = req.resolve(spec);
+    return IMPORT_FLAGS.has(flag) ? pathToFileURL(found).href : found;
+  } catch (err) {
+    debug('daemonize: could not resolve %s %s from %s: %s', flag, spec, cwd, (err as Error).message);
+    return spec;
+  }
+}
+
+/** `argv` (node flags) with cwd-relative preloads (--import, --require, --loader) made absolute. */
+function absolutizePreloads(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if (IMPORT_FLAGS.has(flag) || REQUIRE_FLAGS.has(flag)) {
+      if (eq > 0) {
+        out.push(`${flag}=${absolutizeSpecifier(flag, a.slice(eq + 1))}`);
+      } else if (i + 1 < argv.length) {
+        out.push(a, absolutizeSpecifier(flag, argv[++i]));
+      } else {
+        out.push(a);
+      }
+      continue;
+    }
+    out.push(a);
+  }
+  return out;
+}
+
+/**
+ * NODE_OPTIONS split the way Node splits it: on spaces; double quotes group,
+ * and inside them a backslash escapes the next character. null if Node would
+ * reject it (then it is passed on unchanged).
+ */
+function parseNodeOptions(value: string): string[] | null {
+  const args: string[] = [];
+  let inString = false;
+  let startNew = true;
+  for (let i = 0; i < value.length; i++) {
+    let c = value[i];
+    if (c === '\\' && inString) {
+      if (i + 1 === value.length) return null;
+      c = value[++i];
+    } else if (c === ' ' && !inString) {
+      startNew = true;
+      continue;
+    } else if (c === '"') {
+      inString = !inString;
+      continue;
+    }
+    if (startNew) {
+      args.push(c);
+      startNew = false;
+    } else {
+      args[args.length - 1] += c;
+    }
+  }
+  return inString ? null : args;
+}
+
+/** The inverse of parseNodeOptions: quote what has a space, a quote or a backslash. */
+function serializeNodeOptions(args: readonly string[]): string {
+  return args.map((a) => (/[ "\\]/.test(a) ? `"${a.replace(/[\\"]/g, '\\$&')}"` : a)).join(' ');
+}
+
+/** NODE_OPTIONS for the daemon, which starts in another directory: preloads made absolute. */
+export function relaunchNodeOptions(value: string): string {
+  const args = parseNodeOptions(value);
+  if (args === null) return value;
+  const rewritten = absolutizePreloads(args);
+  return rewritten.every((a, i) => a === args[i]) ? value : serializeNodeOptions(rewritten);
+}
+
+/**
+ * The arguments that start this program again (after the node binary):
+ * execArgv with cwd-relative preloads made absolute, the main script made
+ * absolute, the program's arguments. Throws ERR_DAEMONIZE_NO_SCRIPT for a
+ * program read from stdin.
+ */
+export function relaunchArgs(): string[] {
+  const evaluated = process.execArgv.some((a) => EVAL_FLAGS.has(a));
+  const execArgv = absolutizePreloads(process.execArgv);
+  if (evaluated) return [...execArgv, ...process.argv.slice(1)];  // `node -e code args`: no script
+  const script = process.argv[1];
+  if (script === undefined || script === '-') {
+    const err = new Error('daemonize needs a main script: a program read from stdin cannot be started again');
+    Object.defineProperty(err, 'code', { value: 'ERR_DAEMONIZE_NO_SCRIPT', enumerable: true });
+    throw err;
+  }
+  return [...execArgv, resolvePath(script), ...process.argv.slice(2)];
+}
