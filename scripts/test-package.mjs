@@ -161,6 +161,10 @@ try {
       /^package\.json$/, /^README\.md$/, /^LICENSE$/, /^binding\.gyp$/,
       /^native\/[^/]+\.(cc|h)$/,
       /^dist\/[^/]+\.(js|d\.ts|mjs|d\.mts)$/,
+      // One concern per file under a subpath's folder (src/autorestart/): CJS + types.
+      /^dist\/[^/]+\/[^/]+\.(js|d\.ts)$/,
+      // The systemd units and server the README installs from node_modules.
+      /^examples\/systemd\/[^/]+\.(mjs|service|socket)$/,
       /^prebuilds\/[^/]+\/[^/]+\.node$/,
     ];
     const required = {
@@ -189,7 +193,7 @@ try {
     if (extra.length) problems.push(`unexpected files: ${extra.join(', ')}`);
     if (absent.length) problems.push(`missing: ${absent.join(', ')}`);
     record('tarball contents', problems.length === 0,
-      problems.length ? problems.join('\n      ') : `${basename(tarball)}: ${listing.length} files, only dist/ native/ binding.gyp prebuilds/ README.md LICENSE package.json`);
+      problems.length ? problems.join('\n      ') : `${basename(tarball)}: ${listing.length} files, only dist/ native/ binding.gyp prebuilds/ examples/systemd/ README.md LICENSE package.json`);
   }
 
   // ------------------------------- 2. install with no compiler: prebuild
