@@ -290,11 +290,7 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
   try {
     daemon = launch({
       what: 'daemon',
-      spawn: (readinessFds) => {
-        const spawned = spawnAdopted(args, env, o, readinessFds, pidFile);
-        pidFile?.launched(spawned.pid);
-        return spawned;
-      },
+      spawn: (readinessFds) => spawnAdopted(args, env, o, readinessFds, pidFile),
       ...(rx !== undefined ? { receiver: rx } : { check: o.ready, addresses: [envValue] }),
     });
   } catch (err) {
@@ -302,6 +298,8 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
     throw err;
   }
   try {
+    // Inside the try: should writing its PID fail, the daemon is killed too.
+    pidFile?.launched(daemon.pid);
     await daemon.ready({ signal: o.signal, timeout: o.timeout });
   } catch (err) {
     // Nothing may be left running: kill it and wait until it is gone (reaped

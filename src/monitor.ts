@@ -236,8 +236,8 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
     emit({ type: 'shutdown', pid: worker.pid, signal: name });
     worker.kill(name);  // false if already gone: the wait below returns at once
     const timer = new AbortController();
-    const outcome = await firstOf(worker.exited,
-      delay(shutdownTimeout, TIMED_OUT, { signal: timer.signal }).catch(() => PENDING));
+    const outcome = await Promise.race([worker.exited,
+      delay(shutdownTimeout, TIMED_OUT, { signal: timer.signal }).catch(() => null)]);
     timer.abort();
     if (outcome === TIMED_OUT) {
       emit({ type: 'kill', pid: worker.pid });
@@ -291,12 +291,7 @@ const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 const ABORTED = Symbol('aborted');
 const TIMED_OUT = Symbol('timed out');
-const PENDING = Symbol('pending');
 
-/** Resolves with whichever settles first (rejections become values). */
-function firstOf<A, B>(a: Promise<A>, b: Promise<B>): Promise<A | B> {
-  return Promise.race([a, b]);
-}
 
 /**
  * `p`'s value, or ABORTED if `signal` aborts first. The abort listener is

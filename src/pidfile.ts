@@ -51,7 +51,8 @@ function alreadyRunning(path: string, pid: number | null): AlreadyRunning {
   return err;
 }
 
-const held = new Map<number, { path: string; ino: bigint; dev: bigint }>();
+// fd -> its one lock object (releasing it twice must not close the fd twice).
+const held = new Map<number, PidFileLock>();
 let exitHookInstalled = false;
 
 function sameFile(a: BigIntStats, b: BigIntStats): boolean {
@@ -86,10 +87,12 @@ function installExitHook(): void {
   });
 }
 
-function track(fd: number, path: string): void {
-  const st = fstatSync(fd, { bigint: true });
-  held.set(fd, { path, ino: st.ino, dev: st.dev });
+/** The lock on `fd`, registered for the exit hook and heldPidFileFds(). */
+function track(path: string, fd: number): PidFileLock {
+  const lock = makeLock(path, fd, process.pid);
+  held.set(fd, lock);
   installExitHook();
+  return lock;
 }
 
 function untrack(fd: number): void {
@@ -184,12 +187,12 @@ export function lockPidFile(path: string): PidFileLock {
     closeSync(fd);
     throw err;
   }
-  track(fd, abs);
+  const lock = track(abs, fd);
   // For an in-place restart; a child_process child never has the fd (it is
   // close-on-exec), and adoptPidFile() checks the fd is this very file.
   process.env[PIDFILE_ENV] = `${fd}:${abs}`;
   debug('pidfile: %s locked by %d (fd %d)', abs, process.pid, fd);
-  return makeLock(abs, fd, process.pid);
+  return lock;
 }
 
 function makeLock(path: string, fd: number, pid: number): PidFileLock {
@@ -341,7 +344,8 @@ export function adoptPidFile(): PidFileLock | null {
   const fd = Number(m[1]);
   const path = m[2];
   if (fd < 3 || held.has(fd) || !stillOurs(fd, path) || !fstatSync(fd).isFile()) {
-    if (held.has(fd)) return makeLock(path, fd, process.pid);
+    const known = held.get(fd);
+    if (known !== undefined) return known;
     debug('pidfile: %s does not name an inherited fd of %s; ignored', PIDFILE_ENV, path);
     return null;
   }
@@ -350,9 +354,9 @@ export function adoptPidFile(): PidFileLock | null {
   if (!addon.flock(fd, 'ex')) throw alreadyRunning(path, runningPid(fd));
   addon.setCloexec(fd, true);  // an exec'd image got it inheritable: children must not
   writePid(fd, process.pid);
-  track(fd, path);
+  const lock = track(path, fd);
   debug('pidfile: %s adopted by %d (fd %d)', path, process.pid, fd);
-  return makeLock(path, fd, process.pid);
+  return lock;
 }
 
 // ---- stopDaemon ---------------------------------------------------------------

@@ -83,9 +83,12 @@ export async function endGroupRemains(pgid: number, signal: NodeJS.Signals | num
     for (let pass = 0; pass < 16; pass++) {
       const pids = groupMembers(pgid);
       if (pids === null || pids.length === 0) return found;
-      const handles = openAll(pids).filter((h) => {
-        // Pinned now: if it is still in the group, the handle is a member's.
-        if (groupMembers(pgid)?.includes(h.pid)) return true;
+      const pinned = openAll(pids);
+      // Pinned now: a PID still in the group (one more listing for all of
+      // them, not one per PID) is a member's.
+      const still = new Set(groupMembers(pgid) ?? []);
+      const handles = pinned.filter((h) => {
+        if (still.has(h.pid)) return true;
         h.close();
         return false;
       });

@@ -20,6 +20,7 @@ export class ProcessHandle {
   #raw: RawProcessHandle | null;
   #exited: Promise<void> | null = null;
   #closed = false;
+  #poll: NodeJS.Timeout | undefined;
 
   /** @internal use openProcess() */
   constructor(pid: number, raw: RawProcessHandle | null) {
@@ -57,11 +58,13 @@ export class ProcessHandle {
         return;
       }
       const check = (): void => {
+        this.#poll = undefined;
         if (this.#gone()) {
           resolve();
           return;
         }
-        setTimeout(check, 50);
+        // close() stops it: like the pidfd watch, it ends with the handle.
+        if (!this.#closed) this.#poll = setTimeout(check, 50);
       };
       check();
     });
@@ -81,6 +84,7 @@ export class ProcessHandle {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#poll);
     this.#raw?.close();
     this.#raw = null;
   }

@@ -120,7 +120,7 @@ function absolutizePreloads(argv: readonly string[]): string[] {
  * and inside them a backslash escapes the next character. null if Node would
  * reject it (then it is passed on unchanged).
  */
-function parseNodeOptions(value: string): string[] | null {
+export function parseNodeOptions(value: string): string[] | null {
   const args: string[] = [];
   let inString = false;
   let startNew = true;

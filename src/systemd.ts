@@ -145,7 +145,13 @@ export function notifyError(error: unknown): boolean {
  */
 export function underServiceManager(env: NodeJS.ProcessEnv = process.env): boolean {
   validateObject(env as unknown, 'env');
-  return Boolean(env.NOTIFY_SOCKET) || Boolean(env.INVOCATION_ID);
+  if (!env.NOTIFY_SOCKET && !env.INVOCATION_ID) return false;
+  // Every descendant of a unit inherits both variables (a shell or a CI
+  // runner inside a service). systemd >= 248 names the process it started
+  // in SYSTEMD_EXEC_PID: when it is there and is someone else, the service
+  // manager did not start us.
+  const execPid = env.SYSTEMD_EXEC_PID;
+  return execPid === undefined || execPid === '' || execPid === String(process.pid);
 }
 
 /**

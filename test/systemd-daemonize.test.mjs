@@ -21,7 +21,7 @@ after(async () => {
 const app = join(fixtures, 'systemd-daemonize-app.mjs');
 const cleanEnv = () => {
   const env = { ...process.env };
-  for (const k of ['NOTIFY_SOCKET', 'INVOCATION_ID', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID']) delete env[k];
+  for (const k of ['NOTIFY_SOCKET', 'INVOCATION_ID', 'SYSTEMD_EXEC_PID', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID']) delete env[k];
   return env;
 };
 
@@ -98,6 +98,24 @@ test('detach: true forks under a service manager all the same; detach: false nev
   assert.deepEqual(out.result, { foreground: false });
   assert.deepEqual(out.children, []);
   assert.match(out.reported, /^false /, 'no NOTIFY_SOCKET: nobody to tell');
+});
+
+test('a descendant of a unit (SYSTEMD_EXEC_PID names another process) is not the service: it forks', async () => {
+  const run = await runNode(app, ['ready'], {
+    env: { ...cleanEnv(), INVOCATION_ID: '0123456789abcdef0123456789abcdef', SYSTEMD_EXEC_PID: String(process.pid) }, reaper,
+  });
+  assert.equal(run.code, 0, run.stderr);
+  const out = parse(run.stdout);
+  assert.equal(out.result.foreground, true);
+  reaper.add(out.result.pid);
+  assert.notEqual(out.result.pid, run.pid, 'a daemon was started');
+  // The service itself (SYSTEMD_EXEC_PID is us) does not fork.
+  const self = await runNode(join(fixtures, 'systemd-daemonize-app.mjs'), ['ready', JSON.stringify({ execPidIsSelf: true })], {
+    env: { ...cleanEnv(), INVOCATION_ID: '0123456789abcdef0123456789abcdef' }, reaper,
+  });
+  assert.equal(self.code, 0, self.stderr);
+  assert.equal(parse(self.stdout).pid, self.pid);
+  assert.deepEqual(parse(self.stdout).result, { foreground: false });
 });
 
 test('detach is validated', async () => {

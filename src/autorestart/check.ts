@@ -28,6 +28,7 @@ import { dirname, extname, join, sep } from 'node:path';
 import { compileFunction } from 'node:vm';
 import { debuglog } from 'node:util';
 import { moduleGraph } from './graph';
+import { parseNodeOptions } from '../relaunch';
 
 const debug = debuglog('posix-daemon');
 
@@ -46,7 +47,8 @@ function checkError(file: string, message: string): CheckError {
 }
 
 function nodeFlags(): string[] {
-  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].filter((a) => a !== '');
+  // NODE_OPTIONS split by Node's own rules (quotes, escapes).
+  return [...process.execArgv, ...(parseNodeOptions(process.env.NODE_OPTIONS ?? '') ?? [])];
 }
 
 function flagValue(name: string): string | boolean | undefined {

@@ -293,21 +293,23 @@ export function parseWatchOptions(options: unknown, defaultPersistent: boolean):
 }
 
 /** A stat fingerprint: what "has stopped changing" compares. */
-export async function fingerprint(path: string): Promise<string> {
-  try {
-    const s = await stat(path, { bigint: true });
-    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
-  } catch (err) {
-    return `missing:${(err as NodeJS.ErrnoException).code ?? 'error'}`;
-  }
+function describe(s: { dev: bigint; ino: bigint; size: bigint; mtimeNs: bigint; ctimeNs: bigint }): string {
+  return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+}
+
+function missing(err: unknown): string {
+  return `missing:${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+}
+
+export function fingerprint(path: string): Promise<string> {
+  return stat(path, { bigint: true }).then(describe, missing);
 }
 
 export function fingerprintSync(path: string): string {
   try {
-    const s = statSync(path, { bigint: true });
-    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
+    return describe(statSync(path, { bigint: true }));
   } catch (err) {
-    return `missing:${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+    return missing(err);
   }
 }
 
