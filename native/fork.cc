@@ -198,10 +198,12 @@ struct ChildContext {
 // fork() from inside a forked child. glibc's fork() runs every
 // pthread_atfork handler that any library in Node registered, and those may
 // take locks or allocate; the raw clone(SIGCHLD) syscall is what fork() does
-// without them. (Argument order differs between architectures, but with all
-// of them zero it does not matter.)
+// without them. s390 takes (stack, flags, ...), every other Linux
+// architecture (flags, stack, ...); the rest are zero either way.
 pid_t ForkInChild() {
-#if defined(__linux__) && defined(SYS_clone)
+#if defined(__linux__) && defined(SYS_clone) && (defined(__s390__) || defined(__s390x__))
+  return static_cast<pid_t>(syscall(SYS_clone, 0, SIGCHLD, 0, 0, 0));
+#elif defined(__linux__) && defined(SYS_clone)
   return static_cast<pid_t>(syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0));
 #else
   return fork();
@@ -301,7 +303,9 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
     }
   }
   // Close-on-exec anyway; closing it keeps intermediates' fd tables small.
-  if (null_fd != -1) close(null_fd);
+  // Not when it landed on 0-2 itself (Node had that slot closed): it is
+  // the stdio the plan asked for there.
+  if (null_fd > 2) close(null_fd);
 }
 
 [[noreturn]] void RunChild(const Plan* plan, ChildContext* ctx, int level);
@@ -480,7 +484,11 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   // reaped by their own parents before those exited (RunIntermediate).
   const bool nested = plan->next != nullptr;
   if (nested || err != 0) ReapOwnChild(pid);
-  pid_t exec_pid = forked.back();
+  // The exec level is `depth`: a shorter report means an intermediate was
+  // killed before it told us, and forked.back() would be a reaped PID.
+  size_t depth = 0;
+  for (const Plan* p = plan.get(); p->next; p = p->next.get()) depth++;
+  pid_t exec_pid = forked.size() == depth + 1 ? forked.back() : 0;
   if (err != 0) {
     const Plan* failed = PlanAtLevel(plan.get(), err_level);
     const char* path = nullptr;
@@ -488,7 +496,7 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
     else if (stage == kStageChdir) path = failed->cwd.c_str();
     throw ErrnoError(env, err, StageSyscall(stage), path);
   }
-  if (nested && (forked.size() < 2 || exec_pid <= 0)) {
+  if (nested && exec_pid <= 0) {
     // An intermediate died before it could report (killed from outside).
     throw ErrnoError(env, ECHILD, "fork");
   }

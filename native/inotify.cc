@@ -59,11 +59,19 @@ class Inotify : public Napi::ObjectWrap<Inotify> {
       throw ErrnoError(env, -r, "uv_poll_init");
     }
     poll_->data = this;
-    uv_poll_start(poll_, UV_READABLE, OnReadable);
+    r = uv_poll_start(poll_, UV_READABLE, OnReadable);
+    if (r != 0) {
+      Shutdown();
+      throw ErrnoError(env, -r, "uv_poll_start");
+    }
     // While open, the JS object must outlive any GC: the poll calls back
     // into it. close() drops this reference.
     Napi::ObjectWrap<Inotify>::Ref();
     env_ = env;
+    // A worker's environment may end with the watcher open (unref'd): its
+    // loop must not be left with an active poll.
+    napi_add_env_cleanup_hook(env, OnEnvCleanup, this);
+    cleanup_hook_ = true;
   }
 
   ~Inotify() override { Shutdown(); }
@@ -108,7 +116,17 @@ class Inotify : public Napi::ObjectWrap<Inotify> {
 
   Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
 
+  static void OnEnvCleanup(void* arg) {
+    auto* self = static_cast<Inotify*>(arg);
+    self->cleanup_hook_ = false;  // being run: not to be removed
+    self->Shutdown();
+  }
+
   void Shutdown() {
+    if (cleanup_hook_) {
+      cleanup_hook_ = false;
+      napi_remove_env_cleanup_hook(env_, OnEnvCleanup, this);
+    }
     if (poll_ != nullptr) {
       uv_poll_stop(poll_);
       uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
@@ -151,6 +169,7 @@ class Inotify : public Napi::ObjectWrap<Inotify> {
   }
 
   Napi::Env env_ = Napi::Env(nullptr);
+  bool cleanup_hook_ = false;
   int fd_ = -1;
   uv_poll_t* poll_ = nullptr;
   Napi::FunctionReference callback_;

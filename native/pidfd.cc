@@ -130,8 +130,10 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
     // than hitting a reused PID.
     StopPolling();
     Napi::Env env = Env();
-    CallFromLoop(env, [&] { callback_.Value().MakeCallback(env.Global(), {}, *context_); });
-    Unpin();
+    CallFromLoop(env, [&] {
+      callback_.Value().MakeCallback(env.Global(), {}, *context_);
+      Unpin();
+    });
   }
 
   void StopPolling() {

@@ -262,10 +262,19 @@ class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
   void Fire(bool final_event) {
     // A pidfd/kqueue only becomes readable once: stop polling (a readable
     // fd would otherwise spin the loop) before handing over to JS.
-    if (final_event) Shutdown();
+    if (final_event) {
+      // Must happen whatever else fails (a readable fd would spin the loop);
+      // Shutdown() only touches N-API for the instance data.
+      try {
+        Shutdown();
+      } catch (...) {
+      }
+    }
     Napi::Env env = Env();
-    CallFromLoop(env, [&] { callback_.Value().MakeCallback(env.Global(), {}, *context_); });
-    if (!active_) Unpin();
+    CallFromLoop(env, [&] {
+      callback_.Value().MakeCallback(env.Global(), {}, *context_);
+      if (!active_) Unpin();
+    });
   }
 
   void Unpin() {

@@ -199,3 +199,9 @@ test('close_range missing (ENOSYS injected): no fd above a lowered RLIMIT_NOFILE
     }
   }
 });
+
+test("stdio: 'ignore' in a process whose fd 0 is closed: the program still gets /dev/null on 0-2", () => {
+  const r = spawnSync(process.execPath, [join(fixtures, 'native-hardening-stdin-closed.cjs')], { encoding: 'utf8', timeout: 30000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), ['/dev/null', '/dev/null', '/dev/null']);
+});
