@@ -14,7 +14,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (m) => pathToFileURL(join(root, 'dist', m)).href;
-const say = (s) => console.log(`\x1b[1m==>\x1b[0m ${s}`);
+// Bold only on a terminal that takes colours (hasColors() honours NO_COLOR,
+// FORCE_COLOR and TERM); a pipe or a file gets plain text.
+const bold = process.stdout.isTTY && process.stdout.hasColors?.() ? (s) => `\x1b[1m${s}\x1b[0m` : (s) => s;
+const say = (s) => console.log(`${bold('==>')} ${s}`);
 const info = (s) => console.log(`    ${s}`);
 
 if (process.platform !== 'linux') {

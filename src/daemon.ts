@@ -15,7 +15,7 @@ import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile } f
 import { adoptLogFiles, logFilesEnv, openLogFile, reopenLogsOn } from './logs';
 import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
-  toSignalNumber, validateAbortSignal, validateCString, validateDuration, validateFdList, validateFunction,
+  toCatchableSignal, validateAbortSignal, validateChildProcessAllowed, validateCString, validateDuration, validateFdList, validateFunction,
   validateInteger, validateObject,
 } from './validators';
 
@@ -139,11 +139,9 @@ function validateOptions(options: unknown): Normalized {
   }
   if (o.pidFile !== undefined) validateCString(o.pidFile, 'options.pidFile', { allowEmpty: false });
   if (o.reopenLogsOn !== undefined) {
+    // A name, as the type says (the daemon gets it as a name again).
     if (typeof o.reopenLogsOn !== 'string') throw invalidArgType('options.reopenLogsOn', 'string', o.reopenLogsOn);
-    toSignalNumber(o.reopenLogsOn, 'options.reopenLogsOn');  // ERR_UNKNOWN_SIGNAL
-    if (o.reopenLogsOn === 'SIGKILL' || o.reopenLogsOn === 'SIGSTOP') {
-      throw invalidArgValue('options.reopenLogsOn', o.reopenLogsOn, 'must be a signal that can be caught');
-    }
+    toCatchableSignal(o.reopenLogsOn, 'options.reopenLogsOn');  // reopenLogsOn()'s own check
   }
   const detach = o.detach ?? 'auto';
   if (detach !== 'auto' && detach !== true && detach !== false) {
@@ -268,6 +266,7 @@ function installReopenLogs(signal: NodeJS.Signals): void {
 }
 
 async function foreground(o: Normalized): Promise<DaemonizeResult> {
+  validateChildProcessAllowed(process.execPath);  // before the PID file is taken
   const args = relaunchArgs();
   // First, before anything is started: a second start fails here, with
   // ERR_ALREADY_RUNNING naming the file and the running PID.

@@ -105,6 +105,19 @@ export function unknownSignal(signal: unknown): NodeError<TypeError> {
   return withCode(new TypeError(`Unknown signal: ${String(signal)}`), 'ERR_UNKNOWN_SIGNAL');
 }
 
+/**
+ * ERR_ACCESS_DENIED as Node's permission model throws it for a child
+ * process (process.execve, child_process.spawn without --allow-child-process).
+ */
+export function accessDenied(resource: string): NodeError<Error> & { permission: string; resource: string } {
+  const err = new Error('Access to this API has been restricted. Use --allow-child-process to manage permissions.') as
+    Error & { permission: string; resource: string };
+  withCode(err, 'ERR_ACCESS_DENIED');
+  err.permission = 'ChildProcess';
+  err.resource = resource;
+  return err as NodeError<Error> & { permission: string; resource: string };
+}
+
 export function workerUnsupported(what: string): NodeError<TypeError> {
   return withCode(new TypeError(`${what} is not supported in workers`), 'ERR_WORKER_UNSUPPORTED_OPERATION');
 }

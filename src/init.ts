@@ -14,7 +14,7 @@ import { isMainThread } from 'node:worker_threads';
 import { debuglog } from 'node:util';
 import { addon, addonPath } from './native';
 import { featureUnavailable, workerUnsupported } from './errors';
-import { validateBoolean, validateDuration, validateObject } from './validators';
+import { validateBoolean, validateChildProcessAllowed, validateDuration, validateObject } from './validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -70,6 +70,7 @@ export async function init(options: InitOptions = {}): Promise<void> {
   }
   if (process.pid !== 1 && !force) return;
   if (!isMainThread) throw workerUnsupported('init()');
+  validateChildProcessAllowed(process.execPath);
   const interpreter = addon.initInterpreter?.() ?? null;
   if (process.platform !== 'linux' || addon.becomeInit === undefined || interpreter === null || !glibcRuntime()) {
     throw featureUnavailable('init() (it needs Linux, glibc and a dynamically linked node)');

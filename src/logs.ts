@@ -9,12 +9,12 @@
  * file), and reopenLogs() later opens the same paths again and puts them on
  * fds 1 and 2.
  */
-import { closeSync, constants as fsConstants, fchmodSync, fstatSync, lstatSync, openSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fchmodSync, fstatSync, openSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { debuglog } from 'node:util';
 import { addon } from './native';
-import { invalidArgValue } from './errors';
-import { toSignalNumber, validateCString, validateInteger, validateObject } from './validators';
+import { isFileOnFd } from './fdfile';
+import { toCatchableSignal, validateCString, validateInteger, validateObject } from './validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -74,16 +74,6 @@ export function logFilesEnv(files: LogFiles): Record<string, string> {
 
 let adopted: Map<1 | 2, string> | null = null;
 
-function isFileOnFd(fd: number, path: string): boolean {
-  try {
-    const a = fstatSync(fd, { bigint: true });
-    const b = lstatSync(path, { bigint: true });
-    return b.isFile() && a.ino === b.ino && a.dev === b.dev;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * For the daemon, at start (before any rotation): reads POSIX_DAEMON_LOGS
  * and keeps each path that is the file currently on its fd. Anything else
@@ -105,7 +95,7 @@ export function adoptLogFiles(): LogFiles {
       for (const target of [1, 2] as const) {
         const p = (parsed as Record<string, unknown>)[target];
         if (typeof p !== 'string' || !isAbsolute(p) || p.includes('\0')) continue;
-        if (isFileOnFd(target, p)) adopted.set(target, p);
+        if (isFileOnFd(target, p, { regularFile: true })) adopted.set(target, p);
         else debug('logs: %s names %j for fd %d, which is not that file; ignored', LOGS_ENV, p, target);
       }
     }
@@ -150,8 +140,7 @@ export function reopenLogs(): LogFiles {
  * Note: a SIGUSR1 listener replaces Node's default SIGUSR1 (inspector).
  */
 export function reopenLogsOn(signal: NodeJS.Signals = 'SIGUSR1'): () => void {
-  toSignalNumber(signal, 'signal');
-  if (typeof signal !== 'string') throw invalidArgValue('signal', signal, 'must be a signal name');
+  const name = toCatchableSignal(signal, 'signal');
   if (adopted === null) adoptLogFiles();
   const onSignal = (): void => {
     try {
@@ -163,6 +152,6 @@ export function reopenLogsOn(signal: NodeJS.Signals = 'SIGUSR1'): () => void {
       process.emitWarning(`posix-daemon: could not reopen log files: ${(err as Error).message}`);
     }
   };
-  process.on(signal, onSignal);
-  return () => { process.removeListener(signal, onSignal); };
+  process.on(name, onSignal);
+  return () => { process.removeListener(name, onSignal); };
 }

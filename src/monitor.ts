@@ -12,7 +12,8 @@ import { isExitedError, launch, type Launched } from './launch';
 import { endGroupRemains } from './process-group';
 import { abortError, invalidArgValue, outOfRange } from './errors';
 import {
-  signalName, toSignalNumber, validateAbortSignal, validateCString, validateDuration, validateFunction, validateObject,
+  signalName, toSignalNumber, validateAbortSignal, validateChildProcessAllowed, validateCString, validateDuration,
+  validateFunction, validateInteger, validateObject,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -60,6 +61,7 @@ export function isMonitored(envKey: string): boolean {
 
 /** Delay before round `round` (0-based): min(minBackoff * 2^round, maxBackoff). */
 export function backoffDelay(round: number, minBackoff = 1000, maxBackoff = 60_000): number {
+  validateInteger(round, 'round', 0); validateDuration(minBackoff, 'minBackoff'); validateDuration(maxBackoff, 'maxBackoff');
   return Math.min(minBackoff * 2 ** Math.min(round, 52), maxBackoff);
 }
 
@@ -105,6 +107,7 @@ export async function selfMonitor(envKey: string, options: SelfMonitorOptions = 
   }
 
   if (isMonitored(envKey)) return;
+  validateChildProcessAllowed(process.execPath);
 
   // One signal for everything below: the caller's, or a stop signal that
   // reached the monitor while nobody else listens for it (see below).

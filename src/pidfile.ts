@@ -15,12 +15,13 @@
  */
 import {
   closeSync, constants as fsConstants, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, readFileSync,
-  readSync, unlinkSync, writeSync, type BigIntStats,
+  readSync, unlinkSync, writeSync,
 } from 'node:fs';
 import { resolve } from 'node:path';
 import { debuglog } from 'node:util';
 import { addon } from './native';
 import { errnoException, invalidArgValue } from './errors';
+import { isFileOnFd } from './fdfile';
 import { openProcess } from './process-handle';
 import { validateCString, validateDuration, validateInteger, validateObject, toSignalNumber, signalName } from './validators';
 
@@ -42,8 +43,9 @@ export interface PidFileLock {
 
 type AlreadyRunning = Error & { code: 'ERR_ALREADY_RUNNING'; pid: number | null; path: string };
 
-function alreadyRunning(path: string, pid: number | null): AlreadyRunning {
-  const who = pid === null ? 'another process (its PID is not written yet)' : `process ${pid}`;
+function alreadyRunning(path: string, pid: number | null, self = false): AlreadyRunning {
+  const who = self ? `this process (${pid}) already: release() that lock first`
+    : pid === null ? 'another process (its PID is not written yet)' : `process ${pid}`;
   const err = new Error(`Already running: ${path} is locked by ${who}`) as AlreadyRunning;
   Object.defineProperty(err, 'code', { value: 'ERR_ALREADY_RUNNING', enumerable: true, writable: true, configurable: true });
   err.pid = pid;
@@ -55,18 +57,8 @@ function alreadyRunning(path: string, pid: number | null): AlreadyRunning {
 const held = new Map<number, PidFileLock>();
 let exitHookInstalled = false;
 
-function sameFile(a: BigIntStats, b: BigIntStats): boolean {
-  return a.ino === b.ino && a.dev === b.dev;
-}
-
 /** Is `path` still the file behind `fd`? (lstat: a symlink put there is not ours.) */
-function stillOurs(fd: number, path: string): boolean {
-  try {
-    return sameFile(fstatSync(fd, { bigint: true }), lstatSync(path, { bigint: true }));
-  } catch {
-    return false;
-  }
-}
+const stillOurs = (fd: number, path: string): boolean => isFileOnFd(fd, path);
 
 function removeIfOurs(fd: number, path: string): void {
   if (!stillOurs(fd, path)) return;
@@ -114,12 +106,22 @@ function readPidFrom(fd: number): number | null {
   return pid <= 2 ** 31 - 1 ? pid : null;
 }
 
-/** write the PID, truncate, fsync: in that order, and only under the lock. */
-function writePid(fd: number, pid: number): void {
+/**
+ * write the PID, truncate, fsync: in that order, and only under the lock.
+ * A failure names the file, as fs errors do for paths (ESPIPE or EINVAL
+ * from a /proc or sysfs "file" otherwise says nothing of which one).
+ */
+function writePid(fd: number, pid: number, path: string): void {
   const text = Buffer.from(`${pid}\n`, 'latin1');
-  writeSync(fd, text, 0, text.length, 0);
-  ftruncateSync(fd, text.length);
-  fsyncSync(fd);
+  try {
+    writeSync(fd, text, 0, text.length, 0);
+    ftruncateSync(fd, text.length);
+    fsyncSync(fd);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e.errno !== 'number' || e.path !== undefined) throw err;
+    throw errnoException(e.errno, e.syscall ?? 'write', path);
+  }
 }
 
 /**
@@ -178,11 +180,16 @@ function validatePath(path: unknown, name: string): string {
  */
 export function lockPidFile(path: string): PidFileLock {
   const abs = validatePath(path, 'path');
+  // A second lock on a file this process holds would be the same lock, and
+  // one release() would drop it for both holders: refused, as a second
+  // process is. (An image started by restartViaExec adopts its inherited
+  // lock below on its first call.)
+  for (const lock of held.values()) if (lock.path === abs) throw alreadyRunning(abs, process.pid, true);
   const inherited = adoptPidFile();
   if (inherited !== null && inherited.path === abs) return inherited;
   const { fd } = openLocked(abs);
   try {
-    writePid(fd, process.pid);
+    writePid(fd, process.pid, abs);
   } catch (err) {
     closeSync(fd);
     throw err;
@@ -309,7 +316,7 @@ export function lockPidFileForLaunch(path: string): LaunchPidFile {
     env: { [PIDFILE_ENV]: `${fd}:${abs}` },
     launched(pid: number): void {
       validateInteger(pid, 'pid', 1, 2 ** 31 - 1);
-      if (!closed) writePid(fd, pid);
+      if (!closed) writePid(fd, pid, abs);
     },
     close(): void {
       if (closed) return;
@@ -353,13 +360,29 @@ export function adoptPidFile(): PidFileLock | null {
   // once (a no-op). A different one only if nobody holds the file.
   if (!addon.flock(fd, 'ex')) throw alreadyRunning(path, runningPid(fd));
   addon.setCloexec(fd, true);  // an exec'd image got it inheritable: children must not
-  writePid(fd, process.pid);
+  writePid(fd, process.pid, path);
   const lock = track(path, fd);
   debug('pidfile: %s adopted by %d (fd %d)', path, process.pid, fd);
   return lock;
 }
 
 // ---- stopDaemon ---------------------------------------------------------------
+
+/**
+ * Nothing to stop behind `path`: ENOENT (syscall 'open') when there is no
+ * such file, else ESRCH saying the file is not held by a running process.
+ */
+function notRunning(path: string): NodeJS.ErrnoException {
+  try {
+    lstatSync(path);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') return errnoException(e.errno ?? -2, 'open', path);
+  }
+  const err = errnoException(3 /* ESRCH */, 'kill', path);
+  err.message = `ESRCH: no such process: ${path} is not locked by a running process`;
+  return err;
+}
 
 export interface StopDaemonOptions {
   /** Default 'SIGTERM'. */
@@ -380,7 +403,8 @@ export interface StopDaemonResult {
  * it to be gone (the kernel says so: no polling where there is a pidfd),
  * SIGKILL after `timeout`. With a PID file the pidfd is opened while the
  * file's lock is verified held, before and after, so a reused PID can never
- * be hit. Rejects with ESRCH when nothing is running.
+ * be hit. Rejects with ESRCH when nothing is running, ENOENT when there is no
+ * such file.
  */
 export async function stopDaemon(pidFileOrPid: string | number, options: StopDaemonOptions = {}): Promise<StopDaemonResult> {
   validateObject(options as unknown, 'options');
@@ -396,19 +420,19 @@ export async function stopDaemon(pidFileOrPid: string | number, options: StopDae
   } else {
     const path = validatePath(pidFileOrPid, 'pidFileOrPid');
     const first = readPidFile(path);
-    if (first === null) throw errnoException(3 /* ESRCH */, 'kill', path);
+    if (first === null) throw notRunning(path);
     pid = first;
     try {
       handle = openProcess(pid);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ESRCH') throw errnoException(3, 'kill', path);
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') throw notRunning(path);
       throw err;
     }
     // Still locked, still this PID: the pidfd is the daemon's, not a
     // newcomer's that got the number after it died.
     if (readPidFile(path) !== pid) {
       handle.close();
-      throw errnoException(3, 'kill', path);
+      throw notRunning(path);
     }
   }
   const name = (signalName(signo) ?? String(signo)) as NodeJS.Signals;

@@ -7,14 +7,19 @@
  * async-signal-safe calls only, up to execve(2).
  */
 import { accessSync, constants as fsConstants, readdirSync, readFileSync } from 'node:fs';
+import { channel } from 'node:diagnostics_channel';
 import { isMainThread } from 'node:worker_threads';
 import { delimiter, join } from 'node:path';
 import { addon, type RawWaitResult } from './native';
 import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from './errors';
 import {
-  envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean, validateCString,
-  validateFdList, validateInteger, validateObject,
+  envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean,
+  validateChildProcessAllowed, validateCString, validateFdList, validateInteger, validateObject, validateOpenFds,
 } from './validators';
+
+// Node's own channel for process.execve (Node >= 23.11): tools that watch
+// it see our exec too. Message: { execPath, args, env: ['KEY=value', ...] }.
+const execveChannel = channel('process.execve');
 
 export type Stdio = 'inherit' | 'ignore' | [number, number, number];
 
@@ -168,6 +173,11 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
   return out;
 }
 
+/** The program a (normalized) plan ends in: the permission error's `resource`. */
+function programOf(plan: Record<string, unknown>): string {
+  return plan.fork !== undefined ? programOf(plan.fork as Record<string, unknown>) : plan.file as string;
+}
+
 /**
  * fork(2) with a plan for the child. Returns the PID of the process that
  * execs (the grandchild for a nested plan; intermediates are reaped before
@@ -179,7 +189,9 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
  */
 export function fork(plan: ForkPlan): number {
   if (plan === undefined) throw invalidArgType('plan', 'Object', plan);
-  return addon.fork(normalizePlan(plan, 'plan', 0));
+  const normalized = normalizePlan(plan, 'plan', 0);
+  validateChildProcessAllowed(programOf(normalized));
+  return addon.fork(normalized);
 }
 
 /** setsid(2): make this process a session leader. Returns the new session id. */
@@ -229,13 +241,20 @@ export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv
   validateCString(file, 'execPath');
   validateArgs(args, 'args');
   const envArray = envToArray(env, 'env');
-  validateObject(options as unknown, 'options');
-  const keepFds = options.keepFds ?? [];
+  // process.execve takes three arguments and ignores a fourth: so do we,
+  // unless it is an options object.
+  const opts: ExecveOptions = options !== null && typeof options === 'object' && !Array.isArray(options) ? options : {};
+  const keepFds = opts.keepFds ?? [];
   validateFdList(keepFds, 'options.keepFds', 3);
-  if ((options as { moveFds?: unknown }).moveFds !== undefined) {
-    throw invalidArgValue('options.moveFds', (options as { moveFds?: unknown }).moveFds,
+  if ((opts as { moveFds?: unknown }).moveFds !== undefined) {
+    throw invalidArgValue('options.moveFds', (opts as { moveFds?: unknown }).moveFds,
       'is not supported: dup2 onto a running Node process\'s fds could replace one libuv owns; use keepFds');
   }
+  validateOpenFds(keepFds, 'options.keepFds');
+  // What Node >= 23.11 publishes for process.execve, in the same place:
+  // after validation, before the permission check and the exec.
+  if (execveChannel.hasSubscribers) execveChannel.publish({ execPath: file, args, env: envArray });
+  validateChildProcessAllowed(file);
   return addon.execve(file, args, envArray, keepFds);
 }
 
@@ -390,7 +409,9 @@ export function spawnDetached(file: string, args: string[] = [], options: SpawnD
   if (options.keepFds !== undefined) inner.keepFds = options.keepFds;
   if (options.argv0 !== undefined) inner.argv0 = options.argv0;
   const plan: NestedPlan = { setsid: true, fork: inner };
-  return addon.fork(normalizePlan(plan, 'options', 1));
+  const normalized = normalizePlan(plan, 'options', 1);
+  validateChildProcessAllowed(inner.file);
+  return addon.fork(normalized);
 }
 
 function childPidsFromProc(pid: number): number[] {

@@ -1,7 +1,8 @@
 // Argument validation with Node's error codes and messages (modelled on
 // lib/internal/validators.js), shared by every public entry point.
+import { fstatSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { invalidArgType, invalidArgValue, outOfRange, unknownSignal } from './errors';
+import { accessDenied, errnoException, invalidArgType, invalidArgValue, outOfRange, unknownSignal } from './errors';
 
 export function validateString(value: unknown, name: string): asserts value is string {
   if (typeof value !== 'string') throw invalidArgType(name, 'string', value);
@@ -63,7 +64,12 @@ export function validateArgs(value: unknown, name: string): asserts value is str
   }
 }
 
-/** An environment object turned into "KEY=value" strings, checked like process.execve. */
+/**
+ * An environment object turned into "KEY=value" strings, checked like
+ * process.execve, and more: a key that is empty or holds '=' cannot be
+ * told apart from its value in the new program's environ ("A=B=c" is A
+ * with the value "B=c"), so it is refused here as daemonize refuses it.
+ */
 export function envToArray(env: unknown, name: string): string[] {
   validateObject(env, name);
   const out: string[] = [];
@@ -71,6 +77,9 @@ export function envToArray(env: unknown, name: string): string[] {
     if (typeof key !== 'string' || typeof value !== 'string' ||
         key.includes('\u0000') || value.includes('\u0000')) {
       throw invalidArgValue(name, env, 'must be an object with string keys and values without null bytes');
+    }
+    if (key === '' || key.includes('=')) {
+      throw invalidArgValue(name, env, `must not have an empty key or a key containing '=' (${JSON.stringify(key)})`);
     }
     out.push(`${key}=${value}`);
   }
@@ -81,6 +90,49 @@ export function envToArray(env: unknown, name: string): string[] {
 export function validateFdList(value: unknown, name: string, min = 0): asserts value is number[] {
   validateArray(value, name);
   for (let i = 0; i < value.length; i++) validateInteger(value[i], `${name}[${i}]`, min, 2 ** 31 - 1);
+}
+
+/**
+ * Fds that must be open now: a closed one would make every exec fail with
+ * EBADF (from the native fcntl, naming no fd). The error names the option
+ * and the fd: `EBADF: bad file descriptor, fstat (options.keepFds[0]: fd 99999)`.
+ */
+export function validateOpenFds(fds: readonly number[], name: string): void {
+  fds.forEach((fd, i) => {
+    try {
+      fstatSync(fd);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const out = errnoException(e.errno ?? -9, e.syscall ?? 'fstat') as NodeJS.ErrnoException & { fd: number };
+      out.message += ` (${name}[${i}]: fd ${fd} is not open)`;
+      out.fd = fd;
+      throw out;
+    }
+  });
+}
+
+/**
+ * Node's permission model (--permission, Node 20's --experimental-permission)
+ * without --allow-child-process: nothing may start or replace a program,
+ * as process.execve and child_process refuse. `resource`: the program.
+ */
+export function validateChildProcessAllowed(resource: string): void {
+  const permission = (process as { permission?: { has(scope: string): boolean } }).permission;
+  if (permission !== undefined && typeof permission.has === 'function' && !permission.has('child')) {
+    throw accessDenied(resource);
+  }
+}
+
+/**
+ * A signal a handler can be installed for (`process.on(name)`): a known
+ * name or number, not SIGKILL or SIGSTOP (libuv refuses those with a bare
+ * EINVAL). Returns the signal's name.
+ */
+export function toCatchableSignal(value: unknown, name: string): NodeJS.Signals {
+  const signo = toSignalNumber(value, name);
+  const sig = signalName(signo) as NodeJS.Signals;
+  if (sig === 'SIGKILL' || sig === 'SIGSTOP') throw invalidArgValue(name, value, 'must be a signal that can be caught');
+  return sig;
 }
 
 /** Signal name or number → number, as child_process does it. */
@@ -104,4 +156,59 @@ for (const [n, v] of Object.entries(osConstants.signals)) if (!signalNames.has(v
 export function signalName(signo: number): string | null {
   if (!signo) return null;
   return signalNames.get(signo) ?? `SIG${signo}`;
+}
+
+/** The options of an in-place restart (restartViaExec, restartOnChange), once validated. */
+export interface ExecOptions {
+  env: Record<string, string | undefined> | undefined;
+  args: string[] | undefined;
+  keepFds: number[];
+  retryInterval: number;
+  signal: AbortSignal | undefined;
+  servers: unknown[];
+  drainTimeout: number;
+  compileCache: boolean;
+}
+
+/**
+ * The one check of restartViaExec's options, for every path that leads to
+ * it (restartViaExec, restartOnChange, restartOnSignal): what would fail at
+ * the exec fails here, before any restart starts. Servers are checked for
+ * their shape here; whether they listen, when they are handed over.
+ */
+export function validateExecOptions(options: unknown): ExecOptions {
+  validateObject(options, 'options');
+  const o = options as Record<string, unknown>;
+  const {
+    env, args, keepFds = [], retryInterval = 1000, signal, servers = [], drainTimeout = 5000, compileCache = false,
+  } = o;
+  if (env !== undefined) envToArray(Object.fromEntries(Object.entries(validatedObject(env, 'options.env'))
+    .filter(([, v]) => v !== undefined)), 'options.env');
+  if (args !== undefined) validateArgs(args, 'options.args');
+  validateFdList(keepFds, 'options.keepFds', 3);
+  validateOpenFds(keepFds, 'options.keepFds');
+  validateDuration(retryInterval, 'options.retryInterval');
+  validateAbortSignal(signal, 'options.signal');
+  validateArray(servers, 'options.servers');
+  servers.forEach((s, i) => {
+    const name = `options.servers[${i}]`;
+    const entry = s !== null && typeof s === 'object' && (s as { server?: unknown }).server !== undefined
+      ? s as { server: unknown; name?: unknown } : { server: s };
+    const server = entry.server as { close?: unknown } | null;
+    if (server === null || typeof server !== 'object' || typeof server.close !== 'function') {
+      throw invalidArgType(name, 'net.Server', s);
+    }
+    if (entry.name !== undefined) validateString(entry.name, `${name}.name`);
+  });
+  validateDuration(drainTimeout, 'options.drainTimeout');
+  validateBoolean(compileCache, 'options.compileCache');
+  return {
+    env: env as ExecOptions['env'], args: args as string[] | undefined, keepFds, retryInterval,
+    signal: signal as AbortSignal | undefined, servers, drainTimeout, compileCache,
+  };
+}
+
+function validatedObject(value: unknown, name: string): Record<string, unknown> {
+  validateObject(value, name);
+  return value;
 }

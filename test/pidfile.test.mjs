@@ -152,7 +152,7 @@ test('stopDaemon: SIGKILL after the timeout for a process that ignores SIGTERM',
   assert.equal((await h.exited).signal, 'SIGKILL');
   assert.equal(readPidFile(path), null, 'stale now');
   await assert.rejects(stopDaemon(path), { code: 'ESRCH', path });
-  await assert.rejects(stopDaemon(join(tmp, 'missing.pid')), { code: 'ESRCH' });
+  await assert.rejects(stopDaemon(join(tmp, 'missing.pid')), { code: 'ENOENT', syscall: 'open' });
 });
 
 test('stopDaemon by PID, with another signal', async () => {

@@ -14,9 +14,7 @@ import { ready, reloading } from '../systemd';
 import { heldPidFileFds } from '../pidfile';
 import { childPids, execve } from '../posix';
 import { abortError, workerUnsupported } from '../errors';
-import {
-  validateAbortSignal, validateArgs, validateArray, validateBoolean, validateDuration, validateFdList, validateObject,
-} from '../validators';
+import { validateChildProcessAllowed, validateExecOptions } from '../validators';
 import { EXEC_CHILDREN_ENV } from './zombies';
 
 const debug = debuglog('posix-daemon');
@@ -152,19 +150,12 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
 
 /** restartViaExec with restartOnChange's hooks. */
 export async function restartWith(options: RestartViaExecOptions, hooks: ExecHooks): Promise<never> {
-  validateObject(options as unknown, 'options');
-  const {
-    env, args, keepFds = [], retryInterval = 1000, signal, servers = [], drainTimeout = 5000, compileCache = false,
-  } = options;
-  validateBoolean(compileCache, 'options.compileCache');
-  validateArray(servers, 'options.servers');
-  validateDuration(drainTimeout, 'options.drainTimeout');
-  if (env !== undefined) validateObject(env, 'options.env');
-  if (args !== undefined) validateArgs(args, 'options.args');
-  validateFdList(keepFds, 'options.keepFds', 3);
-  validateDuration(retryInterval, 'options.retryInterval');
-  validateAbortSignal(signal, 'options.signal');
+  // At once, before any drain or attempt: what would fail every attempt
+  // the same way (a closed keepFd, a bad server) is the caller's to fix.
+  const { keepFds, retryInterval, drainTimeout, compileCache, ...rest } = validateExecOptions(options);
+  const servers = rest.servers as RestartViaExecOptions['servers'] & unknown[];
   if (!isMainThread) throw workerUnsupported('restartViaExec');
+  validateChildProcessAllowed(process.execPath);
   if (inFlight) {
     debug('autorestart: a restart is already in progress: joining it');
     return inFlight;

@@ -5,7 +5,9 @@
 import { statSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { abortError } from '../errors';
-import { validateArgs, validateBoolean, validateDuration, validateFdList, validateFunction, validateObject } from '../validators';
+import {
+  validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction,
+} from '../validators';
 import { mainScript, restartWith, type RestartViaExecOptions } from './exec';
 import { checkFile, isCheckable, warmUp } from './check';
 import { moduleGraph } from './graph';
@@ -83,12 +85,11 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
     env: o.env, args: o.args, keepFds: o.keepFds, retryInterval: o.retryInterval, signal: o.signal,
     servers: o.servers, drainTimeout: o.drainTimeout, compileCache: o.compileCache,
   };
-  // Validate the exec options now rather than at the first change.
-  if (o.env !== undefined) validateObject(o.env, 'options.env');
-  if (o.args !== undefined) validateArgs(o.args, 'options.args');
-  if (o.keepFds !== undefined) validateFdList(o.keepFds, 'options.keepFds', 3);
-  if (o.retryInterval !== undefined) validateDuration(o.retryInterval, 'options.retryInterval');
-  if (o.compileCache !== undefined) validateBoolean(o.compileCache, 'options.compileCache');
+  // The exec options now rather than at the first change, by the same
+  // check restartViaExec makes (which makes it again at the restart: an fd
+  // may have been closed meanwhile).
+  validateExecOptions(execOptions);
+  validateChildProcessAllowed(process.execPath);
 
   const report = (err: Error): void => {
     debug('autorestart: not restarting: %s', err.message);

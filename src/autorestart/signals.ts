@@ -3,8 +3,10 @@
  */
 import { on } from 'node:events';
 import { debuglog } from 'node:util';
-import { abortError, invalidArgValue } from '../errors';
-import { validateAbortSignal, validateObject, signalName, toSignalNumber } from '../validators';
+import { abortError } from '../errors';
+import {
+  toCatchableSignal, validateAbortSignal, validateChildProcessAllowed, validateExecOptions, validateObject,
+} from '../validators';
 import { restartViaExec, type RestartViaExecOptions } from './exec';
 
 const debug = debuglog('posix-daemon');
@@ -73,10 +75,10 @@ export function notifyOnSigterm(options: NotifyOnSignalOptions = {}): AsyncItera
  */
 export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   options: RestartViaExecOptions = {}): Promise<never> {
-  const name = signalName(toSignalNumber(signal, 'signal')) as NodeJS.Signals;
-  if (name === 'SIGKILL' || name === 'SIGSTOP') throw invalidArgValue('signal', signal, 'cannot be caught');
-  validateObject(options as unknown, 'options');
-  validateAbortSignal(options.signal, 'options.signal');
+  const name = toCatchableSignal(signal, 'signal');
+  // Now, not when the signal comes: the same check restartViaExec makes.
+  validateExecOptions(options);
+  validateChildProcessAllowed(process.execPath);
   const abort = options.signal;
   if (abort?.aborted) throw abortError(abort.reason);
   // process.on, not once: the listener stays until this call settles, so a

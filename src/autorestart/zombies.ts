@@ -197,7 +197,9 @@ export async function cleanUpChildZombies(options: CleanUpChildZombiesOptions = 
   const pids = [...inherited].filter((p) => current.has(p));
   inherited.clear();  // claimed: a second call must not wait on them again
   if (pids.length === 0) {
-    write(`${LOG_PREFIX} no children inherited from a previous image`);
+    // The usual case (every first start): a no-op, as the README says, and
+    // a silent one: a line on stderr at every start is noise.
+    debug('autorestart: no children inherited from a previous image');
     return [];
   }
   const steps = escalation.map((s) => ({ ...s }));
