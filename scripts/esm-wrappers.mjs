@@ -30,6 +30,12 @@ for (const [subpath, target] of Object.entries(pkg.exports)) {
     `export const { ${names.join(', ')} } = cjs;\n` +
     `export default cjs;\n`;
   writeFileSync(join(root, 'dist', `${base}.mjs`), js);
+  // The default export is the CJS module's exports object (see the .mjs
+  // above): typed as its namespace, so `import pd from 'posix-daemon'`
+  // type-checks exactly as it runs, on every subpath alike.
   writeFileSync(join(root, 'dist', `${base}.d.mts`),
-    `export * from './${base}.js';\n`);
+    `export * from './${base}.js';\n` +
+    `import * as cjs from './${base}.js';\n` +
+    `declare const namespace: typeof cjs;\n` +
+    `export default namespace;\n`);
 }

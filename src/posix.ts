@@ -61,11 +61,18 @@ export interface ExecPlan extends PlanCommon {
   argv0?: string;
   /** The environment; defaults to the current process.env. */
   env?: Record<string, string>;
+  /** Not with `file`: a level either execs or forks again (fork() throws). */
+  fork?: never;
 }
 
 export interface NestedPlan extends PlanCommon {
   /** Fork again: this process exits at once, the next one carries on. */
   fork: ForkPlan;
+  // What only the level that execs takes: here fork() would throw.
+  file?: never;
+  args?: never;
+  argv0?: never;
+  env?: never;
 }
 
 /** What a forked child does, as data. */
@@ -154,6 +161,10 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
     throw invalidArgValue(name, plan, "must have either 'file' or 'fork', not both");
   }
   if (p.fork !== undefined) {
+    const execOnly = ['args', 'argv0', 'env'].filter((k) => p[k] !== undefined);
+    if (execOnly.length > 0) {
+      throw invalidArgValue(name, plan, `must not have '${execOnly[0]}' with 'fork' (it belongs to the level that execs)`);
+    }
     if (depth >= MAX_NESTING) throw invalidArgValue(`${name}.fork`, p.fork, `must not nest more than ${MAX_NESTING} forks`);
     out.fork = normalizePlan(p.fork, `${name}.fork`, depth + 1);
     return out;

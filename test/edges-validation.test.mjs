@@ -206,3 +206,14 @@ test('servers: a listening server still passes the shape check (no false refusal
     { name: 'AbortError' });
   server.close();
 });
+
+// ---- 22 (the run-time half; the types are in test/types.test.mjs) ---------
+
+test("22: a level that forks again refuses what only an exec takes, as its type does", () => {
+  assert.throws(() => fork({ file: '/bin/true', fork: { file: '/bin/true' } }), { code: 'ERR_INVALID_ARG_VALUE' });
+  for (const key of ['args', 'argv0', 'env']) {
+    const value = key === 'args' ? ['x'] : key === 'env' ? {} : 'x';
+    assert.throws(() => fork({ setsid: true, fork: { file: '/bin/true' }, [key]: value }),
+      { code: 'ERR_INVALID_ARG_VALUE', message: new RegExp(`'${key}' with 'fork'`) });
+  }
+});
