@@ -11,15 +11,17 @@
 // 3. source    - the same tarball without prebuilds/ installs with the
 //                compiler present: it builds from source, and the process
 //                maps build/Release/*.node.
+// 4. clone     - `npm pack` in a fresh clone (no dist/, build/, prebuilds/)
+//                ships dist/ and this platform's prebuild: `prepack` built them.
 //
 // Prints one line per check and a closing "package: N passed, N failed".
 import { spawnSync } from 'node:child_process';
 import {
-  existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, appendFileSync,
+  cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, appendFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
-import { npm, run, stage } from './stage.mjs';
+import { findPrebuild, npm, repo as repoDir, run, stage } from './stage.mjs';
 
 const keep = process.argv.includes('--keep');
 const work = mkdtempSync(join(tmpdir(), 'posix-daemon-pkgtest-'));
@@ -145,7 +147,9 @@ try {
   const s = stage({ log });
   let tarball;
   try {
-    const packed = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', work], { cwd: s.dir, log }));
+    // Staged = built already: --ignore-scripts skips prepack's second build
+    // (check 4 packs with prepack, from a bare clone).
+    const packed = JSON.parse(run(npm, ['pack', '--json', '--ignore-scripts', '--pack-destination', work], { cwd: s.dir, log }));
     tarball = join(work, packed[0].filename);
   } finally {
     if (!keep) s.cleanup();
@@ -235,6 +239,41 @@ try {
       if (built.length === 0) throw new Error('no build/Release/*.node after install: the install script did not build from source');
       const r = runCheck(project, 'build', process.env);
       record(name, r.ok, r.detail);
+    } catch (err) {
+      record(name, false, err.message.split('\n').slice(0, 6).join('\n      '));
+    }
+  }
+
+  // ------------------ 4. npm pack straight after a clone: prepack builds
+  {
+    const name = 'npm pack in a fresh clone (no dist/, build/, prebuilds/): prepack builds them';
+    try {
+      const clone = join(work, 'clone');
+      // What a clone has: the files git knows (the working tree as it is,
+      // uncommitted changes included), none of what the build makes.
+      mkdirSync(clone);
+      for (const f of run('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repoDir })
+        .split('\0').filter((f) => f !== '' && existsSync(join(repoDir, f)))) {
+        mkdirSync(dirname(join(clone, f)), { recursive: true });
+        cpSync(join(repoDir, f), join(clone, f));
+      }
+      for (const d of ['dist', 'build']) {
+        if (existsSync(join(clone, d))) throw new Error(`a fresh clone has ${d}/`);
+      }
+      if (findPrebuild(clone)) throw new Error('a fresh clone has a prebuild');
+      symlinkSync(join(repoDir, 'node_modules'), join(clone, 'node_modules'), 'dir');
+      const dest = join(work, 'clone-pack');
+      mkdirSync(dest);
+      const packed = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', dest], { cwd: clone, log }).replace(/^[^[]*/, ''));
+      const listing = run('tar', ['tzf', join(dest, packed[0].filename)]).split('\n').map((l) => l.replace(/^package\//, ''));
+      const plat = `${process.platform}-${process.arch}`;
+      const absent = [
+        ['dist/index.js', /^dist\/index\.js$/], ['dist/index.mjs', /^dist\/index\.mjs$/],
+        ['dist/index.d.ts', /^dist\/index\.d\.ts$/], ['dist/index.d.mts', /^dist\/index\.d\.mts$/],
+        [`prebuilds/${plat}/*.node`, new RegExp(`^prebuilds/${plat}/[^/]+\\.node$`)],
+      ].filter(([, re]) => !listing.some((f) => re.test(f))).map(([n]) => n);
+      if (absent.length) throw new Error(`the tarball lacks ${absent.join(', ')}`);
+      record(name, true, `${packed[0].filename}: ${listing.filter(Boolean).length} files, dist/ and prebuilds/${plat}/ included`);
     } catch (err) {
       record(name, false, err.message.split('\n').slice(0, 6).join('\n      '));
     }

@@ -12,10 +12,10 @@
  * (a writer keeping the file open, mmap) fall back to the quiet-time timer
  * (`debounce`), as do fs.watch (other systems) and stat polling.
  */
-import { realpathSync, statSync, unwatchFile, watch, watchFile } from 'node:fs';
-import type { FSWatcher } from 'node:fs';
+import { readdirSync, realpathSync, statSync, unwatchFile, watch, watchFile } from 'node:fs';
+import type { Dirent, FSWatcher } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { debuglog } from 'node:util';
 import { addon, type RawInotify } from '../native';
 import { abortError, invalidArgValue, outOfRange } from '../errors';
@@ -207,7 +207,12 @@ export interface NotifyOnChangeOptions {
   polling?: boolean;
   /** Polling interval in ms (polling mode only); default 1000. */
   interval?: number;
-  /** More files to watch, besides the program's module graph. */
+  /**
+   * More files to watch, besides the program's module graph. A directory
+   * means every file below it, at any depth, including files and
+   * directories created later (minus `ignore`, and minus `node_modules`
+   * directories unless `node_modules: true`).
+   */
   paths?: string[];
   /**
    * Quiet time in ms for changes the kernel does not close (a writer keeping
@@ -216,9 +221,9 @@ export interface NotifyOnChangeOptions {
    * place settles after a short confirmation instead.
    */
   debounce?: number;
-  /** Watch the files of `node_modules` the program loaded too; default false. */
+  /** Watch the files of `node_modules` the program loaded (and those in a directory of `paths`) too; default false. */
   node_modules?: boolean;
-  /** Files for which it returns true are not watched (`paths` included). */
+  /** Files (and directories of a tree in `paths`) for which it returns true are not watched. Gets absolute paths. */
   ignore?: (path: string) => boolean;
   /** Ends the iteration with an AbortError and removes the watchers. */
   signal?: AbortSignal;
@@ -290,6 +295,14 @@ export function parseWatchOptions(options: unknown, defaultPersistent: boolean):
   // with the same ENOENT error fs.statSync gives.
   for (const t of targets) statSync(t);
   return { targets, polling, interval, debounce, nodeModules, ignore: o.ignore, signal: o.signal, persistent };
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 /** A stat fingerprint: what "has stopped changing" compares. */
@@ -386,29 +399,114 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
     if (t !== undefined) mark(t, done);
   };
   const useInotify = !plan.polling && InotifyHub.available();
-  const watchDir = (dir: string, names: Map<string, string>): void => {
+  const watchDir = (dir: string, listener: DirListener): void => {
     if (useInotify) {
       hub ??= new InotifyHub();
-      feed.onClose(hub.subscribe(dir, onDirEvent(names), plan.persistent));
+      feed.onClose(hub.subscribe(dir, listener, plan.persistent));
       return;
     }
-    const listener = onDirEvent(names);
     const watcher: FSWatcher = watch(dir, { persistent: plan.persistent }, (_event, filename) =>
       listener(filename === null || filename === undefined ? null : String(filename), false));
     watcher.on('error', (err) => feed.fail(err));
     feed.onClose(() => watcher.close());
   };
 
+  const ignored = (path: string): boolean => {
+    if (!plan.ignore) return false;
+    try {
+      return plan.ignore(path) === true;
+    } catch (err) {
+      debug('autorestart: ignore(%s) threw: %s', path, err);
+      return false;
+    }
+  };
+
+  // A directory in `paths`: every file below it, at any depth, now and
+  // later (inotify watches one directory, so one watch per directory of
+  // the tree, added as directories appear), minus what `ignore` rejects and
+  // `node_modules` directories unless `node_modules: true`. Events are
+  // taken for any name: the tree's files are not listed up front.
+  const trees = new Set<string>();
+  const skipDir = (dir: string): boolean =>
+    ignored(dir) || (!plan.nodeModules && basename(dir) === 'node_modules');
+  const inTree = (path: string, done: boolean): void => {
+    if (ignored(path)) return;
+    let isDir = false;
+    try {
+      isDir = statSync(path).isDirectory();
+    } catch {
+      // deleted: a change of the tree all the same
+    }
+    if (isDir) {
+      // A directory that appeared (mkdir, or moved in): watch it, and count
+      // what is in it already (written before its watch existed).
+      if (!trees.has(path) && !skipDir(path)) addTree(path, true);
+      return;
+    }
+    if (plan.polling) watchPolled(path, () => mark(path, false));
+    mark(path, done);
+  };
+  const addTree = (dir: string, fresh: boolean): void => {
+    if (closed || trees.has(dir)) return;
+    trees.add(dir);
+    const pollDir = (): void => {
+      // Polling sees a directory's own mtime: rescan it for new entries.
+      let names: string[] = [];
+      try {
+        names = readdirSync(dir);
+      } catch {
+        // gone: its files' own watchers report them missing
+      }
+      for (const e of names) {
+        const full = join(dir, e);
+        if (!polled.has(full)) inTree(full, false);
+      }
+    };
+    if (plan.polling) {
+      watchPolled(dir, pollDir);
+    } else {
+      watchDir(dir, (name, done) => {
+        if (name === null) {
+          // The directory itself went away (or events were lost): its watch
+          // is gone; its parent's watch sees it if it is made again.
+          trees.delete(dir);
+          mark(dir, false);
+          return;
+        }
+        inTree(join(dir, name), done);
+      });
+    }
+    let entries: Dirent[] = [];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch (err) {
+      debug('autorestart: cannot list %s: %s', dir, (err as Error).message);
+    }
+    for (const e of entries) {
+      const full = join(dir, e.name);
+      if (e.isDirectory()) {
+        if (!skipDir(full)) addTree(full, fresh);
+      } else if (!ignored(full)) {
+        if (plan.polling) watchPolled(full, () => mark(full, false));
+        if (fresh) mark(full, false);
+      }
+    }
+  };
+  // Polling mode: fs.watchFile on each path once.
+  const polled = new Set<string>();
+  const watchPolled = (path: string, listener: () => void): void => {
+    if (polled.has(path)) return;
+    polled.add(path);
+    watchFile(path, { persistent: plan.persistent, interval: plan.interval }, listener);
+    feed.onClose(() => unwatchFile(path, listener));
+  };
+
   const add = (target: string): void => {
     if (closed || files.has(target)) return;
-    if (plan.ignore) {
-      let skip = false;
-      try {
-        skip = plan.ignore(target) === true;
-      } catch (err) {
-        debug('autorestart: ignore(%s) threw: %s', target, err);
-      }
-      if (skip) return;
+    if (ignored(target)) return;
+    if (isDirectory(target)) {
+      addTree(target, false);
+      return;
     }
     files.set(target, fingerprintSync(target));
     if (plan.polling) {
@@ -427,7 +525,7 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
     }
     names = new Map([[basename(target), target]]);
     byDir.set(dir, names);
-    watchDir(dir, names);
+    watchDir(dir, onDirEvent(names));
   };
 
   try {
