@@ -11,6 +11,7 @@ import { channel } from 'node:diagnostics_channel';
 import { isMainThread } from 'node:worker_threads';
 import { delimiter, join } from 'node:path';
 import { addon, type RawWaitResult } from './native';
+import { readProcStat } from './procstat';
 import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from './errors';
 import {
   envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean,
@@ -450,13 +451,7 @@ function childPidsFromProc(pid: number): number[] {
   // Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
+    if (readProcStat(entry)?.ppid === pid) out.push(Number(entry));  // undefined: gone meanwhile
   }
   return out.sort((a, b) => a - b);
 }

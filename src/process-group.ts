@@ -6,10 +6,11 @@
  * through pidfds (process-handle.ts), never with killpg() on a number that
  * might by now name someone else's group.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { openProcess, type ProcessHandle } from './process-handle';
+import { readProcStat } from './procstat';
 
 const debug = debuglog('posix-daemon');
 
@@ -28,15 +29,8 @@ export function groupMembers(pgid: number): number[] | null {
   const out: number[] = [];
   for (const e of entries) {
     if (e.charCodeAt(0) < 48 || e.charCodeAt(0) > 57) continue;
-    let text: string;
-    try {
-      text = readFileSync(`/proc/${e}/stat`, 'latin1');
-    } catch {
-      continue;  // ended meanwhile
-    }
-    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    if (Number(f[2]) === pgid && f[0] !== 'Z' && f[0] !== 'X') out.push(Number(e));
+    const st = readProcStat(e);  // null: ended meanwhile
+    if (st !== null && st.pgrp === pgid && st.state !== 'Z' && st.state !== 'X') out.push(Number(e));
   }
   return out;
 }

@@ -69,19 +69,44 @@ export async function load(url, context, nextLoad) {
 
 /**
  * The one tracker of this process. Emits 'file' (path) for every file
- * loaded, once per path; `files` holds them all.
+ * loaded, once per path, while anyone tracks (see track()); `files` holds
+ * them all.
  */
 class ModuleGraph extends EventEmitter {
   readonly files = new Set<string>();
-  #started = false;
+  #users = 0;
   #cjsSeen = 0;
+  /** Undoes the load hook (registerHooks), or stops listening to it (register). */
+  #unhook: (() => void) | undefined;
+  /** module.register's hook cannot be removed: installed once, muted when unused. */
+  #registerPort: import('node:worker_threads').MessagePort | undefined;
 
-  start(): void {
-    if (this.#started) return;
-    this.#started = true;
-    this.#installHooks();
-    this.#snapshot();
-    this.rescanRequireCache();
+  /**
+   * Starts tracking for one user (a watcher); the returned function ends
+   * it. The first user installs the load hook and takes a snapshot of what
+   * is loaded; when the last one ends, the hook goes: a program that
+   * stopped watching pays nothing on its later loads.
+   */
+  track(): () => void {
+    if (this.#users++ === 0) {
+      this.#installHooks();
+      // Also after a pause: what was loaded meanwhile was not seen.
+      this.#snapshot();
+      this.rescanRequireCache();
+    }
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      if (--this.#users === 0) {
+        this.#unhook?.();
+        this.#unhook = undefined;
+      }
+    };
+  }
+
+  get tracking(): boolean {
+    return this.#users > 0;
   }
 
   /** Adds what require.cache holds that is new (cheap when nothing is). */
@@ -137,29 +162,45 @@ class ModuleGraph extends EventEmitter {
   #installHooks(): void {
     if (!isMainThread) return;
     if (typeof nodeModule.registerHooks === 'function') {
-      nodeModule.registerHooks({
+      const handle = nodeModule.registerHooks({
         load: (url, context, nextLoad) => {
           const result = nextLoad(url, context);
           this.add(url);
           return result;
         },
-      });
+      }) as { deregister?: () => void } | undefined;
+      this.#unhook = () => {
+        handle?.deregister?.();
+        debug('autorestart: module hooks deregistered (no watcher left)');
+      };
       debug('autorestart: tracking loads with module.registerHooks');
       return;
     }
     if (typeof nodeModule.register === 'function') {
-      const { port1, port2 } = new MessageChannel();
-      port1.on('message', (url: string) => {
+      const onMessage = (url: string): void => {
         this.add(url);
         this.rescanRequireCache();
-      });
+      };
+      this.#unhook = () => {
+        this.#registerPort?.removeListener('message', onMessage);
+        debug('autorestart: module.register hook muted (no watcher left; it cannot be removed)');
+      };
+      if (this.#registerPort) {
+        this.#registerPort.on('message', onMessage);
+        this.#registerPort.unref();
+        return;
+      }
+      const { port1, port2 } = new MessageChannel();
+      port1.on('message', onMessage);
       port1.unref();  // tracking never keeps a program alive
       try {
         nodeModule.register(`data:text/javascript,${encodeURIComponent(HOOKS_SOURCE)}`, __filename,
           { data: { port: port2 }, transferList: [port2] });
+        this.#registerPort = port1;
         debug('autorestart: tracking ESM loads with module.register (CJS through require.cache)');
       } catch (err) {
         port1.close();
+        this.#unhook = undefined;
         debug('autorestart: module.register failed: %s', (err as Error).message);
       }
       return;
@@ -170,12 +211,9 @@ class ModuleGraph extends EventEmitter {
 
 let graph: ModuleGraph | undefined;
 
-/** The process's module graph, tracking from the first call on. */
+/** The process's module graph; it tracks loads while a watcher holds track(). */
 export function moduleGraph(): ModuleGraph {
-  if (!graph) {
-    graph = new ModuleGraph();
-    graph.start();
-  }
+  graph ??= new ModuleGraph();
   return graph;
 }
 

@@ -548,9 +548,13 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
   };
   const startGraph = setImmediate(() => {
     const graph = moduleGraph();
+    const untrack = graph.track();
     for (const f of graph.files) fromGraph(f);
     graph.on('file', fromGraph);
-    feed.onClose(() => graph.removeListener('file', fromGraph));
+    feed.onClose(() => {
+      graph.removeListener('file', fromGraph);
+      untrack();  // the last watcher's end removes the load hook
+    });
     debug('autorestart: watching %d files (%s)', files.size,
       plan.polling ? `polling every ${plan.interval} ms` : useInotify ? 'inotify' : 'fs.watch');
     onGraph?.();

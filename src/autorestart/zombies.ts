@@ -2,10 +2,11 @@
  * cleanUpChildZombies: reap the children the previous image left behind,
  * and only those.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import { childPids, waitAsync } from '../posix';
+import { readProcStat } from '../procstat';
 import { validateArray, validateBoolean, validateDuration, validateFunction, validateObject, toSignalNumber } from '../validators';
 
 const debug = debuglog('posix-daemon');
@@ -43,13 +44,7 @@ function imageStartTicks(): number | undefined {
 
 /** starttime (field 22) of /proc/PID/stat, in clock ticks since boot. */
 function startTicks(pid: number | string): number | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const t = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[19]);
-    return Number.isSafeInteger(t) ? t : undefined;
-  } catch {
-    return undefined;
-  }
+  return readProcStat(pid)?.startTicks;
 }
 
 /**
