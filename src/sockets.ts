@@ -67,6 +67,20 @@ function isThisProcess(pid: string | undefined): boolean {
   return pid !== undefined && /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.pid;
 }
 
+/**
+ * The hand-over's first field: this PID (an image handing over to the next
+ * one), or `parent:<PID>` naming our parent (a monitor handing its sockets
+ * to a worker it forks: it cannot know the worker's PID when it writes the
+ * environment, and the worker's parent is exactly the process that could).
+ */
+function namesThisProcess(field: string | undefined): boolean {
+  if (field !== undefined && field.startsWith('parent:')) {
+    const pid = field.slice('parent:'.length);
+    return /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.ppid && process.ppid !== 1;
+  }
+  return isThisProcess(field);
+}
+
 /** The port of Node's inspector, when it listens (`--inspect`). */
 const inspectorPort = ((): number | undefined => {
   try {
@@ -129,7 +143,7 @@ function readSystemdEnv(env: NodeJS.ProcessEnv): InheritedSocket[] {
 function readHandoffEnv(value: string | undefined): InheritedSocket[] {
   if (value === undefined) return [];
   const [pid, ...items] = value.split(';');
-  if (!isThisProcess(pid)) {
+  if (!namesThisProcess(pid)) {
     debug('listenFds: %s names PID %s, not this process (%d): ignored', HANDOFF_ENV, pid, process.pid);
     return [];
   }
@@ -172,6 +186,40 @@ let inherited: InheritedSocket[] = readInherited();
 
 /** The name each server's socket travels under across a restart (sticky). */
 const serverNames = new WeakMap<Server, string>();
+
+/** Servers listening through listen(), until they close: what gracefulShutdown drains by default. */
+const listened = new Set<Server>();
+
+/** The servers listen() started that are still open. */
+export function listenedServers(): Server[] {
+  return [...listened];
+}
+
+/**
+ * Sockets this process holds without a server (a monitor's, which its
+ * workers accept on): handOffServers passes them on to the next image too.
+ */
+const held = new Map<number, string>();
+
+/** Keeps `fd` (a listening socket, no server of ours on it) across restartViaExec under `name`. */
+export function holdAcrossExec(fd: number, name: string): void {
+  held.set(fd, name);
+}
+
+/** Forgets an fd given to holdAcrossExec (it is being closed). */
+export function releaseHeld(fd: number): void {
+  held.delete(fd);
+}
+
+/**
+ * Takes an inherited socket that matches `options` (by name, else by
+ * address) out of the list, for a process that holds it without a server.
+ */
+export function takeInherited(options: ListenOptions & { name?: string }): InheritedSocket | undefined {
+  const hit = findInherited(options);
+  if (hit !== undefined) inherited = inherited.filter((s) => s !== hit);
+  return hit;
+}
 
 /**
  * The listening sockets this process inherited (from systemd or from the
@@ -267,6 +315,8 @@ export function listen(server: Server, options: ListenOptions & { name?: string 
       // A name systemd gave (FileDescriptorName=) wins; else the caller's.
       const name = hit !== undefined && hit.name !== 'unknown' ? hit.name : options.name ?? hit?.name;
       if (name !== undefined) serverNames.set(server, name);
+      listened.add(server);
+      server.once('close', () => listened.delete(server));
       resolve({ inherited: hit !== undefined, ...(hit ? { fd: hit.fd } : {}), name: socketName(server) });
     };
     if (hit !== undefined) {
@@ -325,6 +375,7 @@ export async function handOffServers(servers: Array<Server | ServerHandoffEntry>
   const passed = [
     ...entries.map((e, i) => ({ fd: dups[i], name: e.name })),
     ...inherited.map((s) => ({ fd: s.fd, name: s.name })),
+    ...[...held].map(([fd, name]) => ({ fd, name })),
   ];
   return {
     keepFds: passed.map((p) => p.fd),
@@ -359,7 +410,12 @@ interface DrainableResponse {
   once(event: 'finish', cb: () => void): unknown;
 }
 
-function drain(server: Server, timeout: number): Promise<void> {
+/**
+ * Stops `server` accepting and resolves once its connections ended: in-flight
+ * requests finish (answered with "Connection: close"), idle keep-alive
+ * connections close; after `timeout` ms the rest are closed.
+ */
+export function drain(server: Server, timeout: number): Promise<void> {
   return new Promise((resolve) => {
     const http = server as unknown as HttpLike;
     let timer: NodeJS.Timeout | undefined;
