@@ -95,7 +95,10 @@ export class Pool {
       shutdownName: cfg.shutdownName,
       shutdownTimeout: cfg.shutdownTimeout,
       keepFds: this.held.map((s) => s.fd),
-      env: () => ({ ...handoff, [MONITOR_WORKERS_ENV]: undefined }),
+      // UV_TCP_SINGLE_ACCEPT: libuv accepts one connection per wake-up and
+      // yields, so connections queued at once spread over the workers
+      // instead of going to whichever woke first (measured: README).
+      env: () => ({ ...handoff, [MONITOR_WORKERS_ENV]: undefined, UV_TCP_SINGLE_ACCEPT: process.env.UV_TCP_SINGLE_ACCEPT ?? '1' }),
     };
     for (let i = 0; i < cfg.workers; i++) {
       this.slots.push({ index: i, current: null, ready: false, restarting: false, replacing: false, round: 0, restarts: [] });

@@ -1,0 +1,182 @@
+// selfMonitor with workers: real monitors, real workers, real sockets and
+// real load. Nothing here waits for a fixed time: every step waits for the
+// event that says it happened.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, readlinkSync, readdirSync, existsSync, mkdirSync, rmdirSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { fixtures, root, Reaper, isAlive, waitFor } from './helpers.mjs';
+import { startService, load } from './workers-helpers.mjs';
+
+const reaper = new Reaper();
+const dir = mkdtempSync(join(tmpdir(), 'workers-test-'));
+after(async () => {
+  await reaper.killAll();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+let n = 0;
+function service(env = {}, opts = {}) {
+  const version = join(dir, `version-${++n}`);
+  writeFileSync(version, env.version ?? 'v1');
+  const svc = startService({ WK_VERSION: version, ...env }, { reaper, ...opts });
+  svc.setVersion = (v) => writeFileSync(version, v);
+  svc.port = () => svc.line(/^PORT /).then((l) => Number(l.split(' ')[1]));
+  svc.stop = async () => {
+    if (svc.child.exitCode === null && svc.child.signalCode === null) svc.child.kill('SIGTERM');
+    return svc.exited;
+  };
+  return svc;
+}
+
+/** Load that runs until stopped; `.stop()` resolves with the stats. */
+function startLoad(port, opts = {}) {
+  const ac = new AbortController();
+  const p = load(port, { ...opts, signal: ac.signal });
+  return { stop: () => { ac.abort(); return p; } };
+}
+
+/** The inode of every socket `pid` holds open. */
+function socketInodes(pid) {
+  const out = new Set();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) out.add(m[1]);
+    } catch { /* closed meanwhile */ }
+  }
+  return out;
+}
+
+const readyPids = (svc) => svc.events.filter((e) => e.type === 'ready').map((e) => e.pid);
+const get = (port) => fetch(`http://127.0.0.1:${port}/`, { headers: { connection: 'close' } }).then((r) => r.text());
+
+test('two workers share the monitor\'s socket and both serve', async () => {
+  const svc = service({ WK_WORKERS: '2' });
+  const port = await svc.port();
+  const [a, b] = readyPids(svc);
+  // One listening socket, held by the monitor and by both workers.
+  const shared = [...socketInodes(svc.pid)].filter((i) => socketInodes(a).has(i) && socketInodes(b).has(i));
+  assert.ok(shared.length >= 1, 'the workers hold the monitor\'s listening socket');
+  // Fresh connections, 8 at a time, until both workers have answered.
+  const seen = new Set();
+  await waitFor(async () => {
+    const bodies = await Promise.all(Array.from({ length: 8 }, () => get(port)));
+    for (const body of bodies) seen.add(Number(body.split(' ')[0]));
+    return seen.size === 2;
+  }, { what: 'both workers to answer', timeout: 60000, interval: 0 });
+  assert.deepEqual([...seen].sort(), [a, b].sort());
+  const r = await svc.stop();
+  assert.equal(isAlive(a) || isAlive(b), false);
+  assert.ok(r.signal === 'SIGTERM' || r.code === 0);
+});
+
+test('a rolling reload under load fails no request and leaves only new workers', async () => {
+  const svc = service({ WK_WORKERS: '2' });
+  const port = await svc.port();
+  const old = readyPids(svc);
+  const l = startLoad(port, { concurrency: 8 });
+  svc.setVersion('v2');
+  process.kill(svc.pid, 'SIGHUP');
+  await svc.waitEvent((e) => e.type === 'reload-done');
+  svc.setVersion('v3');
+  process.kill(svc.pid, 'SIGHUP');
+  const done = svc.events.filter((e) => e.type === 'reload-done').length;
+  await svc.waitEvent((e) => e.type === 'reload-done' && svc.events.filter((x) => x.type === 'reload-done').length > done);
+  const stats = await l.stop();
+  assert.equal(stats.failed, 0, JSON.stringify(stats.errors));
+  assert.ok(stats.ok > 0);
+  for (const pid of old) assert.equal(isAlive(pid), false, `old worker ${pid} is gone`);
+  const bodies = await Promise.all(Array.from({ length: 8 }, () => get(port)));
+  for (const body of bodies) assert.match(body, / v3$/);
+  // One slot at a time: each new worker was ready before its old one got the stop signal.
+  const evs = svc.events;
+  for (const sd of evs.filter((e) => e.type === 'shutdown')) {
+    const i = evs.indexOf(sd);
+    const readyBefore = evs.slice(0, i).filter((e) => e.type === 'ready' && e.slot === sd.slot).at(-1);
+    assert.ok(readyBefore && readyBefore.pid !== sd.pid, 'a new worker was ready in the slot first');
+  }
+  await svc.stop();
+});
+
+test('a version that throws at start-up stops the roll; the old workers keep serving; the next reload succeeds', async () => {
+  const svc = service({ WK_WORKERS: '2' });
+  const port = await svc.port();
+  const old = readyPids(svc);
+  const l = startLoad(port, { concurrency: 4 });
+  svc.setVersion('throw');
+  process.kill(svc.pid, 'SIGHUP');
+  const failed = await svc.waitEvent((e) => e.type === 'reload-failed');
+  assert.match(failed.error, /reload stopped at worker slot 0: worker \(pid \d+\) exited with code 1 before it was ready/);
+  for (const pid of old) assert.ok(isAlive(pid), `old worker ${pid} still runs`);
+  const mid = await Promise.all(Array.from({ length: 4 }, () => get(port)));
+  for (const body of mid) assert.match(body, / v1$/);
+  svc.setVersion('v2');
+  process.kill(svc.pid, 'SIGHUP');
+  await svc.waitEvent((e) => e.type === 'reload-done');
+  const stats = await l.stop();
+  assert.equal(stats.failed, 0, JSON.stringify(stats.errors));
+  const bodies = await Promise.all(Array.from({ length: 4 }, () => get(port)));
+  for (const body of bodies) assert.match(body, / v2$/);
+  await svc.stop();
+});
+
+test('a SIGKILLed worker is replaced while the other one serves', async () => {
+  const svc = service({ WK_WORKERS: '2' });
+  const port = await svc.port();
+  const [a, b] = readyPids(svc);
+  process.kill(a, 'SIGKILL');
+  await svc.waitEvent((e) => e.type === 'exit' && e.pid === a);
+  // Until the replacement is ready, the other worker answers every request.
+  const during = await Promise.all(Array.from({ length: 8 }, () => get(port)));
+  const replacement = await svc.waitEvent((e) => e.type === 'ready' && e.pid !== a && e.pid !== b);
+  for (const body of during) assert.match(body, /^\d+ v1$/);
+  assert.ok(isAlive(b) && isAlive(replacement.pid));
+  const exit = svc.events.find((e) => e.type === 'exit' && e.pid === a);
+  assert.equal(exit.signal, 'SIGKILL');
+  assert.ok(svc.events.some((e) => e.type === 'backoff' && e.slot === exit.slot), 'restarted with the backoff');
+  await svc.stop();
+});
+
+test('SIGTERM under gracefulShutdown: in-flight requests finish, the monitor exits 0 and nothing is left', async () => {
+  const svc = service({ WK_WORKERS: '2', WK_GRACEFUL: '1', WK_BUSY_MS: '300' });
+  const port = await svc.port();
+  const workers = readyPids(svc);
+  const inflight = Array.from({ length: 2 }, () => get(port).then((b) => b, (e) => `failed: ${e.message}`));
+  // Both requests were accepted (each takes 300 ms of CPU) when SIGTERM comes.
+  await waitFor(() => svc.lines.filter((l) => l.startsWith('REQUEST ')).length === 2, { what: 'two requests in flight' });
+  process.kill(svc.pid, 'SIGTERM');
+  const r = await svc.exited;
+  assert.equal(r.code, 0, svc.stderr);
+  for (const body of await Promise.all(inflight)) assert.match(body, /^\d+ v1$/);
+  for (const pid of workers) assert.equal(isAlive(pid), false);
+  await assert.rejects(new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(); }).on('error', reject);
+  }), { code: 'ECONNREFUSED' }, 'the port is closed');
+});
+
+test('the restart budget ends a crash loop with a clear error', async () => {
+  const svc = service({ WK_WORKERS: '1', version: 'exit', WK_MAX_RESTARTS: '3', WK_MIN: '10' });
+  const r = await svc.exited;
+  assert.equal(r.code, 0);
+  const gaveUp = svc.events.find((e) => e.type === 'gave-up');
+  assert.equal(gaveUp.code, 'ERR_MONITOR_RESTART_LIMIT');
+  assert.match(gaveUp.error, /worker slot 0 was restarted 4 times within 60000 ms \(maxRestarts 3\): giving up/);
+  assert.ok(svc.lines.some((l) => /^REJECTED ERR_MONITOR_RESTART_LIMIT/.test(l)));
+  assert.equal(svc.events.filter((e) => e.type === 'start').length, 4);
+  for (const e of svc.events) if (e.pid) assert.equal(isAlive(e.pid), false);
+});
+
+test('README snippet: Ctrl-C ends a worker that stays alive promptly, without SIGKILL', async () => {
+  const svc = startService({}, { script: join(fixtures, 'monitor-readme.cjs'), reaper });
+  await svc.waitEvent((e) => e.type === 'ready');
+  process.kill(svc.pid, 'SIGINT');
+  await svc.exited;
+  const types = svc.events.map((e) => e.type);
+  assert.deepEqual(types, ['start', 'ready', 'shutdown', 'exit', 'stopped']);
+  const exit = svc.events.find((e) => e.type === 'exit');
+  assert.equal(exit.code, 0, 'the worker ended on the forwarded SIGINT itself');
+  assert.equal(isAlive(exit.pid), false);
+});
