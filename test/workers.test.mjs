@@ -180,3 +180,64 @@ test('README snippet: Ctrl-C ends a worker that stays alive promptly, without SI
   assert.equal(exit.code, 0, 'the worker ended on the forwarded SIGINT itself');
   assert.equal(isAlive(exit.pid), false);
 });
+
+test('the monitor restarts in place when its code changes: its workers survive the exec, then are rolled; no request fails', async () => {
+  const { procStat } = await import('./helpers.mjs');
+  const app = join(dir, `app-${++n}`);
+  mkdirSync(app);
+  const script = join(app, 'workers-app.cjs');
+  const source = readFileSync(join(fixtures, 'workers-app.cjs'), 'utf8').replaceAll('../../dist/', `${root}/dist/`);
+  writeFileSync(script, source);
+  const svc = service({ WK_WORKERS: '2', WK_RESTART_ON_CHANGE: '1' }, { script });
+  const port = await svc.port();
+  const old = readyPids(svc);
+  await svc.line(/^MONITOR \d+ one$/);
+  const l = startLoad(port, { concurrency: 8 });
+  // A new version of the program, written next to it and renamed into place.
+  writeFileSync(`${script}.tmp`, source.replace('IMAGE-MARK one', 'IMAGE-MARK two'));
+  const { renameSync } = await import('node:fs');
+  renameSync(`${script}.tmp`, script);
+  const line = await svc.line(/^MONITOR \d+ two$/);
+  assert.equal(Number(line.split(' ')[1]), svc.pid, 'same PID: restarted in place');
+  const adopted = await waitFor(() => {
+    const a = svc.events.filter((e) => e.type === 'adopted');
+    return a.length === 2 && a;
+  }, { what: 'both workers adopted' });
+  assert.deepEqual(adopted.map((e) => e.pid).sort(), [...old].sort());
+  await svc.waitEvent((e) => e.type === 'reload-done');
+  const stats = await l.stop();
+  assert.equal(stats.failed, 0, JSON.stringify(stats.errors));
+  for (const pid of old) assert.equal(isAlive(pid), false, `old worker ${pid} was rolled`);
+  const now = svc.events.filter((e) => e.type === 'ready').map((e) => e.pid).slice(-2);
+  for (const pid of now) assert.equal(procStat(pid).ppid, svc.pid);
+  await svc.stop();
+});
+
+test('maxMemory: a worker over it is replaced through the roll, drained first', async () => {
+  const svc = service({ WK_WORKERS: '2', WK_MAX_MEMORY: String(200 << 20) });
+  const port = await svc.port();
+  const old = readyPids(svc);
+  // Grow one worker past 200 MB: 4 x 64 MB on one keep-alive connection.
+  const http = await import('node:http');
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  let grown;
+  for (let i = 0; i < 4; i++) {
+    grown = await new Promise((resolve, reject) => http.get({ host: '127.0.0.1', port, path: '/grow', agent }, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; }).on('end', () => resolve(Number(b.split(' ')[0])));
+    }).on('error', reject));
+  }
+  agent.destroy();
+  const memory = await svc.waitEvent((e) => e.type === 'memory');
+  assert.equal(memory.pid, grown);
+  assert.ok(memory.rss > 200 << 20);
+  await svc.waitEvent((e) => e.type === 'reload-done');
+  assert.equal(isAlive(grown), false);
+  const other = old.find((p) => p !== grown);
+  assert.ok(isAlive(other), 'the other worker was not touched');
+  // The replacement was ready before the big one got its stop signal.
+  const shutdown = svc.events.find((e) => e.type === 'shutdown' && e.pid === grown);
+  const i = svc.events.indexOf(shutdown);
+  assert.ok(svc.events.slice(0, i).some((e) => e.type === 'ready' && e.slot === memory.slot && e.pid !== grown));
+  await svc.stop();
+});
