@@ -15,7 +15,7 @@
  */
 import type { Server } from 'node:net';
 import { debuglog } from 'node:util';
-import { drain, listenedServers } from './sockets';
+import { drain, listenedServers, trackResponses } from './sockets';
 import { stopping } from './systemd';
 import { invalidArgType } from './errors';
 import {
@@ -89,12 +89,13 @@ export async function drainServers(servers: Server[], timeout: number, idleGrace
  * gracefulShutdown() replaces it, and listens for those signals too: the
  * monitor stops its workers with them.
  */
+const kWorker = Symbol('a worker: its monitor speaks to systemd');
 let implicit: { handle: GracefulShutdownHandle; signals: NodeJS.Signals[] } | undefined;
 
 /** Installs the implicit shutdown (selfMonitor, in a worker). */
 export function implicitShutdown(signals: NodeJS.Signals[], timeout: number): void {
   if (implicit !== undefined) return;
-  implicit = { handle: gracefulShutdown({ signals, timeout }), signals };
+  implicit = { handle: gracefulShutdown({ signals, timeout, [kWorker]: true } as GracefulShutdownOptions), signals };
 }
 
 export function gracefulShutdown(options: GracefulShutdownOptions = {}): GracefulShutdownHandle {
@@ -115,6 +116,8 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
       }
     });
   }
+  // From now on: a drain must reach the requests in flight when it starts.
+  for (const s of servers ?? []) trackResponses(s);
   validateArray(signals, 'options.signals');
   const names = [...new Set(signals.map((s, i) => signalName(toSignalNumber(s, `options.signals[${i}]`)) as NodeJS.Signals))];
   validateDuration(delay, 'options.delay');
@@ -133,7 +136,8 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
   const run = async (reason: unknown): Promise<void> => {
     const started = Date.now();
     debug('gracefulShutdown: %s', reason instanceof Error ? reason.message : reason);
-    stopping();
+    // A worker stopping is not the service stopping.
+    if (!(options as { [kWorker]?: boolean })[kWorker]) stopping();
     ac.abort(reason);
     const deadline = new AbortController();
     let forced = false;
@@ -148,7 +152,8 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
       if (delay > 0) await new Promise((r) => setTimeout(r, Math.min(delay, timeout)));
       const left = Math.max(0, timeout - (Date.now() - started));
       await Promise.all([
-        drainServers(servers ?? listenedServers(), left, 1000),
+        // The drain's own deadline comes after ours: a cut connection is a forced end (exit 1).
+        drainServers(servers ?? listenedServers(), left + 1000, 1000),
         ...[...participants].map((p) => p(deadline.signal).catch((err: Error) => debug('gracefulShutdown: %s', err.message))),
       ]);
       if (onShutdown) await onShutdown();

@@ -187,6 +187,25 @@ let inherited: InheritedSocket[] = readInherited();
 /** The name each server's socket travels under across a restart (sticky). */
 const serverNames = new WeakMap<Server, string>();
 
+/** Responses not finished yet, per HTTP server that is tracked (listen(), gracefulShutdown). */
+const inFlight = new WeakMap<Server, Set<DrainableResponse>>();
+
+/**
+ * Keeps the set of `server`'s unfinished responses (HTTP servers; a no-op
+ * for others), so that a drain can tell the requests already in flight to
+ * close their connection too, not only the ones that come after it.
+ */
+export function trackResponses(server: Server): void {
+  if (inFlight.has(server)) return;
+  const set = new Set<DrainableResponse>();
+  inFlight.set(server, set);
+  server.prependListener('request' as 'connection', ((_req: unknown, res: DrainableResponse) => {
+    set.add(res);
+    res.once('finish', () => set.delete(res));
+    res.once('close', () => set.delete(res));
+  }) as never);
+}
+
 /** Servers listening through listen(), until they close: what gracefulShutdown drains by default. */
 const listened = new Set<Server>();
 
@@ -316,6 +335,7 @@ export function listen(server: Server, options: ListenOptions & { name?: string 
       const name = hit !== undefined && hit.name !== 'unknown' ? hit.name : options.name ?? hit?.name;
       if (name !== undefined) serverNames.set(server, name);
       listened.add(server);
+      trackResponses(server);
       server.once('close', () => listened.delete(server));
       resolve({ inherited: hit !== undefined, ...(hit ? { fd: hit.fd } : {}), name: socketName(server) });
     };
@@ -407,7 +427,7 @@ interface HttpLike {
 interface DrainableResponse {
   shouldKeepAlive: boolean;
   headersSent: boolean;
-  once(event: 'finish', cb: () => void): unknown;
+  once(event: 'finish' | 'close', cb: () => void): unknown;
 }
 
 /**
@@ -427,6 +447,7 @@ export function drain(server: Server, timeout: number): Promise<void> {
       if (!res.headersSent) res.shouldKeepAlive = false;
     };
     server.prependListener('request' as 'connection', onRequest as never);
+    for (const res of inFlight.get(server) ?? []) onRequest(undefined, res);
     // net.Server's close, not http.Server's: Node >= 19's http close() also
     // closes idle connections at once, with exactly that race.
     // 'close' comes once every connection has ended.

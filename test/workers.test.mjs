@@ -241,3 +241,35 @@ test('maxMemory: a worker over it is replaced through the roll, drained first', 
   assert.ok(svc.events.slice(0, i).some((e) => e.type === 'ready' && e.slot === memory.slot && e.pid !== grown));
   await svc.stop();
 });
+
+test('systemd: READY=1 once every worker is ready, RELOADING=1/READY=1 around a roll, STATUS= counts, the watchdog from the monitor', async () => {
+  const { notifyReceiver } = await import('./systemd-helpers.mjs');
+  const address = join(dir, `notify-${++n}.sock`);
+  const rx = await notifyReceiver(address, reaper);
+  try {
+    const svc = service({ WK_WORKERS: '2', NOTIFY_SOCKET: address, WATCHDOG_USEC: '600000' });
+    await svc.port();
+    const fields = () => rx.from(svc.pid).map((m) => m.data);
+    const first = await waitFor(() => fields().find((d) => /^READY=1$/m.test(d)), { what: 'READY=1' });
+    assert.match(first, /^STATUS=2\/2 workers ready$/m);
+    // Nothing said READY before both workers were.
+    const before = fields().slice(0, fields().indexOf(first));
+    assert.ok(before.every((d) => !/READY=1/.test(d)));
+    await waitFor(() => fields().some((d) => d === 'WATCHDOG=1'), { what: 'a watchdog ping' });
+    const mark = fields().length;
+    process.kill(svc.pid, 'SIGHUP');
+    await svc.waitEvent((e) => e.type === 'reload-done');
+    const after = await waitFor(() => {
+      const f = fields().slice(mark).filter((d) => d !== 'WATCHDOG=1');
+      return f.some((d) => /^READY=1$/m.test(d)) && f;
+    }, { what: 'READY=1 after the roll' });
+    assert.match(after[0], /^RELOADING=1$/m);
+    assert.match(after[0], /^MONOTONIC_USEC=\d+$/m);
+    assert.match(after.at(-1), /READY=1\nSTATUS=2\/2 workers ready/);
+    // Only the monitor talks to the service manager.
+    assert.deepEqual(rx.messages.filter((m) => m.pid !== svc.pid), []);
+    await svc.stop();
+  } finally {
+    rx.stop();
+  }
+});

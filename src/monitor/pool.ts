@@ -98,7 +98,13 @@ export class Pool {
       // UV_TCP_SINGLE_ACCEPT: libuv accepts one connection per wake-up and
       // yields, so connections queued at once spread over the workers
       // instead of going to whichever woke first (measured: README).
-      env: () => ({ ...handoff, [MONITOR_WORKERS_ENV]: undefined, UV_TCP_SINGLE_ACCEPT: process.env.UV_TCP_SINGLE_ACCEPT ?? '1' }),
+      // The monitor is the unit's main process and speaks for the service
+      // (READY=1 for all workers, the watchdog): a worker's STOPPING=1
+      // during a roll would tell systemd the whole service stops.
+      env: () => ({
+        ...handoff, [MONITOR_WORKERS_ENV]: undefined, UV_TCP_SINGLE_ACCEPT: process.env.UV_TCP_SINGLE_ACCEPT ?? '1',
+        NOTIFY_SOCKET: undefined, WATCHDOG_USEC: undefined, WATCHDOG_PID: undefined,
+      }),
     };
     for (let i = 0; i < cfg.workers; i++) {
       this.slots.push({ index: i, current: null, ready: false, restarting: false, replacing: false, round: 0, restarts: [] });
