@@ -55,7 +55,7 @@ export interface GracefulShutdownHandle {
  * What else must stop before the process may exit (a running selfMonitor
  * registers its workers' shutdown here). Each gets the deadline's signal.
  */
-type Participant = (deadline: AbortSignal) => Promise<void>;
+type Participant = (deadline: AbortSignal, exiting: boolean) => Promise<void>;
 const participants = new Set<Participant>();
 
 /** Registers a participant; returns its removal. Internal (selfMonitor). */
@@ -91,10 +91,17 @@ export async function drainServers(servers: Server[], timeout: number, idleGrace
  */
 const kWorker = Symbol('a worker: its monitor speaks to systemd');
 let implicit: { handle: GracefulShutdownHandle; signals: NodeJS.Signals[] } | undefined;
+/** Adds signals to the program's own gracefulShutdown (the last one set up). */
+let explicit: ((signals: NodeJS.Signals[]) => void) | undefined;
 
 /** Installs the implicit shutdown (selfMonitor, in a worker). */
 export function implicitShutdown(signals: NodeJS.Signals[], timeout: number): void {
   if (implicit !== undefined) return;
+  // The program set up its own already: it hears the monitor's signals too.
+  if (explicit !== undefined) {
+    explicit(signals);
+    return;
+  }
   implicit = { handle: gracefulShutdown({ signals, timeout, [kWorker]: true } as GracefulShutdownOptions), signals };
 }
 
@@ -128,9 +135,11 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
   const ac = new AbortController();
   let done: Promise<void> | undefined;
   const listeners: Array<[NodeJS.Signals, () => void]> = [];
+  let addSignals: ((signals: NodeJS.Signals[]) => void) | undefined;
   const uninstall = (): void => {
     for (const [sig, fn] of listeners) process.removeListener(sig, fn);
     listeners.length = 0;
+    if (explicit === addSignals) explicit = undefined;
   };
 
   const run = async (reason: unknown): Promise<void> => {
@@ -154,7 +163,7 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
       await Promise.all([
         // The drain's own deadline comes after ours: a cut connection is a forced end (exit 1).
         drainServers(servers ?? listenedServers(), left + 1000, 1000),
-        ...[...participants].map((p) => p(deadline.signal).catch((err: Error) => debug('gracefulShutdown: %s', err.message))),
+        ...[...participants].map((p) => p(deadline.signal, exit).catch((err: Error) => debug('gracefulShutdown: %s', err.message))),
       ]);
       if (onShutdown) await onShutdown();
     } finally {
@@ -170,7 +179,8 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
     done ??= run(reason);
     return done;
   };
-  for (const sig of names) {
+  const listenTo = (sig: NodeJS.Signals): void => {
+    if (listeners.some(([s]) => s === sig)) return;
     const fn = (): void => {
       // A second signal while shutting down: the first shutdown goes on.
       void shutdown(Object.assign(new Error(`received ${sig}`), { code: 'ERR_SHUTDOWN_SIGNALED', signal: sig }))
@@ -181,6 +191,11 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
     };
     process.on(sig, fn);
     listeners.push([sig, fn]);
+  };
+  for (const sig of names) listenTo(sig);
+  if (!(options as { [kWorker]?: boolean })[kWorker]) {
+    addSignals = (more) => { for (const sig of more) listenTo(sig); };
+    explicit = addSignals;
   }
   return { signal: ac.signal, shutdown, uninstall };
 }

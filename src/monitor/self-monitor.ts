@@ -135,14 +135,28 @@ async function start(envKey: string, options: SelfMonitorOptions,
     }
   };
   let finished: Promise<unknown> = Promise.resolve();
-  const removeParticipant = addShutdownParticipant(async () => {
-    stop.abort(new Error('gracefulShutdown'));
+  // Stopped by gracefulShutdown(), which exits the process next: this
+  // promise then never settles, so the code after `await selfMonitor()`
+  // (the worker's code) never runs in the monitor, and no rejection ends
+  // the process with 1 before the exit with 0.
+  let exiting = false;
+  const removeParticipant = addShutdownParticipant(async (_deadline, willExit) => {
+    exiting = willExit;
+    stop.abort(Object.assign(new Error('selfMonitor stopped by gracefulShutdown'), { code: 'ERR_MONITOR_SHUTDOWN' }));
     await finished.catch(() => {});
   });
   let reloadListener: (() => void) | undefined;
   try {
+    return await run();
+  } catch (err) {
+    if (err === NEVER) return new Promise<never>(() => {});
+    throw err;
+  }
+
+  async function run(): Promise<void> {
+  try {
     if (!pooled) {
-      const run = runSingle({
+      const running = runSingle({
         ctx: {
           envKey, transport, shutdownName, shutdownTimeout, keepFds: [],
           env: () => ({ [MONITOR_WORKERS_ENV]: undefined }),
@@ -151,8 +165,8 @@ async function start(envKey: string, options: SelfMonitorOptions,
         received: () => signals.received,
         stopped: () => stopped(stop.signal),
       }, stop.signal);
-      finished = run;
-      await run;
+      finished = running;
+      await running;
       return;
     }
     const n = workers === 'auto' ? availableCpus().count : workers ?? 1;
@@ -168,10 +182,10 @@ async function start(envKey: string, options: SelfMonitorOptions,
       };
       process.on(reloadName, reloadListener);
     }
-    const run = pool.run();
-    finished = run;
+    const running = pool.run();
+    finished = running;
     try {
-      await run;
+      await running;
     } catch (err) {
       if (stop.signal.aborted) stopped(stop.signal);
       emit({ type: 'stopped', reason: err });
@@ -183,9 +197,11 @@ async function start(envKey: string, options: SelfMonitorOptions,
     signal?.removeEventListener('abort', onCallerAbort);
     signals.uninstall();
   }
+  }
 
   function stopped(s: AbortSignal): never {
     emit({ type: 'stopped', reason: s.reason });
+    if (exiting) throw NEVER;
     const received = signals.received;
     if (received !== null) {
       // The workers are gone; now end as the signal would have ended us
@@ -230,4 +246,7 @@ function stopOnSignals(onStop: (sig: NodeJS.Signals) => void): { received: NodeJ
 }
 
 const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/** Thrown inside when gracefulShutdown stops the monitor and exits: the promise is left pending. */
+const NEVER = Symbol('the process exits');
 
