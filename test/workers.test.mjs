@@ -273,3 +273,31 @@ test('systemd: READY=1 once every worker is ready, RELOADING=1/READY=1 around a 
     rx.stop();
   }
 });
+
+test('socket activation: the monitor takes systemd\'s socket (LISTEN_FDS, FileDescriptorName=web) and hands it to the workers', async () => {
+  const { freePort } = await import('./systemd-helpers.mjs');
+  const { spawnSync } = await import('node:child_process');
+  if (spawnSync('systemd-socket-activate', ['--help']).error) return;  // the tool is missing
+  const port = await freePort();
+  const version = join(dir, `version-${++n}`);
+  writeFileSync(version, 'v1');
+  const { spawn } = await import('node:child_process');
+  const child = spawn('systemd-socket-activate', ['-l', `127.0.0.1:${port}`, '--fdname=web', '-E', `WK_VERSION=${version}`,
+    '-E', 'WK_WORKERS=2', process.execPath, join(fixtures, 'workers-app.cjs')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  reaper.add(child.pid);
+  // systemd-socket-activate accepts nothing itself: the first connection starts the program.
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => { out += d; reaper.watchOutput(d); });
+  const first = get(port);
+  await waitFor(() => /^PORT \d+$/m.test(out), { what: 'the service', timeout: 30000 });
+  assert.equal(Number(/^PORT (\d+)$/m.exec(out)[1]), port, 'the monitor holds the activated socket');
+  assert.match(await first, /^\d+ v1$/, 'the connection that started the service was served');
+  const monitor = Number(/^MONITOR (\d+)/m.exec(out)[1]);
+  assert.equal(readlinkSync(`/proc/${monitor}/fd/3`).startsWith('socket:'), true, 'fd 3, from LISTEN_FDS');
+  const workers = [...out.matchAll(/^WORKER (\d+)/gm)].map((m) => Number(m[1]));
+  const inode = readlinkSync(`/proc/${monitor}/fd/3`);
+  for (const w of workers) assert.ok([...socketInodes(w)].some((i) => `socket:[${i}]` === inode), `worker ${w} holds it`);
+  process.kill(monitor, 'SIGTERM');
+  await new Promise((resolve) => child.on('exit', resolve));
+  for (const w of workers) assert.equal(isAlive(w), false);
+});
