@@ -349,12 +349,14 @@ export class Pool {
         await this.retire(fresh, slot.index);
         break;
       }
+      // The old one may have ended meanwhile (a crash during the start: its
+      // exit was reported and, the slot being replaced, not restarted).
+      const oldGone = slot.current !== old;
       slot.current = fresh;
       slot.ready = true;
       this.watch(slot, fresh);
       this.changed();
-      // The old one ended meanwhile (crash during the start): it was not restarted; nothing to drain.
-      await this.retire(old, slot.index);
+      if (!oldGone) await this.retire(old, slot.index);
     }
     if (this.wake.signal.aborted) throw new Error('the monitor is stopping');
     this.cfg.emit({ type: 'reload-done', workers: this.slots.length });
