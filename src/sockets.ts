@@ -67,20 +67,6 @@ function isThisProcess(pid: string | undefined): boolean {
   return pid !== undefined && /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.pid;
 }
 
-/**
- * The hand-over's first field: this PID (an image handing over to the next
- * one), or `parent:<PID>` naming our parent (a monitor handing its sockets
- * to a worker it forks: it cannot know the worker's PID when it writes the
- * environment, and the worker's parent is exactly the process that could).
- */
-function namesThisProcess(field: string | undefined): boolean {
-  if (field !== undefined && field.startsWith('parent:')) {
-    const pid = field.slice('parent:'.length);
-    return /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.ppid && process.ppid !== 1;
-  }
-  return isThisProcess(field);
-}
-
 /** The port of Node's inspector, when it listens (`--inspect`). */
 const inspectorPort = ((): number | undefined => {
   try {
@@ -140,10 +126,21 @@ function readSystemdEnv(env: NodeJS.ProcessEnv): InheritedSocket[] {
   return out;
 }
 
+/**
+ * Whom a hand-over is meant for: `<pid>` is this very process (an exec kept
+ * the PID); `P<pid>` is a child of `<pid>` (a restart's preflight/bridge,
+ * forked with the sockets before the exec, when its own PID was not known).
+ */
+function isMeantForUs(who: string | undefined): boolean {
+  if (who === undefined || !who.startsWith('P')) return isThisProcess(who);
+  const parent = who.slice(1);
+  return /^[1-9][0-9]*$/.test(parent) && process.ppid > 1 && Number(parent) === process.ppid;
+}
+
 function readHandoffEnv(value: string | undefined): InheritedSocket[] {
   if (value === undefined) return [];
   const [pid, ...items] = value.split(';');
-  if (!namesThisProcess(pid)) {
+  if (!isMeantForUs(pid)) {
     debug('listenFds: %s names PID %s, not this process (%d): ignored', HANDOFF_ENV, pid, process.pid);
     return [];
   }
