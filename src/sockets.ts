@@ -126,10 +126,21 @@ function readSystemdEnv(env: NodeJS.ProcessEnv): InheritedSocket[] {
   return out;
 }
 
+/**
+ * Whom a hand-over is meant for: `<pid>` is this very process (an exec kept
+ * the PID); `P<pid>` is a child of `<pid>` (a restart's preflight/bridge,
+ * forked with the sockets before the exec, when its own PID was not known).
+ */
+function isMeantForUs(who: string | undefined): boolean {
+  if (who === undefined || !who.startsWith('P')) return isThisProcess(who);
+  const parent = who.slice(1);
+  return /^[1-9][0-9]*$/.test(parent) && process.ppid > 1 && Number(parent) === process.ppid;
+}
+
 function readHandoffEnv(value: string | undefined): InheritedSocket[] {
   if (value === undefined) return [];
   const [pid, ...items] = value.split(';');
-  if (!isThisProcess(pid)) {
+  if (!isMeantForUs(pid)) {
     debug('listenFds: %s names PID %s, not this process (%d): ignored', HANDOFF_ENV, pid, process.pid);
     return [];
   }
@@ -172,6 +183,59 @@ let inherited: InheritedSocket[] = readInherited();
 
 /** The name each server's socket travels under across a restart (sticky). */
 const serverNames = new WeakMap<Server, string>();
+
+/** Responses not finished yet, per HTTP server that is tracked (listen(), gracefulShutdown). */
+const inFlight = new WeakMap<Server, Set<DrainableResponse>>();
+
+/**
+ * Keeps the set of `server`'s unfinished responses (HTTP servers; a no-op
+ * for others), so that a drain can tell the requests already in flight to
+ * close their connection too, not only the ones that come after it.
+ */
+export function trackResponses(server: Server): void {
+  if (inFlight.has(server)) return;
+  const set = new Set<DrainableResponse>();
+  inFlight.set(server, set);
+  server.prependListener('request' as 'connection', ((_req: unknown, res: DrainableResponse) => {
+    set.add(res);
+    res.once('finish', () => set.delete(res));
+    res.once('close', () => set.delete(res));
+  }) as never);
+}
+
+/** Servers listening through listen(), until they close: what gracefulShutdown drains by default. */
+const listened = new Set<Server>();
+
+/** The servers listen() started that are still open. */
+export function listenedServers(): Server[] {
+  return [...listened];
+}
+
+/**
+ * Sockets this process holds without a server (a monitor's, which its
+ * workers accept on): handOffServers passes them on to the next image too.
+ */
+const held = new Map<number, string>();
+
+/** Keeps `fd` (a listening socket, no server of ours on it) across restartViaExec under `name`. */
+export function holdAcrossExec(fd: number, name: string): void {
+  held.set(fd, name);
+}
+
+/** Forgets an fd given to holdAcrossExec (it is being closed). */
+export function releaseHeld(fd: number): void {
+  held.delete(fd);
+}
+
+/**
+ * Takes an inherited socket that matches `options` (by name, else by
+ * address) out of the list, for a process that holds it without a server.
+ */
+export function takeInherited(options: ListenOptions & { name?: string }): InheritedSocket | undefined {
+  const hit = findInherited(options);
+  if (hit !== undefined) inherited = inherited.filter((s) => s !== hit);
+  return hit;
+}
 
 /**
  * The listening sockets this process inherited (from systemd or from the
@@ -267,6 +331,9 @@ export function listen(server: Server, options: ListenOptions & { name?: string 
       // A name systemd gave (FileDescriptorName=) wins; else the caller's.
       const name = hit !== undefined && hit.name !== 'unknown' ? hit.name : options.name ?? hit?.name;
       if (name !== undefined) serverNames.set(server, name);
+      listened.add(server);
+      trackResponses(server);
+      server.once('close', () => listened.delete(server));
       resolve({ inherited: hit !== undefined, ...(hit ? { fd: hit.fd } : {}), name: socketName(server) });
     };
     if (hit !== undefined) {
@@ -325,6 +392,7 @@ export async function handOffServers(servers: Array<Server | ServerHandoffEntry>
   const passed = [
     ...entries.map((e, i) => ({ fd: dups[i], name: e.name })),
     ...inherited.map((s) => ({ fd: s.fd, name: s.name })),
+    ...[...held].map(([fd, name]) => ({ fd, name })),
   ];
   return {
     keepFds: passed.map((p) => p.fd),
@@ -356,10 +424,15 @@ interface HttpLike {
 interface DrainableResponse {
   shouldKeepAlive: boolean;
   headersSent: boolean;
-  once(event: 'finish', cb: () => void): unknown;
+  once(event: 'finish' | 'close', cb: () => void): unknown;
 }
 
-function drain(server: Server, timeout: number): Promise<void> {
+/**
+ * Stops `server` accepting and resolves once its connections ended: in-flight
+ * requests finish (answered with "Connection: close"), idle keep-alive
+ * connections close; after `timeout` ms the rest are closed.
+ */
+export function drain(server: Server, timeout: number): Promise<void> {
   return new Promise((resolve) => {
     const http = server as unknown as HttpLike;
     let timer: NodeJS.Timeout | undefined;
@@ -371,6 +444,7 @@ function drain(server: Server, timeout: number): Promise<void> {
       if (!res.headersSent) res.shouldKeepAlive = false;
     };
     server.prependListener('request' as 'connection', onRequest as never);
+    for (const res of inFlight.get(server) ?? []) onRequest(undefined, res);
     // net.Server's close, not http.Server's: Node >= 19's http close() also
     // closes idle connections at once, with exactly that race.
     // 'close' comes once every connection has ended.
