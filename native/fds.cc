@@ -14,6 +14,9 @@
 
 #include "common.h"
 
+#if defined(__linux__) && !defined(SYS_pidfd_open)
+#define SYS_pidfd_open 434
+#endif
 #if defined(__linux__) && !defined(SYS_close_range)
 #define SYS_close_range 436
 #endif
@@ -35,6 +38,38 @@ void RecordStdioFlags() {
 bool StdioWasNonblocking(int fd) {
   int fl = stdio_flags_at_load[fd];
   return fl != -1 && (fl & O_NONBLOCK) != 0;
+}
+
+int PidfdOpen(pid_t pid) {
+#ifdef __linux__
+  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+int SetNonblocking(int fd, bool on) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl == -1) return -1;
+  int want = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+  if (want != fl && fcntl(fd, F_SETFL, want) == -1) return -1;
+  return fl;
+}
+
+int WriteAll(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return 0;
 }
 
 bool FdIsOpen(int fd) { return fcntl(fd, F_GETFD) != -1 || errno != EBADF; }

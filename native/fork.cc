@@ -210,20 +210,6 @@ pid_t ForkInChild() {
 #endif
 }
 
-void WriteAll(int fd, const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-}
-
 void WriteMessage(int fd, const Message& m) { WriteAll(fd, &m, sizeof(m)); }
 
 [[noreturn]] void Fail(const ChildContext& ctx, int level, Stage stage, int err) {
@@ -246,13 +232,6 @@ void ResetSignals() {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-}
-
-void SetBlocking(int fd, bool nonblocking) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl == -1) return;
-  int want = nonblocking ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
-  if (want != fl) fcntl(fd, F_SETFL, want);
 }
 
 // Moves a pipe end of ours off 0-2 (where it lands if Node's stdio was
@@ -382,7 +361,7 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
     // as they are.
     for (int i = 0; i < 3; i++) {
       if (ctx->stdio_is_nodes[i] && (src[i] == i || plan->stdio == StdioMode::kInherit)) {
-        SetBlocking(i, ctx->stdio_nonblocking_at_load[i]);
+        SetNonblocking(i, ctx->stdio_nonblocking_at_load[i]);
       }
     }
   }
