@@ -6,8 +6,13 @@
 // on it fails with ESRCH once that process has ended, and the fd becomes
 // readable when it ends, which libuv can watch (no thread, no timer).
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #ifdef __linux__
 #include <sys/syscall.h>
 #endif
@@ -20,6 +25,33 @@
 
 namespace pd {
 namespace {
+
+// /proc/self/fdinfo of a pidfd has a "Pid:" line (-1 once the process has
+// been reaped); no other kind of fd has one.
+bool IsPidfdOf(int fd, pid_t pid) {
+#ifdef __linux__
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+  int info = open(path, O_RDONLY | O_CLOEXEC);
+  if (info == -1) return false;
+  char buf[1024];
+  ssize_t n;
+  do {
+    n = read(info, buf, sizeof(buf) - 1);
+  } while (n == -1 && errno == EINTR);
+  close(info);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* line = strstr(buf, "\nPid:");
+  if (line == nullptr) return false;
+  long got = strtol(line + 5, nullptr, 10);
+  return got == pid || got == -1;
+#else
+  (void)fd;
+  (void)pid;
+  return false;
+#endif
+}
 
 class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
  public:
@@ -36,9 +68,21 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
   // new ProcessHandle(pid): pidfd_open(pid). Throws ESRCH when there is no
   // such process, ENOSYS (or EPERM under some seccomp profiles) where the
   // kernel has no pidfds: the TS layer falls back to plain kill() then.
+  //
+  // new ProcessHandle(pid, pidfd): adopts a pidfd (fork()'s, opened by the
+  // intermediate while the PID was certainly right). It must be a pidfd of
+  // `pid`, or of a process that has already been reaped (which can't be
+  // told apart, and can't hurt anyone): EINVAL otherwise, and the fd is
+  // left alone. Taken on success: the handle closes it.
   ProcessHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProcessHandle>(info) {
     Napi::Env env = info.Env();
     pid_t pid = Int(info[0], "pid", 1, INT32_MAX);
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      int fd = Int(info[1], "pidfd", 0, INT32_MAX);
+      if (!IsPidfdOf(fd, pid)) throw ErrnoError(env, EINVAL, "pidfd_open");
+      fd_ = fd;
+      return;
+    }
     // pidfd_open sets O_CLOEXEC itself (the fd is never inherited).
     fd_ = PidfdOpen(pid);
     if (fd_ == -1) throw ErrnoError(env, errno, "pidfd_open");
