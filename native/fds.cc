@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 
 #include "common.h"
 
@@ -106,15 +107,16 @@ static bool ListOpenFds(std::vector<int>* fds) {
 #else
   const char* dir = "/dev/fd";
 #endif
-  DIR* d = opendir(dir);
+  // Closed on every path: push_back may throw bad_alloc (issue 16, item 7).
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir), closedir);
   if (d == nullptr) return false;
-  int self = dirfd(d);
-  while (struct dirent* e = readdir(d)) {
+  int self = dirfd(d.get());
+  while (struct dirent* e = readdir(d.get())) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     int fd = atoi(e->d_name);
     if (fd != self) fds->push_back(fd);
   }
-  closedir(d);
+  d.reset();
   std::sort(fds->begin(), fds->end());
   return true;
 }

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "common.h"
 
@@ -476,7 +477,12 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || info[0].IsUndefined() || info[0].IsNull()) {
     throw ArgTypeError(env, "plan", "of type object");
   }
-  std::unique_ptr<Plan> plan = ParsePlan(env, info[0], "plan", 0, nullptr);
+  std::unique_ptr<Plan> plan;
+  try {
+    plan = ParsePlan(env, info[0], "plan", 0, nullptr);
+  } catch (const std::bad_alloc&) {
+    throw ErrnoError(env, ENOMEM, "fork");
+  }
 
   ChildContext ctx;
   ctx.fd_limit = ScanFdLimit();
