@@ -214,20 +214,33 @@ pid_t ForkInChild() {
 
 void WriteMessage(int fd, const Message& m) { WriteAll(fd, &m, sizeof(m)); }
 
-// The message with `passed` attached (SCM_RIGHTS) where the status channel
-// is a socket (Linux); without it when that fails or there is no fd.
-void WriteMessageWithFd(int fd, const Message& m, int passed) {
 #ifdef __linux__
-  if (passed != -1) {
-    struct iovec iov = {const_cast<Message*>(&m), sizeof(m)};
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+// A msghdr over one buffer, with room for one fd (SCM_RIGHTS). On the
+// stack: usable in a forked child.
+struct OneFdMessage {
+  struct iovec iov;
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  struct msghdr mh;
+  OneFdMessage(void* buf, size_t len) {
+    iov.iov_base = buf;
+    iov.iov_len = len;
     memset(control, 0, sizeof(control));
-    struct msghdr mh;
     memset(&mh, 0, sizeof(mh));
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
     mh.msg_control = control;
     mh.msg_controllen = sizeof(control);
+  }
+};
+#endif
+
+// The message with `passed` attached (SCM_RIGHTS) where the status channel
+// is a socket (Linux); without it when that fails or there is no fd.
+void WriteMessageWithFd(int fd, const Message& m, int passed) {
+#ifdef __linux__
+  if (passed != -1) {
+    OneFdMessage om(const_cast<Message*>(&m), sizeof(m));
+    struct msghdr& mh = om.mh;
     struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -439,14 +452,8 @@ int MakeStatusChannel(int fds[2]) {
 ssize_t ReadStatus(int fd, char* buf, size_t len, int* passed) {
   *passed = -1;
 #ifdef __linux__
-  struct iovec iov = {buf, len};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = control;
-  mh.msg_controllen = sizeof(control);
+  OneFdMessage om(buf, len);
+  struct msghdr& mh = om.mh;
   ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
   if (n == -1 && errno == ENOTSOCK) return read(fd, buf, len);  // the pipe fallback
   if (n >= 0) {
