@@ -15,11 +15,11 @@ import { toSignalNumber, validateInteger } from './validators';
 
 // Pidfds of processes this thread has just started without being their
 // parent (nested fork plans, spawnDetached), opened by their parent
-// intermediate while the PID was certainly theirs. openProcess(pid) in the
-// same turn of the event loop takes a duplicate instead of opening the PID
+// intermediate while the PID was certainly theirs. The first openProcess(pid)
+// in the same turn of the event loop takes it instead of opening the PID
 // again, which after the daemon ended and init reaped it could be anyone's
-// (issue 16, item 10). Closed at the end of the turn: after that a caller
-// that asks for the PID may mean whoever has it now.
+// (issue 16, item 10). Closed at the end of the turn if nobody took it:
+// after that a caller that asks for the PID may mean whoever has it now.
 const started = new Map<number, RawProcessHandle>();
 let sweep: NodeJS.Immediate | undefined;
 
@@ -130,10 +130,14 @@ export class ProcessHandle {
  */
 export function openProcess(pid: number): ProcessHandle {
   validateInteger(pid, 'pid', 1, 2 ** 31 - 1);
-  let raw: RawProcessHandle | null = null;
   const fresh = started.get(pid);
+  if (fresh !== undefined) {
+    started.delete(pid);  // the first caller takes it
+    return new ProcessHandle(pid, fresh);
+  }
+  let raw: RawProcessHandle | null = null;
   try {
-    raw = fresh !== undefined ? new addon.ProcessHandle(pid, addon.dup(fresh.fd)) : new addon.ProcessHandle(pid);
+    raw = new addon.ProcessHandle(pid);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOSYS' && code !== 'EPERM' && code !== 'EINVAL') throw err;

@@ -54,7 +54,8 @@ test('SIGCHLD ignored: failing execs leave no zombie (the no-op handler keeps SA
   reaper.add(child.pid);
   let text = '';
   child.stdout.setEncoding('utf8').on('data', (d) => { text += d; });
-  await waitFor(() => text.includes('\n'), { what: 'the fixture to report its children' });
+  // A safety net only: 300 attempts with 3000 kept fds take a while on a loaded machine.
+  await waitFor(() => text.includes('\n'), { timeout: 180000, what: 'the fixture to report its children' });
   const { children, stillIgnored } = JSON.parse(text);
   assert.equal(stillIgnored, true, 'SIGCHLD is ignored again after the failed execs');
   // Every /bin/true ends at once: each is then either gone (reaped by the
