@@ -8,6 +8,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // process.stdout getter) switched it to non-blocking, so an exec can hand
   // the next image the mode the process was started with.
   pd::RecordStdioFlags();
+  // First: every part's libuv handles are tracked per environment from here.
+  pd::InitLoop(env);
   pd::InitFork(env, exports);
   pd::InitExec(env, exports);
   pd::InitWait(env, exports);

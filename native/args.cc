@@ -104,11 +104,14 @@ bool OptBool(const Napi::Object& o, const char* key, const std::string& owner, b
 std::vector<std::string> CStringArray(const Napi::Value& v, const std::string& name) {
   if (!v.IsArray()) throw ArgTypeError(v.Env(), name, "an instance of Array");
   Napi::Array a = v.As<Napi::Array>();
+  // The length is read once: a getter on an element may push more (issue
+  // 16, item 11); what was there when the call began is what counts.
   // Arrays may be sparse or huge; execve would reject absurd sizes anyway.
-  if (a.Length() > (1u << 20)) throw ArgValueError(v.Env(), name, "is too long");
+  const uint32_t n = a.Length();
+  if (n > (1u << 20)) throw ArgValueError(v.Env(), name, "is too long");
   std::vector<std::string> out;
-  out.reserve(a.Length());
-  for (uint32_t i = 0; i < a.Length(); i++) {
+  out.reserve(n);
+  for (uint32_t i = 0; i < n; i++) {
     out.push_back(CString(a.Get(i), name + "[" + std::to_string(i) + "]"));
   }
   return out;
@@ -117,9 +120,11 @@ std::vector<std::string> CStringArray(const Napi::Value& v, const std::string& n
 std::vector<int> FdArray(const Napi::Value& v, const std::string& name, int min_fd) {
   if (!v.IsArray()) throw ArgTypeError(v.Env(), name, "an instance of Array");
   Napi::Array a = v.As<Napi::Array>();
-  if (a.Length() > 65536) throw ArgValueError(v.Env(), name, "is too long");
+  const uint32_t n = a.Length();  // once, as in CStringArray
+  if (n > 65536) throw ArgValueError(v.Env(), name, "is too long");
   std::vector<int> out;
-  for (uint32_t i = 0; i < a.Length(); i++) {
+  out.reserve(n);
+  for (uint32_t i = 0; i < n; i++) {
     out.push_back(Int(a.Get(i), name + "[" + std::to_string(i) + "]", min_fd, INT32_MAX));
   }
   return out;

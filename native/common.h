@@ -3,6 +3,7 @@
 
 #include <napi.h>
 #include <sys/types.h>
+#include <uv.h>
 
 #include <string>
 #include <vector>
@@ -67,6 +68,75 @@ void RecordStdioFlags();
 // (Linux < 5.11) a getdents64 listing of /proc/self/fd, else a loop up to
 // fd_limit. Returns 0 or errno.
 int CloexecAllExcept(const int* keep, size_t nkeep, int fd_limit);
+
+// ---- small fd syscalls (fds.cc), async-signal-safe: usable between fork()
+// and execve() ----
+// pidfd_open(2): an fd that refers to process `pid` for good (Linux >= 5.3,
+// close-on-exec). -1 with errno (ENOSYS where the platform has none).
+int PidfdOpen(pid_t pid);
+// Sets or clears O_NONBLOCK (a no-op when already so). Returns the previous
+// file status flags, or -1 with errno.
+int SetNonblocking(int fd, bool on);
+// write(2) until all of `data` is written, across EINTR and short writes.
+// Returns 0, or the errno of the write that failed.
+int WriteAll(int fd, const void* data, size_t size);
+
+// ---- libuv handles owned by the addon (loop.cc) ----
+// A uv_poll_t on an fd, or a uv_signal_t, used by a JS object:
+// - allocated apart from that object: libuv owns it from init until its
+//   close callback, which may come after the object was collected;
+// - the fd it polls is its own and is closed in that close callback;
+// - when its environment ends (a worker finishes or is terminated) with the
+//   handle still open, an async cleanup hook (N-API 8) closes it and holds
+//   the teardown until every close callback of the environment's handles
+//   has run. Only then may Node unload the addon: a close callback left for
+//   a later loop turn would run in unmapped code (issue 16, item 1).
+class LoopHandle {
+ public:
+  using Callback = void (*)(void* owner);
+  // Polls `fd` for readability. Takes the fd: it is closed on failure too.
+  static LoopHandle* Poll(Napi::Env env, int fd, Callback on_event, void* owner);
+  // Watches `signum` through libuv's signal handling.
+  static LoopHandle* Signal(Napi::Env env, int signum, Callback on_event, void* owner);
+  // Called instead of any further event when the environment ends with the
+  // handle open: the hook closes the handle itself, the owner must forget it
+  // (and drop what keeps its JS object alive). No JavaScript may run.
+  void OnTeardown(Callback cb) { on_teardown_ = cb; }
+  void Stop();             // no more events; stays open (and its fd with it)
+  void SetRef(bool on);    // uv_ref / uv_unref
+  int fd() const { return fd_; }
+  // No callback after this; libuv's close callback closes the fd and frees
+  // the handle. The pointer must not be used again.
+  void Close();
+
+  struct State;  // per environment
+ private:
+  LoopHandle(State* state, int fd, bool poll, Callback on_event, void* owner)
+      : poll_(poll), fd_(fd), on_event_(on_event), owner_(owner), state_(state) {}
+  static LoopHandle* Open(Napi::Env env, int fd, int signum, Callback on_event, void* owner);
+  static void Closed(uv_handle_t* h);
+  static void OnPoll(uv_poll_t* h, int status, int events);
+  static void OnSignal(uv_signal_t* h, int signum);
+  static void TearDown(napi_async_cleanup_hook_handle hook, void* arg);
+  uv_handle_t* handle() { return &uv_.handle; }
+
+  union {
+    uv_handle_t handle;
+    uv_poll_t poll;
+    uv_signal_t signal;
+  } uv_;
+  bool poll_;
+  int fd_;
+  Callback on_event_;
+  Callback on_teardown_ = nullptr;
+  void* owner_;
+  State* state_;
+  friend void InitLoop(Napi::Env env);
+};
+
+// Per-environment bookkeeping for LoopHandle. Called first from the addon's
+// Init, before any part can open a handle.
+void InitLoop(Napi::Env env);
 
 // ---- signals (fork.cc) ----
 // Async-signal-safe: every catchable signal back to SIG_DFL. For a process

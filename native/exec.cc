@@ -12,8 +12,17 @@
 //   writes to a closed socket die of SIGPIPE if the exec then fails. They
 //   get a handler that does nothing instead (SA_RESTART, so for a running
 //   thread it is "ignored"), and execve(2) itself resets every handled signal
-//   to SIG_DFL. No window: at every instant the disposition is SIG_IGN or
-//   the no-op handler.
+//   to SIG_DFL (and its flags to 0). No window: at every instant the
+//   disposition is SIG_IGN or the no-op handler.
+//   SIGCHLD is the one whose SIG_IGN means more than "not delivered": the
+//   kernel reaps the children itself (no zombies). Its no-op handler gets
+//   SA_NOCLDWAIT, which keeps exactly that: a child ending during the
+//   attempt is still reaped by the kernel (issue 16, item 9: without it a
+//   failed exec left zombies nobody would ever wait for). The new image
+//   gets SIGCHLD at SIG_DFL, flags cleared, like every other signal: a
+//   program started with SIGCHLD ignored has its wait() fail with ECHILD
+//   (shells, Python's subprocess), which is why nothing is inherited
+//   ignored. SIG_IGN itself is not kept for the new image's sake.
 // - FD_CLOEXEC set on every fd we do not keep: only narrows what a fork()
 //   in another thread could leak, so harmless. Undone on failure only for an
 //   fd that is still the same file (another thread may have closed it and
@@ -42,6 +51,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "common.h"
 
@@ -93,14 +103,27 @@ void Restore(SavedState& s) {
   pthread_sigmask(SIG_SETMASK, &s.mask, nullptr);
 }
 
-Napi::Value Execve(const Napi::CallbackInfo& info) {
+// What one attempt needs, all allocated before the first change: from the
+// moment signals are blocked until they are restored nothing allocates, so
+// nothing can throw half-way and leave the mask blocked or flags changed
+// (issue 16, item 7).
+struct Attempt {
+  std::string file;
+  CStrings argv;
+  CStrings envp;
+  std::vector<int> keep;                        // sorted
+  std::vector<int> fds;                         // open now
+  std::vector<std::pair<int, int>> to_inherit;  // fd, current flags
+  SavedState saved;
+};
+
+void Prepare(const Napi::CallbackInfo& info, Attempt* a) {
   Napi::Env env = info.Env();
-  std::string file = CString(info[0], "file");
-  CStrings argv(info[1].IsUndefined() ? std::vector<std::string>() : CStringArray(info[1], "args"));
-  CStrings envp(info[2].IsUndefined() ? CurrentEnviron() : CStringArray(info[2], "env"));
-  std::vector<int> keep;
-  if (info.Length() > 3 && !info[3].IsUndefined()) keep = FdArray(info[3], "keepFds", 3);
-  for (int fd : keep) {
+  a->file = CString(info[0], "file");
+  a->argv = CStrings(info[1].IsUndefined() ? std::vector<std::string>() : CStringArray(info[1], "args"));
+  a->envp = CStrings(info[2].IsUndefined() ? CurrentEnviron() : CStringArray(info[2], "env"));
+  if (info.Length() > 3 && !info[3].IsUndefined()) a->keep = FdArray(info[3], "keepFds", 3);
+  for (int fd : a->keep) {
     if (!FdIsOpen(fd)) throw ErrnoError(env, EBADF, "fcntl");
   }
   // Moving fds into place (the LISTEN_FDS layout) would dup2 over whatever
@@ -108,9 +131,28 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   if (info.Length() > 4 && !info[4].IsUndefined()) {
     throw ArgValueError(env, "moveFds", "is not supported: keep the fds where they are (keepFds)");
   }
-  std::sort(keep.begin(), keep.end());
+  std::sort(a->keep.begin(), a->keep.end());
+  a->fds = OpenFds();
+  // Room for every record the attempt may make: push_back never allocates.
+  a->to_inherit.reserve(a->fds.size());
+  a->saved.fd_flags.reserve(a->fds.size());
+  a->saved.kept_flags.reserve(a->fds.size());
+  a->saved.status_flags.reserve(3);
+  a->saved.ignored.reserve(NSIG);
+}
 
-  SavedState saved;
+Napi::Value Execve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Attempt a;
+  try {
+    Prepare(info, &a);
+  } catch (const std::bad_alloc&) {
+    throw ErrnoError(env, ENOMEM, "execve");
+  }
+  std::vector<int>& keep = a.keep;
+  std::vector<std::pair<int, int>>& to_inherit = a.to_inherit;
+  SavedState& saved = a.saved;
+
   sigset_t all;
   sigfillset(&all);
   // No handler runs on this thread while the state is half changed.
@@ -118,8 +160,7 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
 
   // Every fd but stdio and the kept ones is closed by the exec. Kept ones
   // (and stdio) are only noted here; their flag is cleared at the end.
-  std::vector<std::pair<int, int>> to_inherit;  // fd, current flags
-  for (int fd : OpenFds()) {
+  for (int fd : a.fds) {
     int flags = fcntl(fd, F_GETFD);
     if (flags == -1) continue;
     bool inherit = fd < 3 || std::binary_search(keep.begin(), keep.end(), fd);
@@ -131,10 +172,10 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   }
   // Stdio back to the blocking mode it had when the process started.
   for (int fd = 0; fd < 3; fd++) {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl == -1) continue;
-    int want = StdioWasNonblocking(fd) ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
-    if (want != fl && fcntl(fd, F_SETFL, want) == 0) saved.status_flags.push_back({fd, fl, 0, 0});
+    int fl = SetNonblocking(fd, StdioWasNonblocking(fd));
+    if (fl != -1 && (fl & O_NONBLOCK) != (StdioWasNonblocking(fd) ? O_NONBLOCK : 0)) {
+      saved.status_flags.push_back({fd, fl, 0, 0});
+    }
   }
   // Ignored signals: a no-op handler now, SIG_DFL in the new image.
   struct sigaction noop;
@@ -146,9 +187,10 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
     if (s == SIGKILL || s == SIGSTOP) continue;
     struct sigaction old;
     if (sigaction(s, nullptr, &old) != 0) continue;
-    if (old.sa_handler == SIG_IGN && sigaction(s, &noop, nullptr) == 0) {
-      saved.ignored.emplace_back(s, old);
-    }
+    if (old.sa_handler != SIG_IGN) continue;
+    // SIGCHLD ignored: the kernel reaps; SA_NOCLDWAIT keeps it so.
+    noop.sa_flags = s == SIGCHLD ? (SA_RESTART | SA_NOCLDWAIT) : SA_RESTART;
+    if (sigaction(s, &noop, nullptr) == 0) saved.ignored.emplace_back(s, old);
   }
   // Last: the kept fds become inheritable, the only change another thread's
   // fork() could notice (it would leak them).
@@ -158,12 +200,12 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   sigset_t none;
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &none, nullptr);
-  execve(file.c_str(), argv.data(), envp.data());
+  execve(a.file.c_str(), a.argv.data(), a.envp.data());
   int err = errno;
 
   pthread_sigmask(SIG_SETMASK, &all, nullptr);
   Restore(saved);
-  throw ErrnoError(env, err, "execve", file.c_str());
+  throw ErrnoError(env, err, "execve", a.file.c_str());
 }
 
 }  // namespace

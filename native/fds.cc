@@ -11,9 +11,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 
 #include "common.h"
 
+#if defined(__linux__) && !defined(SYS_pidfd_open)
+#define SYS_pidfd_open 434
+#endif
 #if defined(__linux__) && !defined(SYS_close_range)
 #define SYS_close_range 436
 #endif
@@ -35,6 +39,38 @@ void RecordStdioFlags() {
 bool StdioWasNonblocking(int fd) {
   int fl = stdio_flags_at_load[fd];
   return fl != -1 && (fl & O_NONBLOCK) != 0;
+}
+
+int PidfdOpen(pid_t pid) {
+#ifdef __linux__
+  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+int SetNonblocking(int fd, bool on) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl == -1) return -1;
+  int want = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+  if (want != fl && fcntl(fd, F_SETFL, want) == -1) return -1;
+  return fl;
+}
+
+int WriteAll(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return 0;
 }
 
 bool FdIsOpen(int fd) { return fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
@@ -71,15 +107,16 @@ static bool ListOpenFds(std::vector<int>* fds) {
 #else
   const char* dir = "/dev/fd";
 #endif
-  DIR* d = opendir(dir);
+  // Closed on every path: push_back may throw bad_alloc (issue 16, item 7).
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir), closedir);
   if (d == nullptr) return false;
-  int self = dirfd(d);
-  while (struct dirent* e = readdir(d)) {
+  int self = dirfd(d.get());
+  while (struct dirent* e = readdir(d.get())) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     int fd = atoi(e->d_name);
     if (fd != self) fds->push_back(fd);
   }
-  closedir(d);
+  d.reset();
   std::sort(fds->begin(), fds->end());
   return true;
 }

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #ifdef __linux__
 #include <sys/syscall.h>
@@ -19,6 +20,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "common.h"
 
@@ -210,21 +212,49 @@ pid_t ForkInChild() {
 #endif
 }
 
-void WriteAll(int fd, const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  size_t left = size;
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-}
-
 void WriteMessage(int fd, const Message& m) { WriteAll(fd, &m, sizeof(m)); }
+
+#ifdef __linux__
+// A msghdr over one buffer, with room for one fd (SCM_RIGHTS). On the
+// stack: usable in a forked child.
+struct OneFdMessage {
+  struct iovec iov;
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  struct msghdr mh;
+  OneFdMessage(void* buf, size_t len) {
+    iov.iov_base = buf;
+    iov.iov_len = len;
+    memset(control, 0, sizeof(control));
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof(control);
+  }
+};
+#endif
+
+// The message with `passed` attached (SCM_RIGHTS) where the status channel
+// is a socket (Linux); without it when that fails or there is no fd.
+void WriteMessageWithFd(int fd, const Message& m, int passed) {
+#ifdef __linux__
+  if (passed != -1) {
+    OneFdMessage om(const_cast<Message*>(&m), sizeof(m));
+    struct msghdr& mh = om.mh;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &passed, sizeof(int));
+    ssize_t n;
+    do {
+      n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    } while (n == -1 && errno == EINTR);
+    if (n == static_cast<ssize_t>(sizeof(m))) return;
+  }
+#endif
+  WriteMessage(fd, m);
+}
 
 [[noreturn]] void Fail(const ChildContext& ctx, int level, Stage stage, int err) {
   WriteMessage(ctx.status_fd, Message{kError, level, err, stage});
@@ -246,13 +276,6 @@ void ResetSignals() {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-}
-
-void SetBlocking(int fd, bool nonblocking) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl == -1) return;
-  int want = nonblocking ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
-  if (want != fl) fcntl(fd, F_SETFL, want);
 }
 
 // Moves a pipe end of ours off 0-2 (where it lands if Node's stdio was
@@ -337,7 +360,17 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
     }
     RunChild(plan->next.get(), ctx, level + 1);
   }
-  WriteMessage(ctx->status_fd, Message{kPid, level + 1, pid, kStageNone});
+  if (next_execs) {
+    // The exec level is our child and we have not reaped it: its PID is
+    // certainly still its own, alive or zombie. A pidfd opened here, passed
+    // to Node with the PID, keeps referring to it after we exit and init
+    // reaps it, when the number may go to anyone (issue 16, item 10).
+    int pidfd = PidfdOpen(pid);
+    WriteMessageWithFd(ctx->status_fd, Message{kPid, level + 1, pid, kStageNone}, pidfd);
+    if (pidfd != -1) close(pidfd);
+  } else {
+    WriteMessage(ctx->status_fd, Message{kPid, level + 1, pid, kStageNone});
+  }
   if (next_execs) {
     // The exec level writes a byte if execve (or anything before it)
     // failed, right before _exit(127); EOF means it exec'd (the write end is
@@ -382,7 +415,7 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
     // as they are.
     for (int i = 0; i < 3; i++) {
       if (ctx->stdio_is_nodes[i] && (src[i] == i || plan->stdio == StdioMode::kInherit)) {
-        SetBlocking(i, ctx->stdio_nonblocking_at_load[i]);
+        SetNonblocking(i, ctx->stdio_nonblocking_at_load[i]);
       }
     }
   }
@@ -398,14 +431,46 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
 // ---------------------------------------------------------------------------
 // Parent side.
 
-int MakeStatusPipe(int fds[2]) {
+// The channel children report on: close-on-exec, so EOF means every
+// process holding the write end has exec'd or exited. On Linux a
+// SOCK_SEQPACKET socketpair (one record per message, and it can carry the
+// exec level's pidfd); elsewhere a pipe.
+int MakeStatusChannel(int fds[2]) {
 #ifdef __linux__
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) == 0) return 0;
   return pipe2(fds, O_CLOEXEC);
 #else
   if (pipe(fds) == -1) return -1;
   fcntl(fds[0], F_SETFD, FD_CLOEXEC);
   fcntl(fds[1], F_SETFD, FD_CLOEXEC);
   return 0;
+#endif
+}
+
+// read(2) of the status channel; an fd passed with the bytes lands in
+// *passed (close-on-exec), else *passed is -1.
+ssize_t ReadStatus(int fd, char* buf, size_t len, int* passed) {
+  *passed = -1;
+#ifdef __linux__
+  OneFdMessage om(buf, len);
+  struct msghdr& mh = om.mh;
+  ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+  if (n == -1 && errno == ENOTSOCK) return read(fd, buf, len);  // the pipe fallback
+  if (n >= 0) {
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; i++) {
+        int got;
+        memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        if (*passed == -1) *passed = got;
+        else close(got);
+      }
+    }
+  }
+  return n;
+#else
+  return read(fd, buf, len);
 #endif
 }
 
@@ -419,7 +484,12 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || info[0].IsUndefined() || info[0].IsNull()) {
     throw ArgTypeError(env, "plan", "of type object");
   }
-  std::unique_ptr<Plan> plan = ParsePlan(env, info[0], "plan", 0, nullptr);
+  std::unique_ptr<Plan> plan;
+  try {
+    plan = ParsePlan(env, info[0], "plan", 0, nullptr);
+  } catch (const std::bad_alloc&) {
+    throw ErrnoError(env, ENOMEM, "fork");
+  }
 
   ChildContext ctx;
   ctx.fd_limit = ScanFdLimit();
@@ -429,8 +499,9 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   }
   ctx.exec_report_fd = -1;
 
+  const bool with_pidfd = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
   int status_pipe[2];
-  if (MakeStatusPipe(status_pipe) == -1) throw ErrnoError(env, errno, "pipe");
+  if (MakeStatusChannel(status_pipe) == -1) throw ErrnoError(env, errno, "pipe");
   ctx.status_fd = status_pipe[1];
 
   sigset_t all, saved;
@@ -451,7 +522,13 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
 
   // EOF arrives once every process holding the write end has exec'd (the
   // pipe is close-on-exec) or exited.
-  std::vector<pid_t> forked = {pid};  // forked[level] = pid at that level
+  // forked[level] = pid at that level; sized up front, so nothing is
+  // allocated (nothing can throw) while a child may be left unreaped.
+  pid_t forked[kMaxNesting + 2] = {pid};
+  size_t reported = 1;  // levels reported so far, forked[0] included
+  size_t depth = 0;
+  for (const Plan* p = plan.get(); p->next; p = p->next.get()) depth++;
+  int exec_pidfd = -1;  // the exec level's pidfd, from its parent intermediate
   int err = 0;
   int32_t stage = kStageNone;
   int32_t err_level = 0;
@@ -459,15 +536,22 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   size_t have = 0;
   char* buf = reinterpret_cast<char*>(&msg);
   for (;;) {
-    ssize_t n = read(status_pipe[0], buf + have, sizeof(msg) - have);
+    int passed = -1;
+    ssize_t n = ReadStatus(status_pipe[0], buf + have, sizeof(msg) - have, &passed);
     if (n == -1 && errno == EINTR) continue;
+    if (n > 0 && have + static_cast<size_t>(n) == sizeof(msg) && msg.kind == kPid &&
+        static_cast<size_t>(msg.level) == depth && exec_pidfd == -1) {
+      exec_pidfd = passed;
+    } else if (passed != -1) {
+      close(passed);
+    }
     if (n <= 0) break;
     have += static_cast<size_t>(n);
     if (have < sizeof(msg)) continue;
     have = 0;
     if (msg.kind == kPid && msg.level > 0 && msg.level <= kMaxNesting + 1) {
-      if (forked.size() <= static_cast<size_t>(msg.level)) forked.resize(msg.level + 1, 0);
       forked[msg.level] = msg.value;
+      if (static_cast<size_t>(msg.level) + 1 > reported) reported = msg.level + 1;
     } else if (msg.kind == kError && err == 0) {
       err = msg.value;
       stage = msg.stage;
@@ -485,10 +569,12 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   const bool nested = plan->next != nullptr;
   if (nested || err != 0) ReapOwnChild(pid);
   // The exec level is `depth`: a shorter report means an intermediate was
-  // killed before it told us, and forked.back() would be a reaped PID.
-  size_t depth = 0;
-  for (const Plan* p = plan.get(); p->next; p = p->next.get()) depth++;
-  pid_t exec_pid = forked.size() == depth + 1 ? forked.back() : 0;
+  // killed before it told us, and the last PID would be a reaped one.
+  pid_t exec_pid = reported == depth + 1 ? forked[depth] : 0;
+  if (err != 0 || exec_pid <= 0 || !with_pidfd) {
+    if (exec_pidfd != -1) close(exec_pidfd);
+    exec_pidfd = -1;
+  }
   if (err != 0) {
     const Plan* failed = PlanAtLevel(plan.get(), err_level);
     const char* path = nullptr;
@@ -500,7 +586,19 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
     // An intermediate died before it could report (killed from outside).
     throw ErrnoError(env, ECHILD, "fork");
   }
-  return Napi::Number::New(env, exec_pid);
+  if (!with_pidfd) return Napi::Number::New(env, exec_pid);
+  // { pid, pidfd }: pidfd is -1 for a plan that does not nest (the caller's
+  // own child: its PID stays its own until the caller reaps it) or where
+  // the kernel has no pidfds. The caller owns the fd.
+  try {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("pid", exec_pid);
+    out.Set("pidfd", exec_pidfd);
+    return out;
+  } catch (...) {
+    if (exec_pidfd != -1) close(exec_pidfd);
+    throw;
+  }
 }
 
 }  // namespace

@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <sys/inotify.h>
 #include <unistd.h>
-#include <uv.h>
 
 #include <vector>
 
@@ -41,50 +40,29 @@ class Inotify : public Napi::ObjectWrap<Inotify> {
     if (info.Length() < 1 || !info[0].IsFunction()) throw ArgTypeError(env, "callback", "of type function");
     callback_ = Napi::Persistent(info[0].As<Napi::Function>());
     context_ = std::make_unique<Napi::AsyncContext>(env, "PosixDaemonInotify");
-    fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd_ < 0) throw ErrnoError(env, errno, "inotify_init1");
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-      ::close(fd_);
-      fd_ = -1;
-      throw Napi::Error::New(env, "no libuv loop");
-    }
-    poll_ = new uv_poll_t;
-    int r = uv_poll_init(loop, poll_, fd_);
-    if (r != 0) {
-      delete poll_;
-      poll_ = nullptr;
-      ::close(fd_);
-      fd_ = -1;
-      throw ErrnoError(env, -r, "uv_poll_init");
-    }
-    poll_->data = this;
-    r = uv_poll_start(poll_, UV_READABLE, OnReadable);
-    if (r != 0) {
-      Shutdown();
-      throw ErrnoError(env, -r, "uv_poll_start");
-    }
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) throw ErrnoError(env, errno, "inotify_init1");
+    poll_ = LoopHandle::Poll(env, fd, OnReadable, this);  // owns the fd
+    poll_->OnTeardown(OnTeardown);
     // While open, the JS object must outlive any GC: the poll calls back
     // into it. close() drops this reference.
     Napi::ObjectWrap<Inotify>::Ref();
     env_ = env;
-    // A worker's environment may end with the watcher open (unref'd): its
-    // loop must not be left with an active poll.
-    napi_add_env_cleanup_hook(env, OnEnvCleanup, this);
-    cleanup_hook_ = true;
   }
 
   ~Inotify() override { Shutdown(); }
 
  private:
+  int fd() const { return poll_ == nullptr ? -1 : poll_->fd(); }
+
   // add(path, mask) -> wd. The kernel returns the same wd for a path (inode)
   // already watched; IN_MASK_ADD in `mask` merges masks.
   Napi::Value Add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::string path = CString(info[0], "path");
     int32_t mask = Int(info[1], "mask", 1, INT32_MAX);
-    if (fd_ < 0) throw ErrnoError(env, EBADF, "inotify_add_watch", path.c_str());
-    int wd = inotify_add_watch(fd_, path.c_str(), static_cast<uint32_t>(mask));
+    if (fd() < 0) throw ErrnoError(env, EBADF, "inotify_add_watch", path.c_str());
+    int wd = inotify_add_watch(fd(), path.c_str(), static_cast<uint32_t>(mask));
     if (wd < 0) throw ErrnoError(env, errno, "inotify_add_watch", path.c_str());
     return Napi::Number::New(env, wd);
   }
@@ -92,12 +70,12 @@ class Inotify : public Napi::ObjectWrap<Inotify> {
   Napi::Value Remove(const Napi::CallbackInfo& info) {
     int32_t wd = Int(info[0], "wd", 0, INT32_MAX);
     // EINVAL: the watch is already gone (its directory was deleted): fine.
-    if (fd_ >= 0) inotify_rm_watch(fd_, wd);
+    if (fd() >= 0) inotify_rm_watch(fd(), wd);
     return info.Env().Undefined();
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    if (fd_ >= 0) {
+    if (poll_ != nullptr) {
       Shutdown();
       Napi::ObjectWrap<Inotify>::Unref();
     }
@@ -105,48 +83,38 @@ class Inotify : public Napi::ObjectWrap<Inotify> {
   }
 
   Napi::Value Ref(const Napi::CallbackInfo& info) {
-    if (poll_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    if (poll_ != nullptr) poll_->SetRef(true);
     return info.This();
   }
 
   Napi::Value Unref(const Napi::CallbackInfo& info) {
-    if (poll_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    if (poll_ != nullptr) poll_->SetRef(false);
     return info.This();
   }
 
-  Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+  Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd()); }
 
-  static void OnEnvCleanup(void* arg) {
-    auto* self = static_cast<Inotify*>(arg);
-    self->cleanup_hook_ = false;  // being run: not to be removed
-    self->Shutdown();
+  // The environment ends with the watcher open (an unref'd one, say): the
+  // poll is closed for us; the reference keeping the object goes too.
+  static void OnTeardown(void* owner) {
+    auto* self = static_cast<Inotify*>(owner);
+    self->poll_ = nullptr;
+    self->Napi::ObjectWrap<Inotify>::Unref();
   }
 
   void Shutdown() {
-    if (cleanup_hook_) {
-      cleanup_hook_ = false;
-      napi_remove_env_cleanup_hook(env_, OnEnvCleanup, this);
-    }
-    if (poll_ != nullptr) {
-      uv_poll_stop(poll_);
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-      poll_ = nullptr;
-    }
-    if (fd_ >= 0) {
-      ::close(fd_);
-      fd_ = -1;
-    }
+    if (poll_ == nullptr) return;
+    poll_->Close();  // closes the inotify fd once libuv is done with it
+    poll_ = nullptr;
   }
 
-  static void OnReadable(uv_poll_t* handle, int status, int events) {
-    static_cast<Inotify*>(handle->data)->Drain();
-  }
+  static void OnReadable(void* owner) { static_cast<Inotify*>(owner)->Drain(); }
 
   void Drain() {
     alignas(struct inotify_event) char buf[16384];
     std::vector<char> events;
     for (;;) {
-      ssize_t len = read(fd_, buf, sizeof buf);
+      ssize_t len = read(fd(), buf, sizeof buf);
       if (len < 0 && errno == EINTR) continue;
       if (len <= 0) break;  // EAGAIN: drained
       events.insert(events.end(), buf, buf + len);
@@ -169,9 +137,7 @@ class Inotify : public Napi::ObjectWrap<Inotify> {
   }
 
   Napi::Env env_ = Napi::Env(nullptr);
-  bool cleanup_hook_ = false;
-  int fd_ = -1;
-  uv_poll_t* poll_ = nullptr;
+  LoopHandle* poll_ = nullptr;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;
 };

@@ -5,6 +5,7 @@
 // microseconds, which RELOADING=1 must carry as MONOTONIC_USEC=.
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -21,8 +22,35 @@ namespace {
 
 // systemd's pid 1 reads its notify socket from its event loop; a full
 // queue means it is badly overloaded, and a hostile NOTIFY_SOCKET (a
-// listener that never reads) must not block the event loop for long.
-constexpr int kSendTimeoutMs = 1000;
+// listener that never reads) must not stall the event loop: a datagram that
+// cannot be queued within this much time in all (EINTR included) is not
+// sent (issue 16, item 8: a 1 s SO_SNDTIMEO, restarted by every EINTR, took
+// 7 s with a signal every 200 ms).
+constexpr int kSendBudgetMs = 2;
+
+int64_t MonotonicMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// Sends on a connected, non-blocking socket; while the receiver's queue is
+// full (EAGAIN), waits for room with poll(), which the kernel wakes (a
+// connected unix datagram socket is writable once the peer's queue has
+// room), within kSendBudgetMs overall. Returns 0 or errno.
+int SendBounded(int fd, const std::string& message, int flags) {
+  const int64_t deadline = MonotonicMs() + kSendBudgetMs;
+  for (;;) {
+    ssize_t n = send(fd, message.data(), message.size(), flags | MSG_DONTWAIT);
+    if (n >= 0) return static_cast<size_t>(n) == message.size() ? 0 : EMSGSIZE;
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
+    int64_t left = deadline - MonotonicMs();
+    if (left <= 0) return EAGAIN;
+    if (errno == EINTR) continue;
+    struct pollfd p = {fd, POLLOUT, 0};
+    if (poll(&p, 1, static_cast<int>(left)) == -1 && errno != EINTR) return errno;
+  }
+}
 
 // Builds the address: "/path" or "@abstract" (the leading '@' stands for the
 // NUL byte of the abstract namespace, as in systemd). Returns 0 or errno.
@@ -60,21 +88,24 @@ Napi::Value SdNotify(const Napi::CallbackInfo& info) {
   if (fd != -1) fcntl(fd, F_SETFD, FD_CLOEXEC);
 #endif
   if (fd == -1) throw ErrnoError(env, errno, "socket");
-  struct timeval tv = {kSendTimeoutMs / 1000, (kSendTimeoutMs % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 #ifdef MSG_NOSIGNAL
   const int flags = MSG_NOSIGNAL;  // EPIPE, never SIGPIPE
 #else
   const int flags = 0;             // datagram sockets do not raise SIGPIPE there
 #endif
-  ssize_t n;
+  // Connected, so poll() can tell when the receiver has room again.
+  int r;
   do {
-    n = sendto(fd, message.data(), message.size(), flags, reinterpret_cast<struct sockaddr*>(&sa), salen);
-  } while (n == -1 && errno == EINTR);
-  err = n == -1 ? errno : 0;
+    r = connect(fd, reinterpret_cast<struct sockaddr*>(&sa), salen);
+  } while (r == -1 && errno == EINTR);
+  const char* syscall = "connect";
+  err = r == -1 ? errno : 0;
+  if (err == 0) {
+    syscall = "send";
+    err = SendBounded(fd, message, flags);
+  }
   close(fd);
-  if (err != 0) throw ErrnoError(env, err, "sendto", address.c_str());
-  if (static_cast<size_t>(n) != message.size()) throw ErrnoError(env, EMSGSIZE, "sendto", address.c_str());
+  if (err != 0) throw ErrnoError(env, err, syscall, address.c_str());
   return env.Undefined();
 }
 

@@ -6,24 +6,52 @@
 // on it fails with ESRCH once that process has ended, and the fd becomes
 // readable when it ends, which libuv can watch (no thread, no timer).
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
-#include <uv.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #ifdef __linux__
 #include <sys/syscall.h>
 #endif
 
 #include "common.h"
 
-#if defined(__linux__) && !defined(SYS_pidfd_open)
-#define SYS_pidfd_open 434
-#endif
 #if defined(__linux__) && !defined(SYS_pidfd_send_signal)
 #define SYS_pidfd_send_signal 424
 #endif
 
 namespace pd {
 namespace {
+
+// /proc/self/fdinfo of a pidfd has a "Pid:" line (-1 once the process has
+// been reaped); no other kind of fd has one.
+bool IsPidfdOf(int fd, pid_t pid) {
+#ifdef __linux__
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+  int info = open(path, O_RDONLY | O_CLOEXEC);
+  if (info == -1) return false;
+  char buf[1024];
+  ssize_t n;
+  do {
+    n = read(info, buf, sizeof(buf) - 1);
+  } while (n == -1 && errno == EINTR);
+  close(info);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* line = strstr(buf, "\nPid:");
+  if (line == nullptr) return false;
+  long got = strtol(line + 5, nullptr, 10);
+  return got == pid || got == -1;
+#else
+  (void)fd;
+  (void)pid;
+  return false;
+#endif
+}
 
 class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
  public:
@@ -40,39 +68,37 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
   // new ProcessHandle(pid): pidfd_open(pid). Throws ESRCH when there is no
   // such process, ENOSYS (or EPERM under some seccomp profiles) where the
   // kernel has no pidfds: the TS layer falls back to plain kill() then.
+  //
+  // new ProcessHandle(pid, pidfd): adopts a pidfd (fork()'s, opened by the
+  // intermediate while the PID was certainly right). It must be a pidfd of
+  // `pid`, or of a process that has already been reaped (which can't be
+  // told apart, and can't hurt anyone): EINVAL otherwise, and the fd is
+  // left alone. Taken on success: the handle closes it.
   ProcessHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProcessHandle>(info) {
     Napi::Env env = info.Env();
     pid_t pid = Int(info[0], "pid", 1, INT32_MAX);
-#ifdef __linux__
-    int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-    if (fd == -1) throw ErrnoError(env, errno, "pidfd_open");
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      int fd = Int(info[1], "pidfd", 0, INT32_MAX);
+      if (!IsPidfdOf(fd, pid)) throw ErrnoError(env, EINVAL, "pidfd_open");
+      fd_ = fd;
+      return;
+    }
     // pidfd_open sets O_CLOEXEC itself (the fd is never inherited).
-    handles_ = new Handles();
-    handles_->fd = fd;
-#else
-    (void)pid;
-    throw ErrnoError(env, ENOSYS, "pidfd_open");
-#endif
+    fd_ = PidfdOpen(pid);
+    if (fd_ == -1) throw ErrnoError(env, errno, "pidfd_open");
   }
 
   ~ProcessHandle() override { Shutdown(); }
 
  private:
-  struct Handles {
-    int fd = -1;
-    bool polling = false;
-    ProcessHandle* owner = nullptr;
-    uv_poll_t poll;
-  };
-
   // kill(signal): true if sent, false if the process has already ended
   // (ESRCH); other errors (EPERM) are thrown.
   Napi::Value Kill(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int sig = Int(info[0], "signal", 0, NSIG - 1);
-    if (handles_ == nullptr) throw ErrnoError(env, EBADF, "pidfd_send_signal");
+    if (fd_ == -1) throw ErrnoError(env, EBADF, "pidfd_send_signal");
 #ifdef __linux__
-    if (syscall(SYS_pidfd_send_signal, handles_->fd, sig, nullptr, 0) == -1) {
+    if (syscall(SYS_pidfd_send_signal, fd_, sig, nullptr, 0) == -1) {
       if (errno == ESRCH) return Napi::Boolean::New(env, false);
       throw ErrnoError(env, errno, "pidfd_send_signal");
     }
@@ -81,64 +107,50 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
   }
 
   // watch(callback): calls back once, on the loop thread, when the process
-  // has ended. Keeps the loop alive until then (see unref()).
+  // has ended. Keeps the loop alive until then unless unref()'d.
   Napi::Value Watch(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[0].IsFunction()) throw ArgTypeError(env, "callback", "of type function");
-    if (handles_ == nullptr) throw ErrnoError(env, EBADF, "uv_poll_start");
-    if (handles_->polling) throw ArgValueError(env, "callback", "is already set");
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-      throw Napi::Error::New(env, "no event loop");
-    }
+    if (fd_ == -1) throw ErrnoError(env, EBADF, "uv_poll_start");
+    if (watching_) throw ArgValueError(env, "callback", "is already set");
     callback_ = Napi::Persistent(info[0].As<Napi::Function>());
     context_ = std::make_unique<Napi::AsyncContext>(env, "posix-daemon:ProcessHandle");
-    handles_->poll.data = handles_;
-    handles_->owner = this;
-    int r = uv_poll_init(loop, &handles_->poll, handles_->fd);
-    if (r == 0) {
-      r = uv_poll_start(&handles_->poll, UV_READABLE, OnPoll);
-      if (r != 0) {
-        // Initialised: it must be closed through libuv before it is freed.
-        handles_->polling = true;
-        Shutdown();
-      }
-    }
-    if (r != 0) throw ErrnoError(env, -r, "uv_poll_start");
-    handles_->polling = true;
-    // A worker's environment may go away while this waits: close then, so
-    // its loop can close.
-    napi_add_env_cleanup_hook(env, CleanupHook, this);
-    hooked_ = true;
-    if (!unref_) {
-      Ref();  // the JS object must live until the callback
-      pinned_ = true;
-    } else {
-      uv_unref(reinterpret_cast<uv_handle_t*>(&handles_->poll));
-    }
+    // The poll owns the pidfd from here on (closes it with itself); fd_
+    // stays the number kill() uses until then.
+    int fd = fd_;
+    fd_ = -1;
+    poll_ = LoopHandle::Poll(env, fd, OnEvent, this);
+    fd_ = fd;
+    poll_->OnTeardown(OnTeardown);
+    watching_ = true;
+    if (unref_) poll_->SetRef(false);
+    // Pinned until the callback, ref'd or not: only the callback knows who
+    // waits for it (a Promise may outlive the handle), and ref() after
+    // unref() must find it still there (issue 16, item 12).
+    Ref();
+    pinned_ = true;
     return env.Undefined();
   }
 
-  static void OnPoll(uv_poll_t* h, int status, int events) {
-    Handles* hs = static_cast<Handles*>(h->data);
-    if (hs->owner != nullptr) hs->owner->Fire();
+  static void OnEvent(void* owner) { static_cast<ProcessHandle*>(owner)->Fire(); }
+
+  static void OnTeardown(void* owner) {
+    auto* self = static_cast<ProcessHandle*>(owner);
+    self->poll_ = nullptr;  // closed for us, with the fd
+    self->fd_ = -1;
+    self->Unpin();
   }
 
   void Fire() {
     // Readable stays readable: stop polling before JS runs. The fd itself
     // stays open until close(), so kill() keeps answering ESRCH rather
     // than hitting a reused PID.
-    StopPolling();
+    if (poll_ != nullptr) poll_->Stop();
     Napi::Env env = Env();
     CallFromLoop(env, [&] {
       callback_.Value().MakeCallback(env.Global(), {}, *context_);
       Unpin();
     });
-  }
-
-  void StopPolling() {
-    if (handles_ == nullptr || !handles_->polling) return;
-    uv_poll_stop(&handles_->poll);
   }
 
   void Unpin() {
@@ -147,32 +159,14 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
     Unref();
   }
 
-  static void CleanupHook(void* arg) {
-    ProcessHandle* self = static_cast<ProcessHandle*>(arg);
-    self->hooked_ = false;
-    self->Shutdown();
-    self->Unpin();
-  }
-
   void Shutdown() {
-    if (hooked_) {
-      hooked_ = false;
-      napi_remove_env_cleanup_hook(Env(), CleanupHook, this);
+    if (poll_ != nullptr) {
+      poll_->Close();  // closes fd_ once libuv is done with it
+      poll_ = nullptr;
+    } else if (fd_ != -1) {
+      close(fd_);
     }
-    Handles* hs = handles_;
-    if (hs == nullptr) return;
-    handles_ = nullptr;
-    hs->owner = nullptr;
-    if (!hs->polling) {
-      close(hs->fd);
-      delete hs;
-      return;
-    }
-    uv_close(reinterpret_cast<uv_handle_t*>(&hs->poll), [](uv_handle_t* closed) {
-      Handles* done = static_cast<Handles*>(closed->data);
-      close(done->fd);
-      delete done;
-    });
+    fd_ = -1;
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -182,22 +176,21 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
   }
   Napi::Value JsRef(const Napi::CallbackInfo& info) {
     unref_ = false;
-    if (handles_ != nullptr && handles_->polling) uv_ref(reinterpret_cast<uv_handle_t*>(&handles_->poll));
+    if (poll_ != nullptr) poll_->SetRef(true);
     return info.This();
   }
   Napi::Value JsUnref(const Napi::CallbackInfo& info) {
     unref_ = true;
-    if (handles_ != nullptr && handles_->polling) uv_unref(reinterpret_cast<uv_handle_t*>(&handles_->poll));
+    if (poll_ != nullptr) poll_->SetRef(false);
     return info.This();
   }
-  Napi::Value Fd(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), handles_ == nullptr ? -1 : handles_->fd);
-  }
+  Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
 
-  Handles* handles_ = nullptr;
+  int fd_ = -1;
+  LoopHandle* poll_ = nullptr;
+  bool watching_ = false;
   bool pinned_ = false;
   bool unref_ = false;
-  bool hooked_ = false;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;
 };

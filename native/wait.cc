@@ -8,10 +8,6 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <uv.h>
-#ifdef __linux__
-#include <sys/syscall.h>
-#endif
 #if defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__)
 #include <sys/event.h>
 #define PD_HAVE_KQUEUE 1
@@ -19,13 +15,8 @@
 
 #include <cstring>
 #include <memory>
-#include <set>
 
 #include "common.h"
-
-#if defined(__linux__) && !defined(SYS_pidfd_open)
-#define SYS_pidfd_open 434
-#endif
 
 namespace pd {
 namespace {
@@ -106,12 +97,6 @@ Napi::Value Wait4(const Napi::CallbackInfo& info) { return DoWait(info, true); }
 // The callback re-checks with wait4(WNOHANG); with the SIGCHLD fallback it
 // can fire for other children too.
 
-class ExitWatcher;
-
-struct WatcherSet {
-  std::set<ExitWatcher*> live;
-};
-
 class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -128,16 +113,11 @@ class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
     if (!info[1].IsFunction()) throw ArgTypeError(env, "callback", "of type function");
     callback_ = Napi::Persistent(info[1].As<Napi::Function>());
     context_ = std::make_unique<Napi::AsyncContext>(env, "posix-daemon:ExitWatcher");
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-      throw Napi::Error::New(env, "no event loop");
-    }
     // Start() throws on every failure (ESRCH for a PID that is gone, a
     // libuv error) after cleaning up what it made; the members above are
     // released by their destructors when the constructor throws.
-    handles_ = Start(env, loop);
-    env.GetInstanceData<WatcherSet>()->live.insert(this);
-    active_ = true;
+    handle_ = Start(env);
+    handle_->OnTeardown(OnTeardown);
     // The JS object must outlive the wait even if the caller drops it.
     Ref();
     pinned_ = true;
@@ -148,39 +128,14 @@ class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
     Shutdown();
   }
 
-  // Closes every live watcher when the environment (a worker, say) goes away,
-  // so its loop can close.
-  static void CloseAll(WatcherSet* set) {
-    std::set<ExitWatcher*> copy = set->live;
-    for (ExitWatcher* w : copy) {
-      w->Shutdown();
-      w->Unpin();
-    }
-  }
-
  private:
-  // Heap-allocated apart from the JS object: libuv may still own it after
-  // the wrapper is garbage collected, until the close callback runs.
-  struct Handles {
-    ExitWatcher* owner = nullptr;
-    int fd = -1;
-    uv_poll_t poll;
-    uv_signal_t sig;
-  };
-
-  // Opens the kernel notification and starts its libuv handle. Returns the
-  // Handles, owned from then on by libuv's close callback (see Shutdown).
-  // Until a handle is initialised the Handles are ours alone: a unique_ptr
-  // frees them on every early exit (issue 10: ESRCH used to leak them, about
-  // 330 bytes a call). Once uv_*_init succeeded the handle belongs to the
-  // loop and may only be freed from its close callback.
-  Handles* Start(Napi::Env env, uv_loop_t* loop) {
-    auto hs = std::make_unique<Handles>();
-    hs->owner = this;
+  // Opens the kernel notification and starts its libuv handle (which owns
+  // the fd from then on, and frees it on every failure).
+  LoopHandle* Start(Napi::Env env) {
     int fd = -1;
     int err = 0;
 #ifdef __linux__
-    fd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+    fd = PidfdOpen(pid_);
     if (fd == -1) err = errno;
     if (fd != -1) kind_ = "pidfd";
 #elif defined(PD_HAVE_KQUEUE)
@@ -204,76 +159,32 @@ class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
 #else
     err = ENOSYS;
 #endif
-    if (fd != -1) {
-      hs->fd = fd;
-      hs->poll.data = hs.get();
-      int r = uv_poll_init(loop, &hs->poll, fd);
-      if (r != 0) {
-        close(fd);
-        throw ErrnoError(env, -r, "uv_poll_init");
-      }
-      r = uv_poll_start(&hs->poll, UV_READABLE, OnPoll);
-      if (r != 0) {
-        // The handle is registered with the loop: close it through libuv,
-        // which frees the Handles (and the fd) in the close callback.
-        CloseHandles(hs.release(), true);
-        throw ErrnoError(env, -r, "uv_poll_start");
-      }
-      using_poll_ = true;
-      return hs.release();
-    }
+    if (fd != -1) return LoopHandle::Poll(env, fd, OnEvent, this);
     if (err == ESRCH) throw ErrnoError(env, ESRCH, "pidfd_open");
     // No pidfd (old kernel, seccomp): SIGCHLD is the kernel's notification.
-    hs->sig.data = hs.get();
-    int r = uv_signal_init(loop, &hs->sig);
-    if (r != 0) throw ErrnoError(env, -r, "uv_signal_init");
-    r = uv_signal_start(&hs->sig, OnSignal, SIGCHLD);
-    if (r != 0) {
-      CloseHandles(hs.release(), false);
-      throw ErrnoError(env, -r, "uv_signal_start");
-    }
     kind_ = "sigchld";
-    return hs.release();
+    using_signal_ = true;
+    return LoopHandle::Signal(env, SIGCHLD, OnEvent, this);
   }
 
-  // Closes the one initialised handle of `hs` and frees `hs` (and its fd)
-  // once libuv is done with it.
-  static void CloseHandles(Handles* hs, bool poll) {
-    hs->owner = nullptr;
-    uv_handle_t* h = poll ? reinterpret_cast<uv_handle_t*>(&hs->poll)
-                          : reinterpret_cast<uv_handle_t*>(&hs->sig);
-    uv_close(h, [](uv_handle_t* closed) {
-      Handles* done = static_cast<Handles*>(closed->data);
-      if (done->fd != -1) close(done->fd);
-      delete done;
-    });
+  static void OnEvent(void* owner) { static_cast<ExitWatcher*>(owner)->Fire(); }
+
+  // The environment ends with the watch open: the handle is being closed
+  // for us; nothing else may keep the JS object alive.
+  static void OnTeardown(void* owner) {
+    auto* self = static_cast<ExitWatcher*>(owner);
+    self->handle_ = nullptr;
+    self->Unpin();
   }
 
-  static void OnPoll(uv_poll_t* h, int status, int events) {
-    Handles* hs = static_cast<Handles*>(h->data);
-    if (hs->owner != nullptr) hs->owner->Fire(true);
-  }
-
-  static void OnSignal(uv_signal_t* h, int signum) {
-    Handles* hs = static_cast<Handles*>(h->data);
-    if (hs->owner != nullptr) hs->owner->Fire(false);
-  }
-
-  void Fire(bool final_event) {
+  void Fire() {
     // A pidfd/kqueue only becomes readable once: stop polling (a readable
     // fd would otherwise spin the loop) before handing over to JS.
-    if (final_event) {
-      // Must happen whatever else fails (a readable fd would spin the loop);
-      // Shutdown() only touches N-API for the instance data.
-      try {
-        Shutdown();
-      } catch (...) {
-      }
-    }
+    if (!using_signal_) Shutdown();
     Napi::Env env = Env();
     CallFromLoop(env, [&] {
       callback_.Value().MakeCallback(env.Global(), {}, *context_);
-      if (!active_) Unpin();
+      if (handle_ == nullptr) Unpin();
     });
   }
 
@@ -284,18 +195,9 @@ class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
   }
 
   void Shutdown() {
-    if (!active_) return;
-    active_ = false;
-    Env().GetInstanceData<WatcherSet>()->live.erase(this);
-    Handles* hs = handles_;
-    handles_ = nullptr;
-    CloseHandles(hs, using_poll_);
-  }
-
-  uv_handle_t* Handle() {
-    if (handles_ == nullptr) return nullptr;
-    return using_poll_ ? reinterpret_cast<uv_handle_t*>(&handles_->poll)
-                       : reinterpret_cast<uv_handle_t*>(&handles_->sig);
+    if (handle_ == nullptr) return;
+    handle_->Close();
+    handle_ = nullptr;
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -304,21 +206,20 @@ class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
     return info.Env().Undefined();
   }
   Napi::Value JsRef(const Napi::CallbackInfo& info) {
-    if (uv_handle_t* h = Handle()) uv_ref(h);
+    if (handle_ != nullptr) handle_->SetRef(true);
     return info.This();
   }
   Napi::Value JsUnref(const Napi::CallbackInfo& info) {
-    if (uv_handle_t* h = Handle()) uv_unref(h);
+    if (handle_ != nullptr) handle_->SetRef(false);
     return info.This();
   }
   Napi::Value Kind(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), kind_); }
 
   pid_t pid_ = 0;
-  bool active_ = false;
   bool pinned_ = false;
-  bool using_poll_ = false;
+  bool using_signal_ = false;
   const char* kind_ = "none";
-  Handles* handles_ = nullptr;
+  LoopHandle* handle_ = nullptr;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;
 };
@@ -326,10 +227,6 @@ class ExitWatcher : public Napi::ObjectWrap<ExitWatcher> {
 }  // namespace
 
 void InitWait(Napi::Env env, Napi::Object exports) {
-  auto* set = new WatcherSet();
-  env.SetInstanceData(set);
-  napi_add_env_cleanup_hook(
-      env, [](void* arg) { ExitWatcher::CloseAll(static_cast<WatcherSet*>(arg)); }, set);
   exports.Set("waitpid", Napi::Function::New(env, Waitpid, "waitpid"));
   exports.Set("wait4", Napi::Function::New(env, Wait4, "wait4"));
   exports.Set("ExitWatcher", ExitWatcher::Define(env));

@@ -41,6 +41,8 @@ export interface RawProcessHandle {
 
 export interface RawAddon {
   fork(plan: unknown): number;
+  /** `pidfd`: the exec level's, opened by its parent intermediate (nested plans on Linux), else -1. */
+  fork(plan: unknown, withPidfd: true): { pid: number; pidfd: number };
   execve(file: string, args: string[], env: string[], keepFds?: number[]): never;
   dup(fd: number, minFd?: number): number;
   waitpid(pid: number, flags?: number): RawWaitResult;
@@ -59,7 +61,8 @@ export interface RawAddon {
   // init.cc (Linux only), pidfd.cc, files.cc
   initRuntime?(): { interpreter: string | null; glibc: string | null };
   becomeInit?(file: string, argv: string[], env: string[]): never;
-  ProcessHandle: new (pid: number) => RawProcessHandle;
+  /** With `pidfd`: adopts it (it must be a pidfd of `pid`, or of a reaped process). */
+  ProcessHandle: new (pid: number, pidfd?: number) => RawProcessHandle;
   flock(fd: number, operation: 'ex' | 'sh' | 'un'): boolean;
   dup2Stdio(fd: number, target: 1 | 2): void;
   sdNotify(address: string, message: string): void;

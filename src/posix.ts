@@ -12,6 +12,7 @@ import { isMainThread } from 'node:worker_threads';
 import { delimiter, join } from 'node:path';
 import { addon, type RawWaitResult } from './native';
 import { readProcStat } from './procstat';
+import { adoptStartedPidfd } from './process-handle';
 import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from './errors';
 import {
   envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean,
@@ -122,9 +123,19 @@ export const constants: Readonly<{ WNOHANG: number; WUNTRACED: number; WCONTINUE
 
 const MAX_NESTING = 4;
 
+/**
+ * A plain copy of an array argument, its length read once: a getter on an
+ * element may push more while it is being read (issue 16, item 11), and
+ * what is validated must be what the addon gets.
+ */
+function snapshot<T>(value: T): T {
+  return (Array.isArray(value) ? Array.prototype.slice.call(value) : value) as T;
+}
+
 function normalizePlan(plan: unknown, name: string, depth: number): Record<string, unknown> {
   validateObject(plan, name);
-  const p = plan as Record<string, unknown>;
+  // A copy: each property (and array) read once, the caller's plan untouched.
+  const p = { ...(plan as Record<string, unknown>) };
   const out: Record<string, unknown> = {};
   if (p.setsid !== undefined) {
     validateBoolean(p.setsid, `${name}.setsid`);
@@ -147,6 +158,7 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
     out.cwd = p.cwd;
   }
   if (p.stdio !== undefined) {
+    p.stdio = snapshot(p.stdio);
     if (Array.isArray(p.stdio) && p.stdio.length === 3) {
       validateFdList(p.stdio, `${name}.stdio`);
     } else if (p.stdio !== 'inherit' && p.stdio !== 'ignore') {
@@ -155,6 +167,7 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
     out.stdio = p.stdio;
   }
   if (p.keepFds !== undefined) {
+    p.keepFds = snapshot(p.keepFds);
     validateFdList(p.keepFds, `${name}.keepFds`, 3);
     out.keepFds = p.keepFds;
   }
@@ -174,6 +187,7 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
   validateCString(p.file, `${name}.file`, { allowEmpty: false });
   out.file = p.file;
   if (p.args !== undefined) {
+    p.args = snapshot(p.args);
     validateArgs(p.args, `${name}.args`);
     out.args = p.args;
   }
@@ -203,7 +217,19 @@ export function fork(plan: ForkPlan): number {
   if (plan === undefined) throw invalidArgType('plan', 'Object', plan);
   const normalized = normalizePlan(plan, 'plan', 0);
   validateChildProcessAllowed(programOf(normalized));
-  return addon.fork(normalized);
+  return forkPlan(normalized);
+}
+
+/**
+ * Runs a normalized plan. A nested plan's program is not our child: the
+ * pidfd its parent intermediate opened on it comes back with its PID, for
+ * an openProcess(pid) in this turn of the loop (see process-handle.ts).
+ */
+function forkPlan(plan: Record<string, unknown>): number {
+  if (plan.fork === undefined) return addon.fork(plan);
+  const { pid, pidfd } = addon.fork(plan, true);
+  if (pidfd >= 0) adoptStartedPidfd(pid, pidfd);
+  return pid;
 }
 
 /** setsid(2): make this process a session leader. Returns the new session id. */
@@ -251,12 +277,13 @@ export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv
   options: ExecveOptions = {}): never {
   if (!isMainThread) throw workerUnsupported('Calling execve');
   validateCString(file, 'execPath');
+  args = snapshot(args);
   validateArgs(args, 'args');
   const envArray = envToArray(env, 'env');
   // process.execve takes three arguments and ignores a fourth: so do we,
   // unless it is an options object.
   const opts: ExecveOptions = options !== null && typeof options === 'object' && !Array.isArray(options) ? options : {};
-  const keepFds = opts.keepFds ?? [];
+  const keepFds = snapshot(opts.keepFds ?? []);
   validateFdList(keepFds, 'options.keepFds', 3);
   if ((opts as { moveFds?: unknown }).moveFds !== undefined) {
     throw invalidArgValue('options.moveFds', (opts as { moveFds?: unknown }).moveFds,
@@ -407,6 +434,7 @@ function resolveCommand(file: string, env: Record<string, string | undefined>): 
  */
 export function spawnDetached(file: string, args: string[] = [], options: SpawnDetachedOptions = {}): number {
   validateCString(file, 'file', { allowEmpty: false });
+  args = snapshot(args);
   validateArgs(args, 'args');
   validateObject(options as unknown, 'options');
   const env = options.env ?? (process.env as Record<string, string>);
@@ -423,7 +451,7 @@ export function spawnDetached(file: string, args: string[] = [], options: SpawnD
   const plan: NestedPlan = { setsid: true, fork: inner };
   const normalized = normalizePlan(plan, 'options', 1);
   validateChildProcessAllowed(inner.file);
-  return addon.fork(normalized);
+  return forkPlan(normalized);
 }
 
 function childPidsFromProc(pid: number): number[] {

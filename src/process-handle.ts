@@ -8,9 +8,38 @@
  * every 50 ms to learn that it ended: the one place this library polls,
  * because such a kernel has nothing to tell it. `kind` says which.
  */
+import { closeSync } from 'node:fs';
 import { addon, type RawProcessHandle } from './native';
 import { errnoException } from './errors';
 import { toSignalNumber, validateInteger } from './validators';
+
+// Pidfds of processes this thread has just started without being their
+// parent (nested fork plans, spawnDetached), opened by their parent
+// intermediate while the PID was certainly theirs. The first openProcess(pid)
+// in the same turn of the event loop takes it instead of opening the PID
+// again, which after the daemon ended and init reaped it could be anyone's
+// (issue 16, item 10). Closed at the end of the turn if nobody took it:
+// after that a caller that asks for the PID may mean whoever has it now.
+const started = new Map<number, RawProcessHandle>();
+let sweep: NodeJS.Immediate | undefined;
+
+/** @internal fork()'s pidfd for `pid`; the handle owns it from here on. */
+export function adoptStartedPidfd(pid: number, pidfd: number): void {
+  let raw: RawProcessHandle;
+  try {
+    raw = new addon.ProcessHandle(pid, pidfd);
+  } catch {
+    closeSync(pidfd);
+    return;
+  }
+  started.get(pid)?.close();
+  started.set(pid, raw);
+  sweep ??= setImmediate(() => {
+    sweep = undefined;
+    for (const r of started.values()) r.close();
+    started.clear();
+  }).unref();
+}
 
 export class ProcessHandle {
   /** The PID this handle was opened on. */
@@ -101,6 +130,11 @@ export class ProcessHandle {
  */
 export function openProcess(pid: number): ProcessHandle {
   validateInteger(pid, 'pid', 1, 2 ** 31 - 1);
+  const fresh = started.get(pid);
+  if (fresh !== undefined) {
+    started.delete(pid);  // the first caller takes it
+    return new ProcessHandle(pid, fresh);
+  }
   let raw: RawProcessHandle | null = null;
   try {
     raw = new addon.ProcessHandle(pid);

@@ -115,9 +115,20 @@ type DirListener = (name: string | null, done: boolean) => void;
 
 const IN = addon.inotifyConstants;
 
+/**
+ * A watched directory. `wd` is undefined while the directory does not exist
+ * (deleted, or moved away): its parent is watched meanwhile (`unwatchParent`),
+ * and it is watched again, with every listener told, once it is back.
+ */
+interface DirEntry {
+  wd: number | undefined;
+  listeners: Map<DirListener, boolean>;
+  unwatchParent?: () => void;
+}
+
 class InotifyHub {
   #raw: RawInotify | undefined;
-  readonly #dirs = new Map<string, { wd: number; listeners: Map<DirListener, boolean> }>();
+  readonly #dirs = new Map<string, DirEntry>();
   readonly #byWd = new Map<number, string>();
 
   static available(): boolean {
@@ -125,16 +136,12 @@ class InotifyHub {
   }
 
   /** Calls `listener` for events in `dir`; returns the unsubscribe function. */
-  subscribe(dir: string, listener: DirListener, persistent: boolean): () => void {
+  subscribe(dir: string, listener: DirListener, persistent: boolean, mayBeMissing = false): () => void {
     let entry = this.#dirs.get(dir);
     if (!entry) {
-      this.#raw ??= new addon.Inotify!((events) => this.#dispatch(events));
-      const mask = IN!.IN_MODIFY | IN!.IN_ATTRIB | IN!.IN_CLOSE_WRITE | IN!.IN_MOVED_FROM | IN!.IN_MOVED_TO |
-        IN!.IN_CREATE | IN!.IN_DELETE | IN!.IN_ONLYDIR | IN!.IN_EXCL_UNLINK;
-      const wd = this.#raw.add(dir, mask);
-      entry = { wd, listeners: new Map() };
+      entry = { wd: this.#add(dir, mayBeMissing), listeners: new Map() };
       this.#dirs.set(dir, entry);
-      this.#byWd.set(wd, dir);
+      if (entry.wd === undefined) this.#rewatch(dir);
     }
     entry.listeners.set(listener, persistent);
     this.#updateRef();
@@ -143,16 +150,61 @@ class InotifyHub {
       if (!e || !e.listeners.delete(listener)) return;
       if (e.listeners.size === 0) {
         this.#dirs.delete(dir);
-        this.#byWd.delete(e.wd);
-        this.#raw?.remove(e.wd);
+        if (e.wd !== undefined) {
+          this.#byWd.delete(e.wd);
+          this.#raw?.remove(e.wd);
+        }
+        e.unwatchParent?.();
       }
+      // The last watch gone (a deleted directory's included): the inotify fd
+      // goes too, or it would hold the loop open (issue 16, item 5).
       if (this.#dirs.size === 0) {
         this.#raw?.close();
         this.#raw = undefined;
+        this.#byWd.clear();
       } else {
         this.#updateRef();
       }
     };
+  }
+
+  /** inotify_add_watch; with `mayBeMissing`, undefined when `dir` is not (yet) a directory. */
+  #add(dir: string, mayBeMissing: boolean): number | undefined {
+    this.#raw ??= new addon.Inotify!((events) => this.#dispatch(events));
+    const mask = IN!.IN_MODIFY | IN!.IN_ATTRIB | IN!.IN_CLOSE_WRITE | IN!.IN_MOVED_FROM | IN!.IN_MOVED_TO |
+      IN!.IN_CREATE | IN!.IN_DELETE | IN!.IN_MOVE_SELF | IN!.IN_ONLYDIR | IN!.IN_EXCL_UNLINK;
+    let wd: number;
+    try {
+      wd = this.#raw.add(dir, mask);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (mayBeMissing && (code === 'ENOENT' || code === 'ENOTDIR')) return undefined;
+      throw err;
+    }
+    this.#byWd.set(wd, dir);
+    return wd;
+  }
+
+  /**
+   * `dir` lost its watch (deleted or moved away): watch it again if it is
+   * back already, else watch its parent (recursively) until it is. Either
+   * way its listeners hear of it: files may have changed meanwhile.
+   */
+  #rewatch(dir: string): void {
+    const e = this.#dirs.get(dir);
+    if (!e || e.wd !== undefined) return;
+    e.wd = this.#add(dir, true);
+    if (e.wd !== undefined) {
+      e.unwatchParent?.();
+      e.unwatchParent = undefined;
+      debug('autorestart: %s is back, watching it again', dir);
+    } else if (!e.unwatchParent && dirname(dir) !== dir) {
+      const name = basename(dir);
+      e.unwatchParent = this.subscribe(dirname(dir), (n) => {
+        if (n === null || n === name) this.#rewatch(dir);
+      }, false, true);
+    }
+    for (const l of [...e.listeners.keys()]) l(null, false);
   }
 
   /** The event loop stays alive while any persistent watcher is subscribed. */
@@ -175,12 +227,22 @@ class InotifyHub {
       }
       const dir = this.#byWd.get(wd);
       if (dir === undefined) continue;
+      if (mask & IN!.IN_MOVE_SELF) {
+        // Moved away: the watch would follow the old inode. Drop it; the
+        // IN_IGNORED that follows re-watches the path.
+        this.#raw?.remove(wd);
+        continue;
+      }
       if (mask & IN!.IN_IGNORED) {
-        // The directory itself went away: its watch is gone.
+        // The directory itself went away: its watch is gone. The entry
+        // stays (its listeners still want the path): watched again once
+        // the directory is back (rm -rf dir && mkdir dir).
         this.#byWd.delete(wd);
         const e = this.#dirs.get(dir);
-        this.#dirs.delete(dir);
-        if (e) for (const l of e.listeners.keys()) l(null, false);
+        if (e && e.wd === wd) {
+          e.wd = undefined;
+          this.#rewatch(dir);
+        }
         continue;
       }
       const done = (mask & (IN!.IN_CLOSE_WRITE | IN!.IN_MOVED_TO)) !== 0;
