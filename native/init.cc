@@ -60,13 +60,6 @@ std::string Interpreter() {
   return f.name;
 }
 
-void SetNonblocking(int fd, bool on) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl == -1) return;
-  int want = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
-  if (want != fl) fcntl(fd, F_SETFL, want);
-}
-
 // initRuntime(): { interpreter, glibc } (each null when there is none):
 // what the init image needs from the running node.
 Napi::Value InitRuntime(const Napi::CallbackInfo& info) {
