@@ -10,6 +10,7 @@
  * process and exits with the program's status. In the child, and in any
  * process that is not PID 1, `init()` resolves at once.
  */
+import { programArgv as thisProgramArgv } from './relaunch';
 import { isMainThread } from 'node:worker_threads';
 import { debuglog } from 'node:util';
 import { addon, addonPath } from './native';
@@ -74,7 +75,7 @@ export async function init(options: InitOptions = {}): Promise<void> {
   if (process.platform !== 'linux' || addon.becomeInit === undefined || interpreter === null || !glibcRuntime()) {
     throw featureUnavailable('init() (it needs Linux, glibc and a dynamically linked node)');
   }
-  const programArgv = [process.execPath, ...process.execArgv, ...process.argv.slice(1)];
+  const programArgv = [process.execPath, ...thisProgramArgv()];
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   env[INIT_ENV] = String(process.pid);
