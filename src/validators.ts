@@ -105,3 +105,54 @@ export function signalName(signo: number): string | null {
   if (!signo) return null;
   return signalNames.get(signo) ?? `SIG${signo}`;
 }
+
+// ---- Unknown option keys (issue 16, item 18) ----
+// A misspelt option (`daemonize({ pidfile })`) would otherwise do nothing
+// and say nothing. Every options object of the public API goes through this.
+
+/** Levenshtein distance, case-insensitive: `pidfile` is one step from `pidFile`. */
+function editDistance(a: string, b: string): number {
+  a = a.toLowerCase();
+  b = b.toLowerCase();
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** The known key `key` most likely meant, or undefined when none is close. */
+export function likelyOption(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = editDistance(key, k);
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  // Close enough to be a typo: a third of the name, at least one edit.
+  return bestDistance <= Math.max(1, Math.floor(Math.max(key.length, 3) / 3)) ? best : undefined;
+}
+
+/**
+ * Throws ERR_INVALID_ARG_VALUE for the first own enumerable key of
+ * `options` that is not in `known`, naming it and the likely intended one:
+ * "The property 'options.pidfile' is not an option (did you mean
+ * 'options.pidFile'?)". Call it after validateObject.
+ */
+export function validateOptionKeys(options: object, name: string, known: readonly string[]): void {
+  for (const key of Object.keys(options)) {
+    if (known.includes(key)) continue;
+    const guess = likelyOption(key, known);
+    throw invalidArgValue(`${name}.${key}`, (options as Record<string, unknown>)[key],
+      guess !== undefined
+        ? `is not an option (did you mean '${name}.${guess}'?)`
+        : `is not an option (the options are: ${known.join(', ')})`);
+  }
+}
