@@ -15,7 +15,7 @@ import { isMainThread } from 'node:worker_threads';
 import { debuglog } from 'node:util';
 import { addon, addonPath } from './native';
 import { featureUnavailable, workerUnsupported } from './errors';
-import { validateBoolean, validateDuration, validateObject } from './validators';
+import { validateBoolean, validateDuration, validateObject, validateOptionKeys } from './validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -62,6 +62,7 @@ function glibcRuntime(): boolean {
  */
 export async function init(options: InitOptions = {}): Promise<void> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['force', 'shutdownTimeout']);
   const { force = false, shutdownTimeout = 5000 } = options;
   validateBoolean(force, 'options.force');
   validateDuration(shutdownTimeout, 'options.shutdownTimeout');

@@ -26,7 +26,7 @@ import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { pipe } from './posix';
 import { abortError, invalidArgType, invalidArgValue } from './errors';
-import { validateAbortSignal, validateObject } from './validators';
+import { validateAbortSignal, validateObject, validateOptionKeys } from './validators';
 import { notifyError, ready as notifyReady } from './systemd';
 
 const debug = debuglog('posix-daemon');
@@ -398,6 +398,7 @@ class HttpReceiver extends BaseReceiver {
  */
 export async function receiver(options: ReceiverOptions = {}): Promise<Receiver> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['transport', 'signal']);
   const { transport = 'pipe', signal } = options;
   if (transport !== 'pipe' && transport !== 'http') {
     if (typeof transport !== 'string') throw invalidArgType('options.transport', 'string', transport);

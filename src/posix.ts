@@ -13,7 +13,7 @@ import { addon, type RawWaitResult } from './native';
 import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from './errors';
 import {
   envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean, validateCString,
-  validateFdList, validateInteger, validateObject,
+  validateFdList, validateInteger, validateObject, validateOptionKeys,
 } from './validators';
 
 export type Stdio = 'inherit' | 'ignore' | [number, number, number];
@@ -109,9 +109,12 @@ export const constants: Readonly<{ WNOHANG: number; WUNTRACED: number; WCONTINUE
 
 const MAX_NESTING = 4;
 
+const FORK_PLAN_KEYS = ['setsid', 'setpgid', 'umask', 'cwd', 'stdio', 'keepFds', 'file', 'args', 'argv0', 'env', 'fork'];
+
 function normalizePlan(plan: unknown, name: string, depth: number): Record<string, unknown> {
   validateObject(plan, name);
   const p = plan as Record<string, unknown>;
+  validateOptionKeys(p, name, FORK_PLAN_KEYS);
   const out: Record<string, unknown> = {};
   if (p.setsid !== undefined) {
     validateBoolean(p.setsid, `${name}.setsid`);
@@ -230,6 +233,7 @@ export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv
   validateArgs(args, 'args');
   const envArray = envToArray(env, 'env');
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['keepFds', 'moveFds']);  // moveFds: refused below, with its reason
   const keepFds = options.keepFds ?? [];
   validateFdList(keepFds, 'options.keepFds', 3);
   if ((options as { moveFds?: unknown }).moveFds !== undefined) {
@@ -295,6 +299,7 @@ export interface WaitAsyncOptions {
 export function waitAsync(pid: number, options: WaitAsyncOptions = {}): Promise<Wait4Result> {
   validateInteger(pid, 'pid', 1, 2 ** 31 - 1);
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['signal', 'ref']);
   const { signal, ref = true } = options;
   validateAbortSignal(signal, 'options.signal');
   validateBoolean(ref, 'options.ref');
@@ -378,6 +383,7 @@ export function spawnDetached(file: string, args: string[] = [], options: SpawnD
   validateCString(file, 'file', { allowEmpty: false });
   validateArgs(args, 'args');
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['cwd', 'stdio', 'umask', 'keepFds', 'env']);
   const env = options.env ?? (process.env as Record<string, string>);
   const inner: ExecPlan = {
     cwd: options.cwd ?? '/',

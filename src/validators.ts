@@ -110,34 +110,35 @@ export function signalName(signo: number): string | null {
 // A misspelt option (`daemonize({ pidfile })`) would otherwise do nothing
 // and say nothing. Every options object of the public API goes through this.
 
-/** Levenshtein distance, case-insensitive: `pidfile` is one step from `pidFile`. */
+/** Edit distance (optimal string alignment: a swap of neighbours is one edit), case-insensitive. */
 function editDistance(a: string, b: string): number {
   a = a.toLowerCase();
   b = b.toLowerCase();
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
   for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
     for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
     }
-    prev = cur;
   }
-  return prev[b.length];
+  return d[a.length][b.length];
 }
 
-/** The known key `key` most likely meant, or undefined when none is close. */
+/** The known key `key` most likely meant, or undefined when none is close enough to be a typo. */
 export function likelyOption(key: string, known: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const k of known) {
     const d = editDistance(key, k);
-    if (d < bestDistance) {
+    // A typo: at most a third of the longer name (at least one edit).
+    if (d <= Math.max(1, Math.floor(Math.max(key.length, k.length) / 3)) && d < bestDistance) {
       best = k;
       bestDistance = d;
     }
   }
-  // Close enough to be a typo: a third of the name, at least one edit.
-  return bestDistance <= Math.max(1, Math.floor(Math.max(key.length, 3) / 3)) ? best : undefined;
+  return best;
 }
 
 /**

@@ -238,3 +238,41 @@ describe('`node -e` programs (item 23)', () => {
     });
   }
 });
+
+describe('unknown option keys, everywhere in the public API (item 18)', async () => {
+  const posix = await import('../dist/posix.mjs');
+  const ar = await import('../dist/autorestart.mjs');
+  const sd = await import('../dist/systemd.mjs');
+  const { init } = await import('../dist/init.mjs');
+  const { receiver, stopDaemon } = await import('../dist/index.mjs');
+  const aborted = AbortSignal.abort(new Error('never started'));
+  // Each call would do something (or nothing, silently) if the key were ignored;
+  // the aborted signals keep restarts from ever running.
+  const cases = {
+    'fork plan': [() => posix.fork({ file: '/bin/true', argss: ['x'] }), 'plan.argss', 'plan.args'],
+    'fork inner plan': [() => posix.fork({ setsid: true, fork: { file: '/bin/true', stdoi: 'ignore' } }), 'plan.fork.stdoi', 'plan.fork.stdio'],
+    execve: [() => posix.execve(process.execPath, [process.execPath, '-e', 'process.exit(7)'], process.env, { keepfds: [] }), 'options.keepfds', 'options.keepFds'],
+    waitAsync: [() => posix.waitAsync(process.pid, { reff: false }), 'options.reff', 'options.ref'],
+    spawnDetached: [() => posix.spawnDetached('/bin/true', [], { cdw: '/' }), 'options.cdw', 'options.cwd'],
+    receiver: [() => receiver({ transprot: 'http' }), 'options.transprot', 'options.transport'],
+    stopDaemon: [() => stopDaemon(2 ** 31 - 1, { timout: 1 }), 'options.timout', 'options.timeout'],
+    init: [() => init({ forcce: true }), 'options.forcce', 'options.force'],
+    startWatchdog: [() => sd.startWatchdog({ signa: aborted }), 'options.signa', 'options.signal'],
+    cleanUpChildZombies: [() => ar.cleanUpChildZombies({ quite: true }), 'options.quite', 'options.quiet'],
+    restartViaExec: [() => ar.restartViaExec({ signal: aborted, keepfds: [] }), 'options.keepfds', 'options.keepFds'],
+    restartOnSignal: [() => ar.restartOnSignal('SIGUSR2', { signal: aborted, sever: [] }), 'options.sever', 'options.servers'],
+    restartOnChange: [() => ar.restartOnChange({ signal: aborted, onerror: () => {} }), 'options.onerror', 'options.onError'],
+    notifyOnChange: [() => ar.notifyOnChange({ signal: aborted, path: ['x'] }), 'options.path', 'options.paths'],
+    notifyOnSighup: [() => ar.notifyOnSighup({ sigal: aborted }), 'options.sigal', 'options.signal'],
+  };
+  for (const [what, [call, key, guess]] of Object.entries(cases)) {
+    test(`${what}: ${key} → ERR_INVALID_ARG_VALUE naming ${guess}`, async () => {
+      await assert.rejects(async () => call(), (err) => {
+        assert.equal(err.code, 'ERR_INVALID_ARG_VALUE', err.message);
+        assert.ok(err.message.includes(`'${key}'`), err.message);
+        assert.ok(err.message.includes(`did you mean '${guess}'`), err.message);
+        return true;
+      });
+    });
+  }
+});

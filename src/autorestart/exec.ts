@@ -16,7 +16,7 @@ import { childPids, execve } from '../posix';
 import { isSea, mainScript, programArgv } from '../relaunch';
 import { abortError, workerUnsupported } from '../errors';
 import {
-  validateAbortSignal, validateArgs, validateArray, validateBoolean, validateDuration, validateFdList, validateObject,
+  validateAbortSignal, validateArgs, validateArray, validateBoolean, validateDuration, validateFdList, validateObject, validateOptionKeys,
 } from '../validators';
 import { EXEC_CHILDREN_ENV } from './zombies';
 
@@ -126,6 +126,11 @@ let inFlight: Promise<never> | undefined;
  * AbortError when `signal` aborts, and at once for invalid arguments. A call
  * while another restart is in progress joins that one (same promise).
  */
+/** The keys of RestartViaExecOptions, for validateOptionKeys. */
+export const RESTART_VIA_EXEC_KEYS: readonly (keyof RestartViaExecOptions)[] = [
+  'env', 'args', 'keepFds', 'retryInterval', 'signal', 'servers', 'drainTimeout', 'compileCache',
+];
+
 export async function restartViaExec(options: RestartViaExecOptions = {}): Promise<never> {
   return restartWith(options, {});
 }
@@ -133,6 +138,7 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
 /** restartViaExec with restartOnChange's hooks. */
 export async function restartWith(options: RestartViaExecOptions, hooks: ExecHooks): Promise<never> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', RESTART_VIA_EXEC_KEYS);
   const {
     env, args, keepFds = [], retryInterval = 1000, signal, servers = [], drainTimeout = 5000, compileCache = false,
   } = options;

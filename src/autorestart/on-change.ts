@@ -5,11 +5,11 @@
 import { statSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { abortError } from '../errors';
-import { validateArgs, validateBoolean, validateDuration, validateFdList, validateFunction, validateObject } from '../validators';
-import { mainScript, restartWith, type RestartViaExecOptions } from './exec';
+import { validateArgs, validateBoolean, validateDuration, validateFdList, validateFunction, validateObject, validateOptionKeys } from '../validators';
+import { mainScript, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
 import { checkFile, isCheckable, warmUp } from './check';
 import { moduleGraph } from './graph';
-import { fingerprintSync, parseWatchOptions, startWatching, type NotifyOnChangeOptions } from './watch';
+import { fingerprintSync, NOTIFY_ON_CHANGE_KEYS, parseWatchOptions, startWatching, type NotifyOnChangeOptions } from './watch';
 
 const debug = debuglog('posix-daemon');
 
@@ -71,6 +71,10 @@ async function runBeforeRestart(hook: (signal: AbortSignal) => unknown, timeout:
  * Never resolves; rejects with an AbortError on `signal`.
  */
 export async function restartOnChange(options: RestartOnChangeOptions = {}): Promise<never> {
+  if (options !== null && typeof options === 'object' && !Array.isArray(options)) {
+    validateOptionKeys(options, 'options', [...NOTIFY_ON_CHANGE_KEYS, ...RESTART_VIA_EXEC_KEYS,
+      'check', 'onError', 'beforeRestart', 'beforeRestartTimeout']);
+  }
   const plan = parseWatchOptions(options, false);
   const o = options;
   const check = o.check ?? true;

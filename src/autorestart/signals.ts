@@ -4,7 +4,8 @@
 import { on } from 'node:events';
 import { debuglog } from 'node:util';
 import { abortError, invalidArgValue } from '../errors';
-import { validateAbortSignal, validateObject, signalName, toSignalNumber } from '../validators';
+import { RESTART_VIA_EXEC_KEYS } from './exec';
+import { validateAbortSignal, validateObject, validateOptionKeys, signalName, toSignalNumber } from '../validators';
 import { restartViaExec, type RestartViaExecOptions } from './exec';
 
 const debug = debuglog('posix-daemon');
@@ -17,6 +18,7 @@ export interface NotifyOnSignalOptions {
 
 function notifyOnSignal(name: 'SIGHUP' | 'SIGTERM', options: NotifyOnSignalOptions): AsyncIterableIterator<NodeJS.Signals> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['signal']);
   validateAbortSignal(options.signal, 'options.signal');
   // events.on installs the listener now, not at the first next(): from here
   // on the signal no longer terminates the process. It also ends the
@@ -76,6 +78,7 @@ export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   const name = signalName(toSignalNumber(signal, 'signal')) as NodeJS.Signals;
   if (name === 'SIGKILL' || name === 'SIGSTOP') throw invalidArgValue('signal', signal, 'cannot be caught');
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', RESTART_VIA_EXEC_KEYS);
   validateAbortSignal(options.signal, 'options.signal');
   const abort = options.signal;
   if (abort?.aborted) throw abortError(abort.reason);
