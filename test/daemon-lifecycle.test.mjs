@@ -276,3 +276,21 @@ describe('unknown option keys, everywhere in the public API (item 18)', async ()
     });
   }
 });
+
+describe("one builder of this program's argv (item 28)", () => {
+  test('restartViaExec of a `node -e` program keeps its arguments as they were', async () => {
+    const code = `
+      const { restartViaExec } = require('posix-daemon/autorestart');
+      if (!process.env.RESTARTED) {
+        process.env.RESTARTED = '1';
+        restartViaExec();
+      } else {
+        console.log(JSON.stringify({ pid: process.pid, argv: process.argv.slice(1) }));
+      }`;
+    const r = await runNode('-e', [code, 'a', 'b c'], { cwd: join(tmp, 'project'), env: baseEnv, reaper });
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.pid, r.pid, 'restarted in place');
+    assert.deepEqual(out.argv, ['a', 'b c']);
+  });
+});
