@@ -125,9 +125,10 @@ describe('foreground', () => {
     assert.equal(env.USER, baseEnv.USER);
     assert.equal(env.PATH, baseEnv.PATH);
     assert.match(env[ENV_KEY], /^fd:\d+$/, 'the readiness pipe address');
-    // The readiness pipe's write end was closed after the report.
+    // The readiness pipe's write end was closed after the report (right
+    // after the write the foreground waited for: wait for the close).
     const readinessFd = env[ENV_KEY].slice(3);
-    assert.equal(fds[readinessFd], undefined, `fd ${readinessFd} closed after reporting`);
+    await waitFor(() => procFds(pid)[readinessFd] === undefined, { what: `fd ${readinessFd} closed after reporting` });
   });
 
   test('options: env object, cwd, umask, stdout/stderr appended to files', async () => {
@@ -243,8 +244,10 @@ test("Go's example, ported literally: envValue: rx.address + ready: rx.wait with
   assert.ok(isAlive(pid), 'the daemon runs');
   const env = procEnv(pid);
   assert.match(env.DAEMONIZE_ENVKEY, /^fd:\d+$/, 'the pipe address, as given');
-  // It inherited the write end under that number, and report() closed it.
-  assert.equal(procFds(pid)[env.DAEMONIZE_ENVKEY.slice(3)], undefined);
+  // It inherited the write end under that number, and report() closed it,
+  // right after the write the foreground waited for: wait for the close
+  // (issue 16, item 29).
+  await waitFor(() => procFds(pid)[env.DAEMONIZE_ENVKEY.slice(3)] === undefined, { what: 'the daemon to close the readiness fd' });
   assert.notEqual(procStat(pid).session, pid, 'a proper daemon');
   process.kill(pid, 'SIGINT');  // <-ctx.Done()
   await waitFor(() => !isAlive(pid), { what: 'the daemon to end on SIGINT' });
