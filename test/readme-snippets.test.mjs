@@ -127,10 +127,12 @@ const runners = {
   async autorestart(code) {
     const port = await freePort();
     const file = write('autorestart.ts', code, port);
-    const p = start(node, ['--import', 'tsx', 'autorestart.ts']);
+    // NODE_DEBUG says when the watches are in place: edit only then.
+    const p = start(node, ['--import', 'tsx', 'autorestart.ts'], { env: { ...process.env, NODE_DEBUG: 'posix-daemon' } });
     const first = await waitFor(() => /^serving, PID (\d+)$/m.exec(p.stdout), { what: 'the first image' });
     const pid = reaper.add(Number(first[1]));
     assert.equal(await waitServing(port), `pid ${pid}\n`);
+    await waitFor(() => /autorestart: watching \d+ files/.test(p.stderr), { what: 'the watches' });
     writeFileSync(file, `${readFileSync(file, 'utf8')}// edited\n`);
     await waitFor(() => (p.stdout.match(/^serving, PID \d+$/gm) ?? []).length >= 2, { what: 'the restart in place' });
     assert.deepEqual(p.stdout.match(/^serving, PID \d+$/gm), [`serving, PID ${pid}`, `serving, PID ${pid}`], 'same PID');
