@@ -27,7 +27,7 @@
  * capture must be the very (unlinked) file on fd 2, the directory absolute.
  */
 import { Socket } from 'node:net';
-import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readlinkSync, readSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { debuglog } from 'node:util';
@@ -40,6 +40,9 @@ export const LIFELINE_ENV = 'POSIX_DAEMON_LIFELINE';
 
 /** The byte that says "you are ready, let go". */
 const RELEASE = 'r';
+
+/** The temporary directory of a capture file: how a worker recognises one on its fd 2. */
+const CAPTURE_DIR_PREFIX = 'posix-daemon-stderr-';
 
 /** How much of the daemon's stderr an error carries. */
 const TAIL_LINES = 20;
@@ -65,7 +68,7 @@ export interface StderrCapture {
 export function openStderrCapture(): StderrCapture | null {
   let dir: string;
   try {
-    dir = mkdtempSync(join(tmpdir(), 'posix-daemon-stderr-'));
+    dir = mkdtempSync(join(tmpdir(), CAPTURE_DIR_PREFIX));
   } catch (err) {
     debug('daemonize: no stderr capture (%s)', (err as Error).message);
     return null;
@@ -184,6 +187,29 @@ function dropStderrCapture(id: string | undefined): void {
   }
 }
 
+
+/**
+ * A process that calls daemonize() as the background without a lifeline of
+ * its own, but whose fd 2 is a daemon's capture file: a worker the daemon
+ * started before it was ready (Go's -background -self-monitor), which
+ * inherited the daemon's fd 2. The daemon itself lets go of the file once
+ * ready; the worker would keep writing into the deleted file for as long as
+ * it runs. It lets go at once: the file is known only by its name
+ * (Linux: /proc/self/fd/2) and by being unlinked.
+ */
+function dropInheritedCapture(): void {
+  if (process.platform !== 'linux') return;
+  try {
+    const target = readlinkSync('/proc/self/fd/2');
+    const m = new RegExp(`/${CAPTURE_DIR_PREFIX}[^/]+/stderr \\(deleted\\)$`).exec(target);
+    if (m === null) return;
+    const st = fstatSync(2);
+    dropStderrCapture(`${st.dev}:${st.ino}`);
+  } catch (err) {
+    debug('daemonize: checking fd 2: %s', (err as Error).message);
+  }
+}
+
 let adopted = false;
 
 /**
@@ -193,7 +219,10 @@ let adopted = false;
  */
 export function adoptLifeline(reported: () => boolean): void {
   const value = process.env[LIFELINE_ENV];
-  if (value === undefined) return;
+  if (value === undefined) {
+    if (!adopted) dropInheritedCapture();
+    return;
+  }
   delete process.env[LIFELINE_ENV];  // programs we start must not take it for theirs
   if (adopted) return;
   const info = parseInfo(value);

@@ -282,6 +282,11 @@ test("Go's example with -background -self-monitor, ported literally: the worker 
   // the line, print and exit, and we can get here, before the worker's close()
   // ran (issue 16, item 29: seen on a loaded machine). Wait for the close.
   await waitFor(() => procFds(worker)[readinessFd] === undefined, { what: 'the worker to close the readiness fd' });
+  // The worker inherited the daemon's stderr capture (it was started before
+  // the daemon was ready); its daemonize() let go of it: /dev/null, not a
+  // deleted file that grows for as long as it runs.
+  await waitFor(() => procFds(worker)['2'] === '/dev/null', { what: "the worker's stderr on /dev/null" });
+  assert.equal(procFds(daemon)['2'], '/dev/null');
   process.kill(daemon, 'SIGINT');  // the monitor stops its worker (SIGINT), then exits
   await waitFor(() => !isAlive(daemon) && !isAlive(worker), { what: 'monitor and worker to stop' });
 });
