@@ -10,7 +10,7 @@
  * and exits. The daemon runs until SIGINT or SIGTERM.
  */
 import { createServer } from 'node:net';
-import { daemonize, report } from '../src/index';
+import { daemonize, report } from 'posix-daemon';
 
 const ENV_KEY = 'EXAMPLE_DAEMON';
 

@@ -16,8 +16,8 @@
  */
 import { createServer, type Server } from 'node:net';
 import { writeFileSync } from 'node:fs';
-import { daemonize, report } from '../src/index';
-import { selfMonitor, isMonitored } from '../src/monitor';
+import { daemonize, report } from 'posix-daemon';
+import { selfMonitor, isMonitored } from 'posix-daemon/monitor';
 
 const DAEMON_KEY = 'EXAMPLE_DAEMON';
 const MONITOR_KEY = 'EXAMPLE_MONITOR';

@@ -9,14 +9,15 @@ import { debuglog } from 'node:util';
 import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
 import { adoptInheritedPipe, receiver, REPORTED_PREFIX, SERVICE_MANAGER_ADDRESS } from './initstatus';
 import { underServiceManager } from './systemd';
-import { launch } from './launch';
-import { relaunchArgs, relaunchNodeOptions } from './relaunch';
+import { isExitedError, launch } from './launch';
+import { adoptLifeline, createLifeline, openStderrCapture, type Lifeline, type StderrCapture } from './lifeline';
+import { isEvalProgram, relaunchArgs, relaunchNodeOptions } from './relaunch';
 import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile } from './pidfile';
 import { adoptLogFiles, logFilesEnv, openLogFile, reopenLogsOn } from './logs';
 import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
   toCatchableSignal, validateAbortSignal, validateChildProcessAllowed, validateCString, validateDuration, validateFdList, validateFunction,
-  validateInteger, validateObject,
+  validateInteger, validateObject, validateOptionKeys,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -68,6 +69,10 @@ export interface DaemonizeOptions {
 export type DaemonizeResult = { foreground: true; pid: number } | { foreground: false };
 
 const KNOWN_ENV_MODES = ['minimal', 'inherit'];
+const OPTION_KEYS: readonly (keyof DaemonizeOptions)[] = [
+  'envKey', 'envValue', 'ready', 'signal', 'timeout', 'env', 'cwd', 'umask', 'stdout', 'stderr', 'keepFds',
+  'pidFile', 'reopenLogsOn', 'detach',
+];
 
 interface Normalized {
   envKey: string;
@@ -89,6 +94,7 @@ interface Normalized {
 function validateOptions(options: unknown): Normalized {
   validateObject(options, 'options');
   const o = options as Record<string, unknown>;
+  validateOptionKeys(o, 'options', OPTION_KEYS);
   validateCString(o.envKey, 'options.envKey', { allowEmpty: false });
   if (o.envKey.includes('=')) throw invalidArgValue('options.envKey', o.envKey, "must not contain '='");
   if (o.envValue !== undefined) {
@@ -253,6 +259,7 @@ function background(o: Normalized, current: string): DaemonizeResult {
   adoptLogFiles();
   if (o.reopenLogsOn !== undefined) installReopenLogs(o.reopenLogsOn);
   protectReadinessFd(current);
+  adoptLifeline(() => process.env[o.envKey]?.startsWith(REPORTED_PREFIX) === true);
   return { foreground: false };
 }
 
@@ -279,23 +286,45 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
     pidFile?.abandon();
     throw err;
   }
+  // No stderr file: the daemon's stderr is kept until it is ready, for the error.
+  const capture = o.stderr === undefined ? openStderrCapture() : null;
+  // `node -e`: the code resolves its modules from the directory it was run
+  // in, so the daemon starts there and moves to o.cwd in daemonize().
+  const startCwd = isEvalProgram() ? process.cwd() : o.cwd;
+  let lifeline: Lifeline;
+  try {
+    lifeline = createLifeline({
+      ...(capture !== null ? { stderr: capture.id } : {}),
+      ...(startCwd !== o.cwd ? { cwd: o.cwd } : {}),
+    });
+  } catch (err) {
+    capture?.close();
+    rx?.close();
+    pidFile?.abandon();
+    throw err;
+  }
   const envValue = o.envValue ?? rx!.address;
   const env = buildEnv(o.env, o.envKey, envValue, {
     ...pidFile?.env,
     ...logFilesEnv({ stdout: o.stdout, stderr: o.stderr }),
+    ...lifeline.env,
   });
 
   let daemon;
   try {
     daemon = launch({
       what: 'daemon',
-      spawn: (readinessFds) => spawnAdopted(args, env, o, readinessFds, pidFile),
+      spawn: (readinessFds) => spawnAdopted(args, env, { ...o, cwd: startCwd }, [...readinessFds, lifeline.childFd],
+        pidFile, capture),
       ...(rx !== undefined ? { receiver: rx } : { check: o.ready, addresses: [envValue] }),
     });
   } catch (err) {
+    lifeline.close();
+    capture?.close();
     pidFile?.abandon();
     throw err;
   }
+  lifeline.childStarted();
   try {
     // Inside the try: should writing its PID fail, the daemon is killed too.
     pidFile?.launched(daemon.pid);
@@ -305,10 +334,18 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
     // where it is our child), then let the PID file go.
     daemon.kill('SIGKILL');
     const r = await daemon.exited;
+    lifeline.close();
     pidFile?.abandon();
+    if (capture !== null) {
+      withStderr(err, capture.tail());
+      capture.close();
+    }
     debug('daemonize: daemon %d not ready (%s), killed: %o', daemon.pid, (err as Error)?.message, r && { code: r.exitCode, signal: r.signal });
     throw err;
   }
+  // Ready: the daemon lets go of us (and puts its stderr back on /dev/null).
+  lifeline.release();
+  capture?.close();
   // The daemon holds the PID file's lock now (its own copy of the fd).
   pidFile?.close();
   // Ready. The daemon stays our child (adopted while we were a subreaper):
@@ -317,6 +354,23 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
   daemon.unref();
   debug('daemonize: daemon %d is ready', daemon.pid);
   return { foreground: true, pid: daemon.pid };
+}
+
+/**
+ * The daemon's last stderr lines on the error it failed with: `err.stderr`,
+ * and in the message of an "exited before it was ready" error, where they
+ * are all the user has to go on.
+ */
+function withStderr(err: unknown, tail: string): void {
+  if (tail === '' || typeof err !== 'object' || err === null) return;
+  try {
+    Object.defineProperty(err, 'stderr', { value: tail, enumerable: true, configurable: true, writable: true });
+    if (isExitedError(err) && err instanceof Error) {
+      err.message += `; its stderr ended with:\n${tail.replace(/^/gm, '  ')}`;
+    }
+  } catch (e) {
+    debug('daemonize: cannot attach stderr to %o: %s', err, (e as Error).message);
+  }
 }
 
 /**
@@ -329,6 +383,7 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
  */
 function spawnAdopted(
   args: string[], env: Record<string, string>, o: Normalized, readinessFds: number[], pidFile: LaunchPidFile | null,
+  capture: StderrCapture | null,
 ): { pid: number; child: boolean } {
   const keepFds = [...o.keepFds];
   for (const fd of [...readinessFds, ...(pidFile !== null ? [pidFile.fd] : [])]) if (!keepFds.includes(fd)) keepFds.push(fd);
@@ -338,7 +393,7 @@ function spawnAdopted(
   try {
     const nullFd = openSync('/dev/null', 'r+');
     fds.push(nullFd);
-    const stdio: [number, number, number] = [nullFd, nullFd, nullFd];
+    const stdio: [number, number, number] = [nullFd, nullFd, capture?.fd ?? nullFd];
     for (const [i, path] of [[1, o.stdout], [2, o.stderr]] as const) {
       if (path === undefined) continue;
       // Created with the daemon's umask, not ours (0o666 & ~umask).

@@ -20,9 +20,10 @@ import { isMainThread } from 'node:worker_threads';
 import { debuglog } from 'node:util';
 import { addon, addonPath } from './native';
 import { featureUnavailable, invalidArgValue, workerUnsupported } from './errors';
+import { programArgv as thisProgramArgv } from './relaunch';
 import {
   toSignalNumber, validateBoolean, validateChildProcessAllowed, validateDuration, validateInteger,
-  validateObject,
+  validateObject, validateOptionKeys,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -163,6 +164,8 @@ export function execInitImage(imageArgs: string[]): never {
  */
 export async function init(options: InitOptions = {}): Promise<void> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options',
+    ['force', 'shutdownTimeout', 'subreaper', 'signalGroup', 'remapExitCodes', 'rewriteSignals']);
   const { force = false } = options;
   validateBoolean(force, 'options.force');
   const imageOptions = initImageOptions(options);
@@ -171,6 +174,6 @@ export async function init(options: InitOptions = {}): Promise<void> {
     return;
   }
   if (process.pid !== 1 && !force) return;
-  const programArgv = [process.execPath, ...process.execArgv, ...process.argv.slice(1)];
+  const programArgv = [process.execPath, ...thisProgramArgv()];
   execInitImage([...imageOptions, '--', ...programArgv]);
 }

@@ -19,7 +19,7 @@
  */
 import { debuglog } from 'node:util';
 import { abortError, invalidArgType, invalidArgValue } from './errors';
-import { validateAbortSignal, validateObject } from './validators';
+import { validateAbortSignal, validateObject, validateOptionKeys } from './validators';
 import { REPORTED_PREFIX, type Receiver, type ReceiverOptions } from './initstatus/common';
 import { forgetInheritedPipe, PipeReceiver, reportToFd } from './initstatus/pipe';
 import { HttpReceiver, reportToUrl } from './initstatus/http';
@@ -41,6 +41,7 @@ const debug = debuglog('posix-daemon');
  */
 export async function receiver(options: ReceiverOptions = {}): Promise<Receiver> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['transport', 'signal']);
   const { transport = 'pipe', signal } = options;
   if (transport !== 'pipe' && transport !== 'http') {
     if (typeof transport !== 'string') throw invalidArgType('options.transport', 'string', transport);

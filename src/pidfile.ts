@@ -23,7 +23,7 @@ import { addon } from './native';
 import { errnoException, invalidArgValue } from './errors';
 import { isFileOnFd } from './fdfile';
 import { openProcess } from './process-handle';
-import { validateCString, validateDuration, validateInteger, validateObject, toSignalNumber, signalName } from './validators';
+import { validateCString, validateDuration, validateInteger, validateObject, validateOptionKeys, toSignalNumber, signalName } from './validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -408,6 +408,7 @@ export interface StopDaemonResult {
  */
 export async function stopDaemon(pidFileOrPid: string | number, options: StopDaemonOptions = {}): Promise<StopDaemonResult> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['signal', 'timeout']);
   const { signal = 'SIGTERM', timeout = 10000 } = options;
   const signo = toSignalNumber(signal, 'options.signal');
   validateDuration(timeout, 'options.timeout');

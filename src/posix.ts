@@ -17,6 +17,7 @@ import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from '
 import {
   envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean,
   validateChildProcessAllowed, validateCString, validateFdList, validateInteger, validateObject, validateOpenFds,
+  validateOptionKeys,
 } from './validators';
 
 // Node's own channel for process.execve (Node >= 23.11): tools that watch
@@ -132,8 +133,11 @@ function snapshot<T>(value: T): T {
   return (Array.isArray(value) ? Array.prototype.slice.call(value) : value) as T;
 }
 
+const FORK_PLAN_KEYS = ['setsid', 'setpgid', 'umask', 'cwd', 'stdio', 'keepFds', 'file', 'args', 'argv0', 'env', 'fork'];
+
 function normalizePlan(plan: unknown, name: string, depth: number): Record<string, unknown> {
   validateObject(plan, name);
+  validateOptionKeys(plan, name, FORK_PLAN_KEYS);
   // A copy: each property (and array) read once, the caller's plan untouched.
   const p = { ...(plan as Record<string, unknown>) };
   const out: Record<string, unknown> = {};
@@ -283,6 +287,7 @@ export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv
   // process.execve takes three arguments and ignores a fourth: so do we,
   // unless it is an options object.
   const opts: ExecveOptions = options !== null && typeof options === 'object' && !Array.isArray(options) ? options : {};
+  validateOptionKeys(opts, 'options', ['keepFds', 'moveFds']);  // moveFds: refused below, with its reason
   const keepFds = snapshot(opts.keepFds ?? []);
   validateFdList(keepFds, 'options.keepFds', 3);
   if ((opts as { moveFds?: unknown }).moveFds !== undefined) {
@@ -353,6 +358,7 @@ export interface WaitAsyncOptions {
 export function waitAsync(pid: number, options: WaitAsyncOptions = {}): Promise<Wait4Result> {
   validateInteger(pid, 'pid', 1, 2 ** 31 - 1);
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['signal', 'ref']);
   const { signal, ref = true } = options;
   validateAbortSignal(signal, 'options.signal');
   validateBoolean(ref, 'options.ref');
@@ -437,6 +443,7 @@ export function spawnDetached(file: string, args: string[] = [], options: SpawnD
   args = snapshot(args);
   validateArgs(args, 'args');
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['cwd', 'stdio', 'umask', 'keepFds', 'env']);
   const env = options.env ?? (process.env as Record<string, string>);
   const inner: ExecPlan = {
     cwd: options.cwd ?? '/',

@@ -159,21 +159,75 @@ export function relaunchNodeOptions(value: string): string {
   return rewritten.every((a, i) => a === args[i]) ? value : serializeNodeOptions(rewritten);
 }
 
+let seaCache: boolean | undefined;
+/** Whether this is a single executable application, where the node binary IS the program. */
+export function isSea(): boolean {
+  if (seaCache === undefined) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      seaCache = (require('node:sea') as { isSea(): boolean }).isSea();
+    } catch {
+      seaCache = false;  // Node without node:sea
+    }
+  }
+  return seaCache;
+}
+
+/** Whether the program is code given on the command line (`node -e`, `-p`): there is no main script. */
+export function isEvalProgram(): boolean {
+  return process.execArgv.some((a) => EVAL_FLAGS.has(a));
+}
+
+/** The main script (absolute), or undefined: `node -e`/`-p`, a SEA, the REPL. */
+export function mainScript(): string | undefined {
+  if (isSea() || isEvalProgram()) return undefined;
+  const main = process.argv[1];
+  return typeof main === 'string' && main !== '' && main !== '-' ? resolvePath(main) : undefined;
+}
+
+export interface ProgramArgvOptions {
+  /**
+   * The new image starts in another directory (a daemon in '/'): preloads in
+   * execArgv named relative to this process's directory are made absolute.
+   * Default false: same directory (a worker, an exec in place, the init's child).
+   */
+  elsewhere?: boolean;
+  /** The main script; default `mainScript()`. null: none (run from execArgv alone). */
+  script?: string | null;
+  /** The program's own arguments; default this process's (after the script, or after node for `-e`). */
+  args?: readonly string[];
+}
+
 /**
- * The arguments that start this program again (after the node binary):
+ * The one builder of "this program's argv": what follows `process.execPath`
+ * to run this program again (execArgv, the main script, its arguments).
+ * daemonize, selfMonitor, restartViaExec and init() all start "the same
+ * program"; they differ only in where it starts (`elsewhere`) and in an
+ * explicit script/arguments.
+ */
+export function programArgv({ elsewhere = false, script, args }: ProgramArgvOptions = {}): string[] {
+  const execArgv = elsewhere ? absolutizePreloads(process.execArgv) : [...process.execArgv];
+  // `node -e code a b`: process.argv is [node, a, b]; a script's: [node, script, a, b].
+  const main = script === undefined ? mainScript() : script ?? undefined;
+  // In a SEA argv[1] is the binary again, and the binary is the program.
+  const own = args ?? process.argv.slice(isEvalProgram() && !isSea() ? 1 : 2);
+  return main === undefined ? [...execArgv, ...own] : [...execArgv, main, ...own];
+}
+
+/**
+ * The arguments that start this program again elsewhere (a daemon, in '/'):
  * execArgv with cwd-relative preloads made absolute, the main script made
  * absolute, the program's arguments. Throws ERR_DAEMONIZE_NO_SCRIPT for a
  * program read from stdin.
  */
 export function relaunchArgs(): string[] {
-  const evaluated = process.execArgv.some((a) => EVAL_FLAGS.has(a));
-  const execArgv = absolutizePreloads(process.execArgv);
-  if (evaluated) return [...execArgv, ...process.argv.slice(1)];  // `node -e code args`: no script
-  const script = process.argv[1];
-  if (script === undefined || script === '-') {
-    const err = new Error('daemonize needs a main script: a program read from stdin cannot be started again');
-    Object.defineProperty(err, 'code', { value: 'ERR_DAEMONIZE_NO_SCRIPT', enumerable: true });
-    throw err;
+  if (!isEvalProgram() && !isSea()) {
+    const script = process.argv[1];
+    if (script === undefined || script === '-') {
+      const err = new Error('daemonize needs a main script: a program read from stdin cannot be started again');
+      Object.defineProperty(err, 'code', { value: 'ERR_DAEMONIZE_NO_SCRIPT', enumerable: true });
+      throw err;
+    }
   }
-  return [...execArgv, resolvePath(script), ...process.argv.slice(2)];
+  return programArgv({ elsewhere: true });
 }

@@ -17,7 +17,7 @@ import { constants as osConstants } from 'node:os';
 import { debuglog } from 'node:util';
 import { addon } from './native';
 import { invalidArgType, invalidArgValue } from './errors';
-import { validateAbortSignal, validateInteger, validateObject, validateString } from './validators';
+import { validateAbortSignal, validateInteger, validateObject, validateOptionKeys, validateString } from './validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -191,6 +191,7 @@ let watchdog: { timer: NodeJS.Timeout; stop: () => void } | undefined;
  */
 export function startWatchdog(options: StartWatchdogOptions = {}): () => void {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['signal']);
   validateAbortSignal(options.signal, 'options.signal');
   const { signal } = options;
   const usec = watchdogInterval();

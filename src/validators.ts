@@ -212,3 +212,55 @@ function validatedObject(value: unknown, name: string): Record<string, unknown> 
   validateObject(value, name);
   return value;
 }
+
+// ---- Unknown option keys (issue 16, item 18) ----
+// A misspelt option (`daemonize({ pidfile })`) would otherwise do nothing
+// and say nothing. Every options object of the public API goes through this.
+
+/** Edit distance (optimal string alignment: a swap of neighbours is one edit), case-insensitive. */
+function editDistance(a: string, b: string): number {
+  a = a.toLowerCase();
+  b = b.toLowerCase();
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** The known key `key` most likely meant, or undefined when none is close enough to be a typo. */
+export function likelyOption(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = editDistance(key, k);
+    // A typo: at most a third of the longer name (at least one edit).
+    if (d <= Math.max(1, Math.floor(Math.max(key.length, k.length) / 3)) && d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/**
+ * Throws ERR_INVALID_ARG_VALUE for the first own enumerable key of
+ * `options` that is not in `known`, naming it and the likely intended one:
+ * "The property 'options.pidfile' is not an option (did you mean
+ * 'options.pidFile'?)". Call it after validateObject.
+ */
+export function validateOptionKeys(options: object, name: string, known: readonly string[]): void {
+  for (const key of Object.keys(options)) {
+    if (known.includes(key)) continue;
+    const guess = likelyOption(key, known);
+    throw invalidArgValue(`${name}.${key}`, (options as Record<string, unknown>)[key],
+      guess !== undefined
+        ? `is not an option (did you mean '${name}.${guess}'?)`
+        : `is not an option (the options are: ${known.join(', ')})`);
+  }
+}

@@ -4,7 +4,7 @@
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
@@ -13,8 +13,9 @@ import { handOffServers, type Handoff, type ServerHandoffEntry } from '../socket
 import { ready, reloading } from '../systemd';
 import { heldPidFileFds } from '../pidfile';
 import { childPids, execve } from '../posix';
+import { isSea, mainScript, programArgv } from '../relaunch';
 import { abortError, workerUnsupported } from '../errors';
-import { validateChildProcessAllowed, validateExecOptions } from '../validators';
+import { validateChildProcessAllowed, validateExecOptions, validateObject, validateOptionKeys } from '../validators';
 import { EXEC_CHILDREN_ENV } from './zombies';
 
 const debug = debuglog('posix-daemon');
@@ -64,26 +65,7 @@ export interface ExecHooks {
 type CompileCacheApi = { getCompileCacheDir?(): string | undefined; flushCompileCache?(): void };
 const nodeModule = require('node:module') as CompileCacheApi;
 
-let seaCache: boolean | undefined;
-/** Whether this is a single executable application, where the node binary IS the program. */
-export function isSea(): boolean {
-  if (seaCache === undefined) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
-      seaCache = (require('node:sea') as { isSea(): boolean }).isSea();
-    } catch {
-      seaCache = false;  // Node without node:sea
-    }
-  }
-  return seaCache;
-}
-
-/** The main script as Node was given it (absolute), or undefined (REPL, -e, SEA). */
-export function mainScript(): string | undefined {
-  if (isSea()) return undefined;
-  const main = process.argv[1];
-  return typeof main === 'string' && main !== '' ? resolve(main) : undefined;
-}
+export { isSea, mainScript };
 
 /** The pre-exec check failed: give up this restart, do not retry it. */
 class VerifyFailed extends Error {}
@@ -109,11 +91,9 @@ function flushCompileCache(): string | undefined {
 }
 
 /** `main`: the entry file, already checked by the caller (see restartViaExec). */
-function execOnce(main: string | undefined, args: string[], env: Record<string, string | undefined>,
+function execOnce(main: string | undefined, args: readonly string[] | undefined, env: Record<string, string | undefined>,
   keepFds: number[], compileCache = false): never {
-  const argv = [process.execPath, ...process.execArgv];
-  if (main !== undefined) argv.push(main);
-  argv.push(...args);
+  const argv = [process.execPath, ...programArgv({ script: main ?? null, args })];
   const childEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined && k !== EXEC_CHILDREN_ENV) childEnv[k] = v;
   // Children survive the exec (same PID, still their parent), but the new
@@ -144,12 +124,19 @@ let inFlight: Promise<never> | undefined;
  * AbortError when `signal` aborts, and at once for invalid arguments. A call
  * while another restart is in progress joins that one (same promise).
  */
+/** The keys of RestartViaExecOptions, for validateOptionKeys. */
+export const RESTART_VIA_EXEC_KEYS: readonly (keyof RestartViaExecOptions)[] = [
+  'env', 'args', 'keepFds', 'retryInterval', 'signal', 'servers', 'drainTimeout', 'compileCache',
+];
+
 export async function restartViaExec(options: RestartViaExecOptions = {}): Promise<never> {
   return restartWith(options, {});
 }
 
 /** restartViaExec with restartOnChange's hooks. */
 export async function restartWith(options: RestartViaExecOptions, hooks: ExecHooks): Promise<never> {
+  validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', RESTART_VIA_EXEC_KEYS);
   // At once, before any drain or attempt: what would fail every attempt
   // the same way (a closed keepFd, a bad server) is the caller's to fix.
   const { keepFds, retryInterval, drainTimeout, compileCache, ...rest } = validateExecOptions(options);
@@ -196,7 +183,7 @@ hooks: ExecHooks): Promise<never> {
       // Type=notify-reload: the reload starts now; the new image's ready() ends it.
       reloadSent = reloading();
       // The PID-file lock is held by this PID and stays with it.
-      execOnce(main, args ?? process.argv.slice(2), { ...(env ?? process.env), ...handoff.env },
+      execOnce(main, args, { ...(env ?? process.env), ...handoff.env },
         [...new Set([...keepFds, ...handoff.keepFds, ...heldPidFileFds()])], compileCache);
     } catch (err) {
       if (reloadSent) ready(`restart failed (${(err as Error).message}); retrying`);

@@ -7,11 +7,12 @@ import { debuglog } from 'node:util';
 import { abortError } from '../errors';
 import {
   validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction,
+  validateOptionKeys,
 } from '../validators';
-import { mainScript, restartWith, type RestartViaExecOptions } from './exec';
+import { mainScript, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
 import { checkFile, isCheckable, warmUp } from './check';
 import { moduleGraph } from './graph';
-import { fingerprintSync, parseWatchOptions, startWatching, type NotifyOnChangeOptions } from './watch';
+import { fingerprintSync, NOTIFY_ON_CHANGE_KEYS, parseWatchOptions, startWatching, type NotifyOnChangeOptions } from './watch';
 
 const debug = debuglog('posix-daemon');
 
@@ -73,6 +74,10 @@ async function runBeforeRestart(hook: (signal: AbortSignal) => unknown, timeout:
  * Never resolves; rejects with an AbortError on `signal`.
  */
 export async function restartOnChange(options: RestartOnChangeOptions = {}): Promise<never> {
+  if (options !== null && typeof options === 'object' && !Array.isArray(options)) {
+    validateOptionKeys(options, 'options', [...NOTIFY_ON_CHANGE_KEYS, ...RESTART_VIA_EXEC_KEYS,
+      'check', 'onError', 'beforeRestart', 'beforeRestartTimeout']);
+  }
   const plan = parseWatchOptions(options, false);
   const o = options;
   const check = o.check ?? true;

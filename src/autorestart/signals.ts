@@ -4,8 +4,10 @@
 import { on } from 'node:events';
 import { debuglog } from 'node:util';
 import { abortError } from '../errors';
+import { RESTART_VIA_EXEC_KEYS } from './exec';
 import {
   toCatchableSignal, validateAbortSignal, validateChildProcessAllowed, validateExecOptions, validateObject,
+  validateOptionKeys,
 } from '../validators';
 import { restartViaExec, type RestartViaExecOptions } from './exec';
 
@@ -19,6 +21,7 @@ export interface NotifyOnSignalOptions {
 
 function notifyOnSignal(name: 'SIGHUP' | 'SIGTERM', options: NotifyOnSignalOptions): AsyncIterableIterator<NodeJS.Signals> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['signal']);
   validateAbortSignal(options.signal, 'options.signal');
   // events.on installs the listener now, not at the first next(): from here
   // on the signal no longer terminates the process. It also ends the
@@ -76,6 +79,8 @@ export function notifyOnSigterm(options: NotifyOnSignalOptions = {}): AsyncItera
 export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   options: RestartViaExecOptions = {}): Promise<never> {
   const name = toCatchableSignal(signal, 'signal');
+  validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', RESTART_VIA_EXEC_KEYS);
   // Now, not when the signal comes: the same check restartViaExec makes.
   validateExecOptions(options);
   validateChildProcessAllowed(process.execPath);

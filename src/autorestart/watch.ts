@@ -21,7 +21,7 @@ import { addon, type RawInotify } from '../native';
 import { abortError, invalidArgValue, outOfRange } from '../errors';
 import {
   validateAbortSignal, validateArray, validateBoolean, validateCString, validateDuration, validateFunction,
-  validateObject,
+  validateObject, validateOptionKeys,
 } from '../validators';
 import { isSea, mainScript } from './exec';
 import { inNodeModules, moduleGraph } from './graph';
@@ -644,6 +644,12 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
  *
  * @example for await (const { paths } of notifyOnChange({ paths: ['config.json'] })) reload(paths);
  */
+/** The keys of NotifyOnChangeOptions, for validateOptionKeys. */
+export const NOTIFY_ON_CHANGE_KEYS: readonly (keyof NotifyOnChangeOptions)[] = [
+  'polling', 'interval', 'paths', 'debounce', 'ignore', 'signal', 'persistent',
+];
+
 export function notifyOnChange(options: NotifyOnChangeOptions = {}): AsyncIterableIterator<ChangeEvent> {
+  if (options !== null && typeof options === 'object') validateOptionKeys(options, 'options', NOTIFY_ON_CHANGE_KEYS);
   return startWatching(parseWatchOptions(options, true)).feed;
 }

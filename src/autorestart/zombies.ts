@@ -7,7 +7,7 @@ import { debuglog } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import { childPids, waitAsync } from '../posix';
 import { readProcStat } from '../procstat';
-import { validateArray, validateBoolean, validateDuration, validateFunction, validateObject, toSignalNumber } from '../validators';
+import { validateArray, validateBoolean, validateDuration, validateFunction, validateObject, validateOptionKeys, toSignalNumber } from '../validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -187,6 +187,7 @@ async function reapOne(pid: number, steps: EscalationStep[], log: (line: string)
  */
 export async function cleanUpChildZombies(options: CleanUpChildZombiesOptions = {}): Promise<ReapedChild[]> {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', ['quiet', 'log', 'escalation', 'ref']);
   const { quiet = false, log, escalation = DEFAULT_ESCALATION, ref = false } = options;
   validateBoolean(quiet, 'options.quiet');
   if (log !== undefined) validateFunction(log, 'options.log');

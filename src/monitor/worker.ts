@@ -10,6 +10,7 @@ import { fork, waitAsync, type Wait4Result } from '../posix';
 import { receiver } from '../initstatus';
 import { launch, type Launched, type ReadyOptions } from '../launch';
 import { endGroupRemains } from '../process-group';
+import { programArgv } from '../relaunch';
 
 const debug = debuglog('posix-daemon');
 
@@ -28,11 +29,7 @@ export interface WorkerContext {
 }
 
 export function mainCommand(): { file: string; args: string[] } {
-  const script = process.argv[1];
-  const args = [...process.execArgv];
-  if (script !== undefined) args.push(script);
-  args.push(...process.argv.slice(2));
-  return { file: process.execPath, args };
+  return { file: process.execPath, args: programArgv() };
 }
 
 /** The monitor's side of a worker: a launched child or one adopted after an exec. */
