@@ -89,3 +89,17 @@ export function findPrebuild(dir) {
   const f = readdirSync(p).find((n) => n.endsWith('.node'));
   return f ? join(p, f) : null;
 }
+
+/**
+ * What `npm install posix-daemon` would download: the staged copy (prebuild
+ * + dist/) packed with `npm pack` into `dest`. Returns the tarball's path.
+ */
+export function packTarball(dest, { log = () => {}, keep = false } = {}) {
+  const s = stage({ log });
+  try {
+    const packed = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', dest], { cwd: s.dir, log }));
+    return join(dest, packed[0].filename);
+  } finally {
+    if (!keep) s.cleanup();
+  }
+}

@@ -19,7 +19,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
-import { npm, run, stage } from './stage.mjs';
+import { npm, packTarball, run } from './stage.mjs';
 
 const keep = process.argv.includes('--keep');
 const work = mkdtempSync(join(tmpdir(), 'posix-daemon-pkgtest-'));
@@ -142,14 +142,7 @@ function toolLessPath() {
 
 try {
   // ---------------------------------------------------- stage and pack
-  const s = stage({ log });
-  let tarball;
-  try {
-    const packed = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', work], { cwd: s.dir, log }));
-    tarball = join(work, packed[0].filename);
-  } finally {
-    if (!keep) s.cleanup();
-  }
+  const tarball = packTarball(work, { log, keep });
 
   // ------------------------------------------------------ 1. contents
   {
