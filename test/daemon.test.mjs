@@ -58,6 +58,26 @@ function failure(r) {
   return { pid: Number(m[1]), ...JSON.parse(m[2]) };
 }
 
+/**
+ * Problems if `pid` still holds the readiness pipe it inherited as `fd`.
+ * The number alone does not say: once closed it may be taken again, by a new
+ * socket or by Node's own pipes (Node 26 opens more of them, some late). So
+ * the fd must be gone, or be some other pipe: not `pipe` when that is known,
+ * else one whose other end this process holds too (the readiness pipe's read
+ * end was the foreground's).
+ */
+function readinessStillHeld(pid, fd, pipe) {
+  const fds = procFds(pid);
+  if (pipe !== undefined) {
+    const held = Object.entries(fds).filter(([, t]) => t === pipe).map(([n]) => n);
+    return held.length ? `${pipe} still open as fd ${held.join(', ')}` : null;
+  }
+  const t = fds[fd];
+  if (t === undefined) return null;
+  const pair = Object.values(fds).filter((x) => x === t).length >= 2;
+  return pair ? null : `fd ${fd} is still ${t}`;
+}
+
 /** A loopback server the daemon calls back before it reports: lets a test hold the daemon at a point. */
 async function gate() {
   const conns = [];
@@ -98,6 +118,10 @@ describe('foreground', () => {
     const fgPid = procStat(d.pid).ppid;
     track(fgPid);
     assert.ok(isAlive(fgPid), 'foreground waits for the report');
+    // The readiness pipe as the daemon holds it before reporting.
+    const readinessFd = /^fd:(\d+)$/.exec(procEnv(d.pid)[ENV_KEY])?.[1];
+    const readinessPipe = procFds(d.pid)[readinessFd];
+    assert.match(readinessPipe ?? '', /^pipe:\[\d+\]$/, `fd ${readinessFd} is the readiness pipe`);
     assert.match(readFileSync(`/proc/${fgPid}/cmdline`, 'latin1'), /daemon-app\.mjs/);
     d.go();
     const r = await fg;
@@ -114,6 +138,13 @@ describe('foreground', () => {
     assert.notEqual(st.session, getsid(0), 'a new session');
     assert.equal(st.ttyNr, 0, 'no controlling terminal');
     assert.equal(procCwd(pid), '/');
+    // The foreground may see the report before the daemon's report() has
+    // closed its end: the daemon calls back once report() has returned (on a
+    // new socket, which may well take the freed fd number: Node 26's own
+    // pipes did too).
+    const reported = await g.next();
+    assert.equal(reported.pid, pid);
+    reported.go();
     const fds = procFds(pid);
     for (const fd of ['0', '1', '2']) assert.equal(fds[fd], '/dev/null', `fd ${fd}`);
     const env = procEnv(pid);
@@ -122,8 +153,8 @@ describe('foreground', () => {
     assert.equal(env.PATH, baseEnv.PATH);
     assert.match(env[ENV_KEY], /^fd:\d+$/, 'the readiness pipe address');
     // The readiness pipe's write end was closed after the report.
-    const readinessFd = env[ENV_KEY].slice(3);
-    assert.equal(fds[readinessFd], undefined, `fd ${readinessFd} closed after reporting`);
+    assert.equal(env[ENV_KEY], `fd:${readinessFd}`);
+    assert.equal(readinessStillHeld(pid, readinessFd, readinessPipe), null, 'closed after reporting');
   });
 
   test('options: env object, cwd, umask, stdout/stderr appended to files', async () => {
@@ -240,7 +271,7 @@ test("Go's example, ported literally: envValue: rx.address + ready: rx.wait with
   const env = procEnv(pid);
   assert.match(env.DAEMONIZE_ENVKEY, /^fd:\d+$/, 'the pipe address, as given');
   // It inherited the write end under that number, and report() closed it.
-  assert.equal(procFds(pid)[env.DAEMONIZE_ENVKEY.slice(3)], undefined);
+  assert.equal(readinessStillHeld(pid, env.DAEMONIZE_ENVKEY.slice(3)), null);
   assert.notEqual(procStat(pid).session, pid, 'a proper daemon');
   process.kill(pid, 'SIGINT');  // <-ctx.Done()
   await waitFor(() => !isAlive(pid), { what: 'the daemon to end on SIGINT' });
@@ -271,7 +302,10 @@ test("Go's example with -background -self-monitor, ported literally: the worker 
   track(worker);
   assert.ok(isAlive(daemon) && isAlive(worker));
   const readinessFd = procEnv(worker).DAEMONIZE_ENVKEY.slice(3);
-  assert.equal(procFds(worker)[readinessFd], undefined, 'the worker reported and closed it');
+  // The monitor inherited the same pipe under the same number: that names it.
+  const pipe = procFds(daemon)[readinessFd];
+  assert.equal(readinessStillHeld(worker, readinessFd, pipe?.startsWith('pipe:') ? pipe : undefined), null,
+    'the worker reported and closed it');
   process.kill(daemon, 'SIGINT');  // the monitor stops its worker (SIGINT), then exits
   await waitFor(() => !isAlive(daemon) && !isAlive(worker), { what: 'monitor and worker to stop' });
 });
