@@ -15,13 +15,14 @@
 // as is. Both keep their state in a temporary --root of our own, and every
 // container is deleted at the end, whatever happened.
 //
-//   node scripts/test-container.mjs [--runtimes crun,runc] [--inits ours,tini,dumb-init,node]
+//   node scripts/test-container.mjs [--runtimes crun,runc] [--inits ours,image,tini,dumb-init,node]
 //                                   [--checks <substring>] [--rebuild] [--keep]
 //
-// Prints, per runtime, a table check × (ours, tini, dumb-init, node). The
-// "ours" and "tini" cells are graded (tini is the reference: a failure there
-// means the check itself is wrong); dumb-init and plain node are shown for
-// information. Ends with "container: N passed, N failed".
+// Prints, per runtime, a table check × PID 1: init() (the program calls it),
+// the init image as ENTRYPOINT (where the package has one), tini, dumb-init,
+// plain node. Ours and tini are graded (tini is the reference: a failure
+// there means the check itself is wrong); dumb-init and plain node are shown
+// for information. Ends with "container: N passed, N failed".
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
@@ -35,19 +36,26 @@ import { npm, packTarball, repo, run } from './stage.mjs';
 const argv = process.argv.slice(2);
 const opt = (name, def) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : def);
 const RUNTIMES = opt('--runtimes', 'crun,runc').split(',');
-const INITS = opt('--inits', 'ours,tini,dumb-init,node').split(',');
+let INITS = opt('--inits', 'ours,image,tini,dumb-init,node').split(',');
 const checkFilter = opt('--checks', '');
 const rebuild = argv.includes('--rebuild');
 const keep = argv.includes('--keep');
-const GRADED = new Set(['ours', 'tini']);
+// Columns: ours = the program calls init(); image = the package's init image
+// is the container's ENTRYPOINT (where the package has one) and the
+// program's init() then does nothing; tini and dumb-init as ENTRYPOINT;
+// node = plain node as PID 1 (the program skips init()).
+const LABEL = { ours: 'init()', image: 'init image', tini: 'tini', 'dumb-init': 'dumb-init', node: 'node' };
+const GRADED = new Set(['ours', 'image', 'tini']);
 
-// Known failures of "ours", shown and reported but not counted as failures.
-// Each entry must go as soon as the fix is merged: a known failure that
-// passes is reported so.
+// Known failures, shown and reported but not counted as failures. Each entry
+// must go as soon as the fix is merged: a known failure that passes is
+// reported so.
 const KNOWN = {
-  'early SIGTERM (5 ms after start) → 143':
-    'PID 1 is plain node until the program reaches init(), and a SIGTERM then is dropped (the kernel drops a ' +
-    "default-action signal for a namespace's PID 1); the fix is on branch `init`, not merged yet",
+  ours: {
+    'early SIGTERM (5 ms after start) → 143':
+      'PID 1 is plain node until the program reaches init(), and a SIGTERM then is dropped (the kernel drops a ' +
+      "default-action signal for a namespace's PID 1); the fix is on branch `init`, not merged yet",
+  },
 };
 
 const work = mkdtempSync(join(tmpdir(), 'posix-daemon-container-'));
@@ -79,7 +87,7 @@ function fileId(p) {
 
 function rootfsKey(tools) {
   const h = createHash('sha256');
-  h.update('rootfs v1\n');
+  h.update('rootfs v2\n');
   h.update(`${process.version} ${fileId(process.execPath)}\n`);
   for (const t of Object.values(tools)) h.update(`${fileId(t)}\n`);
   for (const f of packageInputs()) h.update(`${f}\0`).update(readFileSync(join(repo, f))).update('\0');
@@ -112,7 +120,8 @@ function buildRootfs() {
   }
   const key = rootfsKey(tools);
   const dir = join(cacheRoot, `rootfs-${key}`);
-  if (existsSync(join(dir, 'done')) && !rebuild) return { dir, key, built: false };
+  const meta = () => JSON.parse(readFileSync(join(dir, 'image.json'), 'utf8'));
+  if (existsSync(join(dir, 'done')) && !rebuild) return { dir, key, built: false, ...meta() };
 
   mkdirSync(cacheRoot, { recursive: true });
   const tmp = mkdtempSync(join(cacheRoot, 'building-'));
@@ -141,8 +150,16 @@ function buildRootfs() {
     }
     copyInto(root, tools.tini, '/usr/bin/tini');
     copyInto(root, tools['dumb-init'], '/usr/bin/dumb-init');
+    // The package's init image (an executable a container can have as its
+    // ENTRYPOINT), where this version of the package has one.
+    const imageOnHost = spawnSync(process.execPath, ['-e',
+      "import('posix-daemon/init').then((m) => process.stdout.write(m.initImagePath ?? ''), () => {})"],
+    { cwd: app, encoding: 'utf8' }).stdout.trim();
+    const image = imageOnHost && existsSync(imageOnHost) ? imageOnHost.slice(root.length) : null;
+    writeFileSync(join(root, 'image.json'), JSON.stringify({ initImage: image }));
     const libs = new Set();
-    for (const f of [process.execPath, tools.busybox, tools.tini, tools['dumb-init'], join(prebuilds, addon)]) {
+    for (const f of [process.execPath, tools.busybox, tools.tini, tools['dumb-init'], join(prebuilds, addon),
+      ...(image ? [imageOnHost] : [])]) {
       for (const l of libsOf(f)) libs.add(l);
     }
     for (const l of libs) copyInto(root, l);
@@ -158,7 +175,7 @@ function buildRootfs() {
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  return { dir, key, built: true };
+  return { dir, key, built: true, ...meta() };
 }
 
 // ---------------------------------------------------------------- runtimes
@@ -232,6 +249,7 @@ function cleanupAll() {
 const PROGRAM = ['node', '/app/app.mjs'];
 const ENTRY = {
   ours: (s) => [...PROGRAM, s],
+  image: (s, rootfs) => [rootfs.initImage, '--', ...PROGRAM, s],
   tini: (s) => ['/usr/bin/tini', '--', ...PROGRAM, s],
   'dumb-init': (s) => ['/usr/bin/dumb-init', ...PROGRAM, s],
   node: (s) => [...PROGRAM, s],
@@ -243,14 +261,14 @@ function config({ rootfs, init, scenario, readonly = false, uid = 0 }) {
     process: {
       terminal: false,
       user: { uid, gid: uid },
-      args: ENTRY[init](scenario),
+      args: ENTRY[init](scenario, rootfs),
       env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'HOME=/tmp', ...(init === 'node' ? ['APP_NO_INIT=1'] : [])],
       cwd: '/app',
       capabilities: Object.fromEntries(['bounding', 'effective', 'permitted'].map((k) => [k, ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE']])),
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
       noNewPrivileges: true,
     },
-    root: { path: rootfs, readonly },
+    root: { path: rootfs.dir, readonly },
     hostname: 'posix-daemon-test',
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc' },
@@ -480,6 +498,8 @@ try {
   for (const tool of ['ldd', 'unshare', ...RUNTIMES]) if (!which(tool)) throw new Error(`${tool} is not installed`);
   const rootfs = buildRootfs();
   console.log(`rootfs: .cache/container/rootfs-${rootfs.key} (${rootfs.built ? 'built' : 'cached'}; node ${process.version}, tini, dumb-init, busybox, the packed package in /app)`);
+  if (rootfs.initImage) console.log(`init image: ${rootfs.initImage}`);
+  else INITS = INITS.filter((i) => i !== 'image');
   for (const name of RUNTIMES) {
     const rt = makeRuntime(name);
     const version = spawnSync(name, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
@@ -488,7 +508,7 @@ try {
       const { checks } = r;
       if (checkFilter && !checks.some((ch) => ch.includes(checkFilter))) continue;
       for (const init of INITS) {
-        const c = startContainer(rt, rootfs.dir, { init, scenario: r.scenario, ...r.spec });
+        const c = startContainer(rt, rootfs, { init, scenario: r.scenario, ...r.spec });
         let got;
         try {
           got = await within(scenarios[r.run ?? r.scenario](c, r.spec), 90000, null);
@@ -519,25 +539,27 @@ for (const name of RUNTIMES) {
   const rows = CHECKS.filter((ch) => results.some((r) => r.runtime === name && r.check === ch));
   if (!rows.length) continue;
   const w = Math.max(...rows.map((r) => r.length)) + 2;
-  console.log(`\n${name}: check × PID 1 (ours and tini graded; dumb-init and node for information)`);
-  console.log(`${pad('check', w)}${INITS.map((i) => pad(i, 12)).join('')}`);
+  const info = INITS.filter((i) => !GRADED.has(i)).map((i) => LABEL[i]);
+  console.log(`\n${name}: check × PID 1 (${INITS.filter((i) => GRADED.has(i)).map((i) => LABEL[i]).join(', ')} graded` +
+    `${info.length ? `; ${info.join(', ')} for information` : ''})`);
+  console.log(`${pad('check', w)}${INITS.map((i) => pad(LABEL[i], 12)).join('')}`);
   for (const check of rows) {
     const cells = INITS.map((init) => {
       const r = results.find((x) => x.runtime === name && x.init === init && x.check === check);
       if (!r) return '-';
-      const knownReason = init === 'ours' ? KNOWN[check] : undefined;
+      const knownReason = KNOWN[init]?.[check];
       if (GRADED.has(init)) {
         if (r.ok) {
           passed++;
-          if (knownReason) notes.push(`${name}/${init} "${check}" is marked as a known failure but PASSED: remove the mark`);
+          if (knownReason) notes.push(`${name}/${LABEL[init]} "${check}" is marked as a known failure but PASSED: remove the mark`);
         } else if (knownReason) {
-          known.push(`${name}/${init} "${check}": ${r.detail}`);
+          known.push(`${name}/${LABEL[init]} "${check}": ${r.detail}`);
         } else {
           failed++;
-          notes.push(`FAIL ${name}/${init} "${check}": ${r.detail}`);
+          notes.push(`FAIL ${name}/${LABEL[init]} "${check}": ${r.detail}`);
         }
       } else if (!r.ok) {
-        notes.push(`(info) ${name}/${init} "${check}": ${r.detail}`);
+        notes.push(`(info) ${name}/${LABEL[init]} "${check}": ${r.detail}`);
       }
       return r.ok ? 'ok' : knownReason ? 'KNOWN' : GRADED.has(init) ? 'FAIL' : 'no';
     });
@@ -547,7 +569,8 @@ for (const name of RUNTIMES) {
 console.log('');
 for (const n of notes) console.log(n);
 if (known.length) {
-  console.log(`known failures, not counted (${Object.entries(KNOWN).map(([c, why]) => `"${c}": ${why}`).join('; ')}):`);
+  const why = Object.values(KNOWN).flatMap((k) => Object.entries(k)).map(([c, w]) => `"${c}": ${w}`);
+  console.log(`known failures, not counted (${why.join('; ')}):`);
   for (const k of known) console.log(`  ${k}`);
 }
 if (setupError) {
