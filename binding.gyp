@@ -27,6 +27,20 @@
         "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
         "MACOSX_DEPLOYMENT_TARGET": "10.15"
       }
+    },
+    {
+      "target_name": "posix_daemon_init",
+      "target_conditions": [["_type=='loadable_module'", {"product_extension": "so"}]],
+      "conditions": [
+        ["OS=='linux' and (target_arch=='x64' or target_arch=='arm64')", {
+          "type": "loadable_module",
+          "sources": ["native/init-loop.c"],
+          "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fno-exceptions"],
+          "ldflags": ["-Wl,--as-needed", "-Wl,-e,pd_init_start", "-Wl,-z,now"]
+        }, {
+          "type": "none"
+        }]
+      ]
     }
   ]
 }

@@ -61,6 +61,8 @@ async function series(args) {
 
 const ours = await series([process.execPath, program, 'ours']);
 const tini = haveTini ? await series(['/usr/bin/tini', '--', process.execPath, program, 'tini']) : null;
+const haveDumbInit = existsSync('/usr/bin/dumb-init');
+const dumbInit = haveDumbInit ? await series(['/usr/bin/dumb-init', process.execPath, program, 'dumb-init']) : null;
 
 const row = (name, m) => `| ${name} | ${m.pss} KiB | ${m.priv} KiB | ${m.rss} KiB | ${m.programPss} KiB |`;
 const ratio = tini ? ` (${(ours.pss / tini.pss).toFixed(2)}x tini's Pss, ${(ours.priv / tini.priv).toFixed(2)}x its private memory)` : '';
@@ -76,11 +78,12 @@ const section = [
   '| --- | --- | --- | --- | --- |',
   row('posix-daemon `init()`', ours),
   tini ? row('tini (Debian)', tini) : '| tini | not installed | | | |',
+  dumbInit ? row('dumb-init (Debian)', dumbInit) : '| dumb-init | not installed | | | |',
   '',
-  `Ours${ratio}. PID 1 does not keep Node: it execs the dynamic loader with process.execPath (never started) and the ` +
-    'addon preloaded, whose constructor runs the loop, and it gives the pages of the never-used node binary back ' +
-    '(MADV_DONTNEED). What remains over tini is libstdc++ (the addon links it) and the addon itself. ' +
-    'Without that, PID 1 would stay a whole Node process (tens of MiB, and signals lost to its other threads).',
+  `Ours${ratio}. PID 1 does not keep Node: it execs the dynamic loader with posix_daemon_init.so, a plain-C ` +
+    'shared object built next to the addon (native/init-loop.c), so PID 1 maps the loader, libc and that object: ' +
+    'no node, no libstdc++, no addon. Without that, PID 1 would stay a whole Node process (tens of MiB, and signals ' +
+    'lost to its other threads).',
   END,
 ].join('\n');
 

@@ -87,6 +87,23 @@ if (maps.length !== 1 || !okPath(maps[0])) problems.push('mapped addon ' + JSON.
 let addonPath = null;
 try { addonPath = require(pkgDir + 'dist/native.js').addonPath; } catch (e) { problems.push('dist/native.js: ' + e.message); }
 if (addonPath !== maps[0]) problems.push('addonPath ' + addonPath + ' is not the mapped file ' + maps[0]);
+// The init image next to the addon: run through the library's own command
+// (the loader + the image), through the posix-daemon-init bin, and directly.
+if (process.platform === 'linux') {
+  const { spawnSync } = await import('node:child_process');
+  const { accessSync, constants } = await import('node:fs');
+  const initMod = require('posix-daemon/init');
+  const want = pkgDir + (expect === 'prebuild' ? 'prebuilds/' : 'build/Release/');
+  if (!initMod.initImagePath.startsWith(want)) problems.push('initImagePath ' + initMod.initImagePath + ' is not under ' + want);
+  const { file, argv } = initMod.initImageCommand(['-w', '--', '/bin/sh', '-c', 'exit 7']);
+  const r1 = spawnSync(file, argv.slice(1), { argv0: argv[0], encoding: 'utf8' });
+  if (r1.status !== 7) problems.push('the init image via ' + file + ' gave ' + r1.status + ' ' + r1.stderr);
+  const r2 = spawnSync('node_modules/.bin/posix-daemon-init', ['-w', '--', '/bin/sh', '-c', 'exit 5'], { encoding: 'utf8' });
+  if (r2.status !== 5) problems.push('node_modules/.bin/posix-daemon-init gave ' + r2.status + ' ' + r2.stderr + (r2.error?.message ?? ''));
+  try { accessSync(initMod.initImagePath, constants.X_OK); } catch { problems.push(initMod.initImagePath + ' is not executable (an ENTRYPOINT needs that)'); }
+  const r3 = spawnSync(initMod.initImagePath, ['-w', '--', '/bin/sh', '-c', 'exit 6'], { encoding: 'utf8' });
+  if (r3.status !== 6) problems.push('the init image run directly gave ' + r3.status + ' ' + r3.stderr + (r3.error?.message ?? ''));
+}
 console.log(JSON.stringify({ node: process.version, loaded, missing, problems, binding, addon: maps[0] ?? null }));
 `;
 
@@ -152,13 +169,15 @@ try {
     const plat = `${process.platform}-${process.arch}`;
     const allowed = [
       /^package\.json$/, /^README\.md$/, /^LICENSE$/, /^binding\.gyp$/,
-      /^native\/[^/]+\.(cc|h)$/,
+      /^native\/[^/]+\.(cc|c|h)$/,
       /^dist\/[^/]+\.(js|d\.ts|mjs|d\.mts)$/,
       // One concern per file under a subpath's folder (src/autorestart/): CJS + types.
       /^dist\/[^/]+\/[^/]+\.(js|d\.ts)$/,
       // The systemd units and server the README installs from node_modules.
       /^examples\/systemd\/[^/]+\.(mjs|service|socket)$/,
       /^prebuilds\/[^/]+\/[^/]+\.node$/,
+      // The init image (native/init-loop.c), a plain-C shared object.
+      /^prebuilds\/[^/]+\/posix_daemon_init\.so$/,
     ];
     const required = {
       'package.json': /^package\.json$/,
@@ -171,6 +190,9 @@ try {
       'dist/*.mjs': /^dist\/.+\.mjs$/,
       'dist/*.d.mts': /^dist\/.+\.d\.mts$/,
       [`prebuilds/${plat}/*.node`]: new RegExp(`^prebuilds/${plat}/[^/]+\\.node$`),
+      ...(process.platform === 'linux'
+        ? { [`prebuilds/${plat}/posix_daemon_init.so`]: new RegExp(`^prebuilds/${plat}/posix_daemon_init\\.so$`) } : {}),
+      'native/init-loop.c': /^native\/init-loop\.c$/,
     };
     // Every file the exports map points at must be in the tarball.
     for (const [sub, t] of Object.entries(pkg.exports ?? {})) {

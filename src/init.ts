@@ -3,22 +3,30 @@
  *
  * Plain `node` as PID 1 never reaps orphans (they stay zombies) and, having
  * no handler, ignores SIGTERM from `docker stop`. Call `await init()` first
- * thing in the program: as PID 1 the process turns into a tiny init (see
- * native/init.cc: an execve into the dynamic loader with this addon
- * preloaded, so no JavaScript engine runs in it) that starts the same
+ * thing in the program: as PID 1 the process turns into a tiny init (an
+ * execve into native/init-loop.c, a plain-C image run by the dynamic loader;
+ * no JavaScript engine, no node, no C++ runtime in it) that starts the same
  * command line again as its child, forwards signals to it, reaps every
  * process and exits with the program's status. In the child, and in any
  * process that is not PID 1, `init()` resolves at once.
+ *
+ * To start in the init image before any JavaScript runs, use the
+ * `posix-daemon-init` command or `node --import posix-daemon/init/auto`
+ * (README, "In a container").
  */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 import { debuglog } from 'node:util';
 import { addon, addonPath } from './native';
-import { featureUnavailable, workerUnsupported } from './errors';
-import { validateBoolean, validateDuration, validateObject } from './validators';
+import { featureUnavailable, invalidArgValue, workerUnsupported } from './errors';
+import {
+  toSignalNumber, validateBoolean, validateDuration, validateInteger, validateObject,
+} from './validators';
 
 const debug = debuglog('posix-daemon');
 
-/** Set in the program's environment to the init's PID. */
+/** Set in the program's environment to the init's PID (by the init image). */
 export const INIT_ENV = 'POSIX_DAEMON_INIT';
 
 export interface InitOptions {
@@ -29,6 +37,27 @@ export interface InitOptions {
    * before SIGKILL, in ms (default 5000).
    */
   shutdownTimeout?: number;
+  /**
+   * Outside PID 1 (with `force`): register as a child subreaper, so orphans
+   * of the program's tree are re-parented to the init and reaped (tini -s).
+   * Default true; with false the init warns that orphans are not reaped.
+   */
+  subreaper?: boolean;
+  /**
+   * Forward signals to the program's whole process group instead of the
+   * program alone (tini -g). Default false.
+   */
+  signalGroup?: boolean;
+  /**
+   * Exit statuses to replace: `{ 143: 0 }` makes a program that died of
+   * SIGTERM (128+15) end the container with 0 (tini -e 143).
+   */
+  remapExitCodes?: Record<number, number>;
+  /**
+   * Signals to rewrite before forwarding: `{ SIGTERM: 'SIGQUIT' }`; `null`
+   * drops the signal (dumb-init -r).
+   */
+  rewriteSignals?: Partial<Record<NodeJS.Signals, NodeJS.Signals | number | null>>;
 }
 
 /** Whether this process is the program started by our init (the init is its parent). */
@@ -38,9 +67,78 @@ export function isUnderInit(): boolean {
   return v !== undefined && /^[1-9]\d{0,9}$/.test(v) && Number(v) === process.ppid;
 }
 
-function glibcRuntime(): boolean {
-  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-  return typeof header?.glibcVersionRuntime === 'string';
+/** The init image: the plain-C shared object built next to the addon. */
+export const initImagePath: string = join(dirname(addonPath), 'posix_daemon_init.so');
+
+/**
+ * The init image's command-line options for `options` (the same options the
+ * `posix-daemon-init` command takes). Validates like `init()`.
+ */
+export function initImageOptions(options: InitOptions = {}): string[] {
+  validateObject(options as unknown, 'options');
+  const {
+    shutdownTimeout = 5000, subreaper = true, signalGroup = false, remapExitCodes = {}, rewriteSignals = {},
+  } = options;
+  validateDuration(shutdownTimeout, 'options.shutdownTimeout');
+  validateBoolean(subreaper, 'options.subreaper');
+  validateBoolean(signalGroup, 'options.signalGroup');
+  validateObject(remapExitCodes as unknown, 'options.remapExitCodes');
+  validateObject(rewriteSignals as unknown, 'options.rewriteSignals');
+  const out = ['-t', String(Math.min(Math.floor(shutdownTimeout), 2 ** 31 - 1))];
+  if (subreaper) out.push('-s');
+  if (signalGroup) out.push('-g');
+  for (const [from, to] of Object.entries(remapExitCodes)) {
+    if (!/^(0|[1-9]\d{0,2})$/.test(from) || Number(from) > 255) {
+      throw invalidArgValue('options.remapExitCodes', from, 'must have exit statuses (0-255) as keys');
+    }
+    validateInteger(to, `options.remapExitCodes[${from}]`, 0, 255);
+    out.push('-e', `${from}:${to}`);
+  }
+  for (const [from, to] of Object.entries(rewriteSignals)) {
+    const f = toSignalNumber(from, 'options.rewriteSignals');
+    if (f === 9 || f === 19) throw invalidArgValue('options.rewriteSignals', from, 'cannot be caught, so never forwarded');
+    const t = to === null ? 0 : toSignalNumber(to, `options.rewriteSignals.${from}`);
+    out.push('-r', `${f}:${t}`);
+  }
+  return out;
+}
+
+/**
+ * The file and argv that run the init image with `imageArgs` (options, `--`,
+ * program and arguments), or an error saying what is missing.
+ */
+export function initImageCommand(imageArgs: string[]): { file: string; argv: string[] } {
+  if (process.platform !== 'linux' || addon.becomeInit === undefined || addon.initRuntime === undefined) {
+    throw featureUnavailable('init() (it needs Linux)');
+  }
+  const { interpreter, glibc } = addon.initRuntime();
+  if (glibc === null) throw featureUnavailable('init() (it needs glibc; this node runs on another C library)');
+  if (!existsSync(initImagePath)) {
+    throw featureUnavailable(`init() (the init image ${initImagePath} is missing: rebuild the package, or use a prebuild for linux-x64/arm64)`);
+  }
+  if (interpreter === null) {
+    // A statically linked node: the image names its own loader (PT_INTERP).
+    return { file: initImagePath, argv: [initImagePath, ...imageArgs] };
+  }
+  return { file: interpreter, argv: [interpreter, initImagePath, ...imageArgs] };
+}
+
+/** The environment as execve wants it. */
+function envArray(): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) out.push(`${k}=${v}`);
+  return out;
+}
+
+/**
+ * Replaces this process with the init image, which then runs `programArgv`.
+ * Returns only by throwing (nothing changed) when that is impossible.
+ */
+export function execInitImage(imageArgs: string[]): never {
+  if (!isMainThread) throw workerUnsupported('init()');
+  const { file, argv } = initImageCommand(imageArgs);
+  debug('init: pid %d becomes the init: %j', process.pid, argv);
+  return addon.becomeInit!(file, argv, envArray());
 }
 
 /**
@@ -50,43 +148,27 @@ function glibcRuntime(): boolean {
  * nothing.
  *
  * The program runs in its own process group (the terminal's foreground
- * group when there is a terminal). SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1,
- * SIGUSR2, SIGWINCH, SIGCONT and SIGTSTP sent to the init are forwarded to
- * it. When it exits, everything left (as PID 1: every process of the
- * namespace) gets SIGTERM, then SIGKILL after `shutdownTimeout`, and the
- * init exits with the program's exit code (128+N after signal N).
+ * group when there is a terminal). Every signal sent to the init but
+ * SIGCHLD and the synchronous faults is forwarded to it (optionally
+ * rewritten, optionally to its process group). When it exits, everything
+ * left (as PID 1: every process of the namespace) gets SIGTERM, then
+ * SIGKILL after `shutdownTimeout`, and the init exits with the program's
+ * exit code (128+N after signal N; optionally remapped).
  *
  * Code that runs before `init()` runs twice (once in PID 1, once in the
- * program); call it first. Linux with glibc only.
+ * program); call it first, or start with `posix-daemon-init`. Linux with
+ * glibc only.
  */
 export async function init(options: InitOptions = {}): Promise<void> {
   validateObject(options as unknown, 'options');
-  const { force = false, shutdownTimeout = 5000 } = options;
+  const { force = false } = options;
   validateBoolean(force, 'options.force');
-  validateDuration(shutdownTimeout, 'options.shutdownTimeout');
+  const imageOptions = initImageOptions(options);
   if (isUnderInit()) {
     debug('init: running under the init (pid %d)', process.ppid);
     return;
   }
   if (process.pid !== 1 && !force) return;
-  if (!isMainThread) throw workerUnsupported('init()');
-  const interpreter = addon.initInterpreter?.() ?? null;
-  if (process.platform !== 'linux' || addon.becomeInit === undefined || interpreter === null || !glibcRuntime()) {
-    throw featureUnavailable('init() (it needs Linux, glibc and a dynamically linked node)');
-  }
   const programArgv = [process.execPath, ...process.execArgv, ...process.argv.slice(1)];
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
-  env[INIT_ENV] = String(process.pid);
-  const userPreload = env.LD_PRELOAD;
-  const timeout = Math.min(Math.floor(shutdownTimeout), 2 ** 31 - 1);
-  env.POSIX_DAEMON_INIT_IMAGE = `${timeout}:${userPreload === undefined ? 0 : 1}`;
-  if (userPreload !== undefined) env.POSIX_DAEMON_INIT_LD_PRELOAD = `LD_PRELOAD=${userPreload}`;
-  env.LD_PRELOAD = addonPath;
-  const envArray = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  // The dynamic loader runs process.execPath with this addon preloaded; the
-  // addon's constructor takes over before node's main() starts.
-  const argv = [interpreter, process.execPath, '--posix-daemon-init', '--', ...programArgv];
-  debug('init: pid %d becomes the init of %j', process.pid, programArgv);
-  addon.becomeInit(interpreter, argv, envArray);
+  execInitImage([...imageOptions, '--', ...programArgv]);
 }

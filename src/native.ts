@@ -57,7 +57,7 @@ export interface RawAddon {
   pipe(): [number, number];
   getFdFlags(fd: number): { cloexec: boolean; nonblocking: boolean };
   // init.cc (Linux only), pidfd.cc, files.cc
-  initInterpreter?(): string | null;
+  initRuntime?(): { interpreter: string | null; glibc: string | null };
   becomeInit?(file: string, argv: string[], env: string[]): never;
   ProcessHandle: new (pid: number) => RawProcessHandle;
   flock(fd: number, operation: 'ex' | 'sh' | 'un'): boolean;

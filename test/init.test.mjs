@@ -2,54 +2,18 @@
 // and with plain node as PID 1.
 import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Reaper, fixtures, root, isAlive, procStat, waitFor } from './helpers.mjs';
+import { Reaper, fixtures, isAlive, procStat } from './helpers.mjs';
+import { noNamespace, noTini, start as startLines, namespaceInit as nsInit } from './init-helpers.mjs';
 import { init } from '../dist/init.mjs';
 
 const app = join(fixtures, 'init-app.mjs');
 const reaper = new Reaper();
 after(() => reaper.killAll());
 
-const probe = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']);
-const noNamespace = probe.status === 0 ? false
-  : `unshare --pid --fork --mount-proc is not permitted here (${String(probe.stderr).trim() || probe.error?.message})`;
-const noTini = existsSync('/usr/bin/tini') ? false : 'tini is not installed (/usr/bin/tini)';
-
-/** Starts `cmd` and collects its output lines; resolves lines as they come. */
-function start(cmd, args) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  reaper.add(child.pid);
-  const lines = [];
-  let stderr = '';
-  let buf = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
-  child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-  const exited = new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
-  const line = (prefix) => waitFor(() => lines.find((l) => l.startsWith(prefix)), { what: `${prefix} (stderr: ${stderr})` });
-  return { child, lines, line, exited, stderr: () => stderr };
-}
-
-/** The host PID of the namespace's PID 1: unshare --fork's only child. */
-async function namespaceInit(unsharePid) {
-  const kids = await waitFor(() => {
-    try {
-      const t = readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'latin1').trim();
-      return t === '' ? null : t.split(' ').map(Number);
-    } catch {
-      return null;
-    }
-  }, { what: 'the namespace init' });
-  return reaper.add(kids[0]);
-}
+const start = (cmd, args) => startLines(reaper, cmd, args);
+const namespaceInit = (unsharePid) => nsInit(reaper, unsharePid);
 
 const runners = {
   ours: (ending) => ['unshare', ['--pid', '--fork', '--mount-proc', process.execPath, app, 'ours', ending]],
@@ -147,15 +111,4 @@ test('not PID 1 and no force: init() resolves at once and does nothing', async (
   assert.equal(readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'latin1'), before);
   await assert.rejects(init({ force: 'yes' }), { code: 'ERR_INVALID_ARG_TYPE' });
   await assert.rejects(init({ shutdownTimeout: -1 }), { code: 'ERR_OUT_OF_RANGE' });
-});
-
-test('a normal process that loads the addon is never taken over by the init image code', () => {
-  // The init image's environment variable and marker arguments, in a
-  // process that runs JavaScript: the addon loads and stays out of it.
-  const out = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(join(root, 'dist', 'index.js'))}); console.log('loaded')`,
-    '--', '--posix-daemon-init', '--', process.execPath, app], {
-    env: { ...process.env, POSIX_DAEMON_INIT_IMAGE: '100:0' }, encoding: 'utf8', timeout: 20000,
-  });
-  assert.equal(out.stdout.trim(), 'loaded', out.stderr);
-  assert.equal(out.status, 0);
 });
