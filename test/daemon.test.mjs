@@ -58,6 +58,26 @@ function failure(r) {
   return { pid: Number(m[1]), ...JSON.parse(m[2]) };
 }
 
+/**
+ * Problems if `pid` still holds the readiness pipe it inherited as `fd`.
+ * The number alone does not say: once closed it may be taken again, by a new
+ * socket or by Node's own pipes (Node 26 opens more of them, some late). So
+ * the fd must be gone, or be some other pipe: not `pipe` when that is known,
+ * else one whose other end this process holds too (the readiness pipe's read
+ * end was the foreground's).
+ */
+function readinessStillHeld(pid, fd, pipe) {
+  const fds = procFds(pid);
+  if (pipe !== undefined) {
+    const held = Object.entries(fds).filter(([, t]) => t === pipe).map(([n]) => n);
+    return held.length ? `${pipe} still open as fd ${held.join(', ')}` : null;
+  }
+  const t = fds[fd];
+  if (t === undefined) return null;
+  const pair = Object.values(fds).filter((x) => x === t).length >= 2;
+  return pair ? null : `fd ${fd} is still ${t}`;
+}
+
 /** A loopback server the daemon calls back before it reports: lets a test hold the daemon at a point. */
 async function gate() {
   const conns = [];
@@ -98,6 +118,10 @@ describe('foreground', () => {
     const fgPid = procStat(d.pid).ppid;
     track(fgPid);
     assert.ok(isAlive(fgPid), 'foreground waits for the report');
+    // The readiness pipe as the daemon holds it before reporting.
+    const readinessFd = /^fd:(\d+)$/.exec(procEnv(d.pid)[ENV_KEY])?.[1];
+    const readinessPipe = procFds(d.pid)[readinessFd];
+    assert.match(readinessPipe ?? '', /^pipe:\[\d+\]$/, `fd ${readinessFd} is the readiness pipe`);
     assert.match(readFileSync(`/proc/${fgPid}/cmdline`, 'latin1'), /daemon-app\.mjs/);
     d.go();
     const r = await fg;
@@ -114,6 +138,13 @@ describe('foreground', () => {
     assert.notEqual(st.session, getsid(0), 'a new session');
     assert.equal(st.ttyNr, 0, 'no controlling terminal');
     assert.equal(procCwd(pid), '/');
+    // The foreground may see the report before the daemon's report() has
+    // closed its end: the daemon calls back once report() has returned (on a
+    // new socket, which may well take the freed fd number: Node 26's own
+    // pipes did too).
+    const reported = await g.next();
+    assert.equal(reported.pid, pid);
+    reported.go();
     // Until it is ready its stderr goes to a file the foreground reads if it
     // dies; once the foreground said "ready", back to /dev/null.
     await waitFor(() => procFds(pid)['2'] === '/dev/null', { what: 'stderr back on /dev/null' });
@@ -125,10 +156,9 @@ describe('foreground', () => {
     assert.equal(env.USER, baseEnv.USER);
     assert.equal(env.PATH, baseEnv.PATH);
     assert.match(env[ENV_KEY], /^fd:\d+$/, 'the readiness pipe address');
-    // The readiness pipe's write end was closed after the report (right
-    // after the write the foreground waited for: wait for the close).
-    const readinessFd = env[ENV_KEY].slice(3);
-    await waitFor(() => procFds(pid)[readinessFd] === undefined, { what: `fd ${readinessFd} closed after reporting` });
+    // The readiness pipe's write end was closed after the report.
+    assert.equal(env[ENV_KEY], `fd:${readinessFd}`);
+    assert.equal(readinessStillHeld(pid, readinessFd, readinessPipe), null, 'closed after reporting');
   });
 
   test('options: env object, cwd, umask, stdout/stderr appended to files', async () => {
@@ -246,8 +276,8 @@ test("Go's example, ported literally: envValue: rx.address + ready: rx.wait with
   assert.match(env.DAEMONIZE_ENVKEY, /^fd:\d+$/, 'the pipe address, as given');
   // It inherited the write end under that number, and report() closed it,
   // right after the write the foreground waited for: wait for the close
-  // (issue 16, item 29).
-  await waitFor(() => procFds(pid)[env.DAEMONIZE_ENVKEY.slice(3)] === undefined, { what: 'the daemon to close the readiness fd' });
+  // (issue 16, item 29; the number may be reused at once, as Node 26 does).
+  await waitFor(() => readinessStillHeld(pid, env.DAEMONIZE_ENVKEY.slice(3)) === null, { what: 'the daemon to close the readiness fd' });
   assert.notEqual(procStat(pid).session, pid, 'a proper daemon');
   process.kill(pid, 'SIGINT');  // <-ctx.Done()
   await waitFor(() => !isAlive(pid), { what: 'the daemon to end on SIGINT' });
@@ -281,7 +311,10 @@ test("Go's example with -background -self-monitor, ported literally: the worker 
   // report() writes "ready\n" and then closes the fd: the foreground can read
   // the line, print and exit, and we can get here, before the worker's close()
   // ran (issue 16, item 29: seen on a loaded machine). Wait for the close.
-  await waitFor(() => procFds(worker)[readinessFd] === undefined, { what: 'the worker to close the readiness fd' });
+  // The monitor inherited the same pipe under the same number: that names it.
+  const pipe = procFds(daemon)[readinessFd];
+  await waitFor(() => readinessStillHeld(worker, readinessFd, pipe?.startsWith('pipe:') ? pipe : undefined) === null,
+    { what: 'the worker to close the readiness fd' });
   // The worker inherited the daemon's stderr capture (it was started before
   // the daemon was ready); its daemonize() let go of it: /dev/null, not a
   // deleted file that grows for as long as it runs.

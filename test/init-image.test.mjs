@@ -6,7 +6,7 @@ import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Reaper, fixtures, root, isAlive, procStat, waitFor } from './helpers.mjs';
 import { noNamespace, noTini, start, namespaceInit, parseReady } from './init-helpers.mjs';
@@ -92,14 +92,15 @@ describe('the init image as PID 1', { skip: noNamespace }, () => {
 });
 
 test('the package in a path with a space and a colon (issue 16 item 6)', async () => {
-  // A copy of the package (compiled JS and the native build) under "a b:c".
+  // A copy of the package (compiled JS and the native files this run loads:
+  // build/Release/, or prebuilds/<platform>-<arch>/ where there is no build,
+  // as under test:matrix) under "a b:c".
   const pkg = join(tmp, 'a b:c', 'posix-daemon');
-  mkdirSync(join(pkg, 'build', 'Release'), { recursive: true });
+  const nativeDir = relative(root, dirname(initImagePath));
+  mkdirSync(join(pkg, nativeDir), { recursive: true });
   cpSync(join(root, 'dist'), join(pkg, 'dist'), { recursive: true });
   cpSync(join(root, 'package.json'), join(pkg, 'package.json'));
-  for (const f of ['posix_daemon.node', 'posix_daemon_init.so']) {
-    cpSync(join(root, 'build', 'Release', f), join(pkg, 'build', 'Release', f));
-  }
+  cpSync(join(root, nativeDir), join(pkg, nativeDir), { recursive: true });
   symlinkSync(join(root, 'node_modules'), join(pkg, 'node_modules'));
   const run = start(reaper, process.execPath, [prog, 'signals', 'SIGTERM'], {
     env: { ...env({ force: true }), FIXTURE_INIT_MODULE: pathToFileURL(join(pkg, 'dist', 'init.mjs')).href },
