@@ -154,6 +154,35 @@ const runners = {
     p.child.kill('SIGKILL');
   },
 
+  async workers(code) {
+    const port = await freePort();
+    write('workers.mjs', code, port);
+    const { availableCpus } = await import('../dist/monitor.mjs');
+    const n = availableCpus().count;
+    const p = start(node, ['workers.mjs']);
+    const monitor = p.child.pid;
+    // 'auto': one worker per CPU this process may use, each serving the monitor's socket.
+    await waitFor(() => childPids(monitor).length === n, { what: `${n} workers` });
+    const first = childPids(monitor);
+    first.forEach((w) => reaper.add(w));
+    assert.match(await waitServing(port), /^hello from \d+\n$/);
+    const served = Number(/\d+/.exec(await get(port))[0]);
+    assert.ok(first.includes(served), `a worker answers (${served} of ${first})`);
+    // kill -HUP: a rolling reload leaves only new workers, the port always open.
+    process.kill(monitor, 'SIGHUP');
+    await waitFor(() => {
+      const now = childPids(monitor);
+      return now.length === n && now.every((w) => !first.includes(w));
+    }, { what: 'the rolling reload' });
+    childPids(monitor).forEach((w) => reaper.add(w));
+    assert.match(await get(port), /^hello from \d+\n$/);
+    // SIGTERM: the monitor stops its workers and exits 0.
+    const last = childPids(monitor);
+    process.kill(monitor, 'SIGTERM');
+    assert.deepEqual(await p.exited, { code: 0, signal: null }, p.stderr);
+    for (const w of [...first, ...last]) assert.equal(isAlive(w), false, `worker ${w} stopped`);
+  },
+
   async imports(code) {
     write('imports.mjs', code, 0);
     const r = await runToEnd(node, ['imports.mjs']);
