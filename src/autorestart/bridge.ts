@@ -223,6 +223,11 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
   try {
     await child.ready({ timeout: spec.timeout });
   } catch (err) {
+    // A child that reported its failure exits right after (the guard does):
+    // give it a moment, for its real exit status. Anything else goes now.
+    if (!isExitedError(err) && (err as { code?: string }).code !== 'ETIMEDOUT') {
+      await Promise.race([child.exited, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    }
     child.kill('SIGKILL');
     const status = await child.exited;
     // What it wrote before it died may still be in the pipe.
@@ -238,7 +243,7 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
     const why = isExitedError(err) ? (status?.signal ? `was killed by ${status.signal} before it was up`
       : `exited with code ${status?.exitCode} before it was up`)
       : (err as { code?: string }).code === 'ETIMEDOUT' ? `was not up within ${spec.timeout} ms`
-        : `failed at start-up: ${(err as Error).message}`;
+        : `failed at start-up (${(err as Error).message})${status?.exitCode != null ? ` and exited with code ${status.exitCode}` : ''}`;
     throw refused(child.pid, why, err, status?.exitCode ?? null, status?.signal ?? null, tail);
   }
   debug('preflight: pid %d is up', child.pid);

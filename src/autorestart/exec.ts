@@ -310,7 +310,7 @@ hooks: ExecHooks): Promise<never> {
       bridge?.abandon();
       const cause = err instanceof Refused ? err.cause as Error : err as Error;
       if (reloadSent) {
-        completeReload(err instanceof Refused ? `reload refused: ${firstLine(cause)}; the running version goes on`
+        completeReload(err instanceof Refused ? `reload refused: ${firstLine(cause).replace(/^restart refused: /, '')}`
           : `restart failed (${firstLine(cause)}); retrying`, cause);
         reloadSent = false;
       }
