@@ -28,7 +28,7 @@ import { debuglog } from 'node:util';
 import { childPids, fork, pipe, waitAsync } from '../posix';
 import { receiver, report } from '../initstatus';
 import { launch, isExitedError } from '../launch';
-import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers } from '../sockets';
+import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers, type PassedSocket } from '../sockets';
 import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
 
@@ -172,7 +172,7 @@ export interface Bridge {
 export interface PreflightSpec {
   argv: string[];
   env: Record<string, string>;
-  sockets: Array<{ fd: number; name: string }>;
+  sockets: PassedSocket[];
   timeout: number;
   drainTimeout: number;
 }

@@ -280,6 +280,9 @@ hooks: ExecHooks): Promise<never> {
             timeout: preflightTimeout, drainTimeout,
           });
         } catch (err) {
+          // A preflight that could not even be started (fork/execve failed:
+          // E2BIG, EAGAIN...) is an exec failure: retried like one.
+          if ((err as { code?: unknown }).code !== 'ERR_RESTART_REFUSED') throw err;
           throw Object.assign(new Refused(), { cause: err });
         }
       }
