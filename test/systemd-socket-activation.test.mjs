@@ -70,7 +70,7 @@ async function activateAndRestart({ ports, fdnames, listenOptions, restarts = 3 
     await waitFor(() => out.includes(`READY GEN ${n - 1} PID ${child.pid} `), { what: `generation ${n - 1}: ${out}` });
     process.kill(child.pid, 'SIGHUP');
     await waitFor(() => seen.every((s) => s.newestGen >= n) && out.includes(`READY GEN ${n} PID ${child.pid} `),
-      { what: `generation ${n} on every port: ${out}`, timeout: 60000 });
+      { what: `generation ${n} on every port: ${out} ${err.slice(-3000)}`, timeout: 60000 });
   }
   running = false;
   await Promise.all(clients);
