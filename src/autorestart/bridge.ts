@@ -33,7 +33,7 @@ type Initstatus = typeof import('../initstatus');
 type Launch = typeof import('../launch');
 const initstatus = (): Initstatus => require('../initstatus') as Initstatus;
 const launchApi = (): Launch => require('../launch') as Launch;
-import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers, type PassedSocket } from '../sockets';
+import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers, socketsWereHanded, type PassedSocket } from '../sockets';
 import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
 
@@ -77,6 +77,29 @@ function closeQuietly(fd: number | undefined): void {
     // already closed
   }
 }
+
+// ---------------------------------------------------------------------------
+// "Up": an image (or a bridge) started by a restart with sockets is up once
+// it took every handed-over socket, or once it said so (systemd's ready()).
+
+let up = false;
+const upWaiters: Array<() => void> = [];
+
+/** Runs `fn` once this image is up (see imageUp). */
+export function whenUp(fn: () => void): void {
+  if (up) fn();
+  else upWaiters.push(fn);
+}
+
+/** This image is up: it took its sockets, or reported ready. */
+export function imageUp(why: string): void {
+  if (up) return;
+  up = true;
+  debug('autorestart: this image is up (%s)', why);
+  for (const fn of upWaiters.splice(0)) fn();
+}
+
+if (socketsWereHanded()) void handedSocketsTaken().then(() => imageUp('took its sockets'));
 
 // ---------------------------------------------------------------------------
 // The bridge's side.
@@ -125,8 +148,8 @@ export function reportStart(error?: Error | string): Promise<boolean> {
 if (bridgeRole !== undefined) {
   const role = bridgeRole;
   debug('bridge: started by %d', process.ppid);
-  // Up once every socket handed over is taken.
-  void handedSocketsTaken().then(() => reportStart());
+  // Up once every socket handed over is taken (or it called ready()).
+  whenUp(() => void reportStart());
   const control = new Socket({ fd: role.control, readable: true, writable: false });
   control.on('data', () => {});
   control.on('error', () => {});
@@ -342,7 +365,7 @@ if (found !== undefined) {
   forward.on('error', () => {});
   forward.unref();
   bridged = { ...found, hold: false, forward };
-  void handedSocketsTaken().then(() => endBridge('this image took its sockets'));
+  whenUp(() => endBridge('this image is up'));
   // A new version that no longer listens on every socket would never end
   // the bridge: it ends one preflight timeout after the exec at the latest.
   setTimeout(() => endBridge('timeout'), found.timeout).unref();

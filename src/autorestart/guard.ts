@@ -29,8 +29,8 @@
 import { existsSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { GUARD_ENV, GUARD_PATH, completeReload, type GuardTrigger } from './exec';
-import { holdBridge, isBridge, reportStart } from './bridge';
-import { handedSocketsTaken, socketsWereHanded } from '../sockets';
+import { holdBridge, isBridge, reportStart, whenUp } from './bridge';
+import { socketsWereHanded } from '../sockets';
 
 const debug = debuglog('posix-daemon');
 
@@ -192,7 +192,7 @@ process.on('uncaughtException', onUncaught);
 process.on('beforeExit', onBeforeExit);
 process.exit = guardedExit;
 if (socketsWereHanded()) {
-  void handedSocketsTaken().then(() => markUp('took its sockets'));
+  whenUp(() => markUp('took its sockets or reported ready'));
 } else {
   whenMainEvaluated(() => markUp('main module evaluated'));
 }
