@@ -180,6 +180,14 @@ function validatePath(path: unknown, name: string): string {
  */
 export function lockPidFile(path: string): PidFileLock {
   const abs = validatePath(path, 'path');
+  // A restart's preflight/bridge runs the program while the service (its
+  // parent) holds the lock: it takes none (loaded late: autorestart is
+  // optional and imports this module).
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  if ((require('./autorestart/bridge') as typeof import('./autorestart/bridge')).isBridge()) {
+    debug('pidfile: %s: not locked in a restart\'s preflight/bridge', abs);
+    return { path: abs, fd: -1, pid: process.ppid, release(): void {} };
+  }
   // A second lock on a file this process holds would be the same lock, and
   // one release() would drop it for both holders: refused, as a second
   // process is. (An image started by restartViaExec adopts its inherited

@@ -7,9 +7,11 @@ import { debuglog } from 'node:util';
 import { abortError } from '../errors';
 import {
   validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction,
-  validateOptionKeys,
+  validateObject, validateOptionKeys,
 } from '../validators';
-import { mainScript, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
+import { isRefusal, mainScript, never, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
+import { isBridge } from './bridge';
+import { envFilePaths } from './env-file';
 import { checkFile, isCheckable, warmUp } from './check';
 import { moduleGraph } from './graph';
 import { fingerprintSync, NOTIFY_ON_CHANGE_KEYS, parseWatchOptions, startWatching, type NotifyOnChangeOptions } from './watch';
@@ -74,11 +76,14 @@ async function runBeforeRestart(hook: (signal: AbortSignal) => unknown, timeout:
  * Never resolves; rejects with an AbortError on `signal`.
  */
 export async function restartOnChange(options: RestartOnChangeOptions = {}): Promise<never> {
-  if (options !== null && typeof options === 'object' && !Array.isArray(options)) {
-    validateOptionKeys(options, 'options', [...NOTIFY_ON_CHANGE_KEYS, ...RESTART_VIA_EXEC_KEYS,
-      'check', 'onError', 'beforeRestart', 'beforeRestartTimeout']);
-  }
-  const plan = parseWatchOptions(options, false);
+  validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', [...NOTIFY_ON_CHANGE_KEYS, ...RESTART_VIA_EXEC_KEYS,
+    'check', 'beforeRestart', 'beforeRestartTimeout']);
+  // The env files of `node --env-file` are part of the program.
+  const envFiles = envFilePaths();
+  const plan = parseWatchOptions(envFiles.length === 0 ? options
+    : { ...options, paths: [...(Array.isArray(options.paths) ? options.paths : []), ...envFiles] }, false);
+  if (options.paths !== undefined && !Array.isArray(options.paths)) parseWatchOptions(options, false);
   const o = options;
   const check = o.check ?? true;
   validateBoolean(check, 'options.check');
@@ -89,11 +94,15 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   const execOptions: RestartViaExecOptions = {
     env: o.env, args: o.args, keepFds: o.keepFds, retryInterval: o.retryInterval, signal: o.signal,
     servers: o.servers, drainTimeout: o.drainTimeout, compileCache: o.compileCache,
+    preflight: o.preflight, preflightTimeout: o.preflightTimeout,
   };
   // The exec options now rather than at the first change, by the same
   // check restartViaExec makes (which makes it again at the restart: an fd
   // may have been closed meanwhile).
   validateExecOptions(execOptions);
+  if (o.preflight !== undefined) validateBoolean(o.preflight, 'options.preflight');
+  if (o.preflightTimeout !== undefined) validateDuration(o.preflightTimeout, 'options.preflightTimeout');
+  if (isBridge()) return never('restartOnChange');
   validateChildProcessAllowed(process.execPath);
 
   const report = (err: Error): void => {
@@ -138,7 +147,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
       if (only === undefined && good.get(f) === before) continue;
       // A deleted module is not refused: the new version may no longer
       // import it (what it imports is only known once it runs).
-      if (before.startsWith('missing:') || !isCheckable(f)) continue;
+      if (before.startsWith('missing:') || !isCheckable(f) || envFiles.includes(f)) continue;
       await checkFile(f);
       if (fingerprintSync(f) !== before) throw new Error(`${f} changed during the check; waiting for it to settle`);
       good.set(f, before);
@@ -163,20 +172,15 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
         report(err as Error);
       }
     }
-    let refused = false;
     try {
       // The second look, after the hook and the drain: what is exec'd is
       // what was checked.
-      return await restartWith(execOptions, {
-        verify: () => checkProgram().catch((err: unknown) => {
-          refused = true;
-          throw err;
-        }),
-      });
+      return await restartWith(execOptions, { verify: () => checkProgram(), trigger: { trigger: 'change' } });
     } catch (err) {
-      if (!refused) throw err;
+      if (!isRefusal(err)) throw err;
       report(err as Error);
-      // Not restarted: the servers are serving again; wait for the next change.
+      // Not restarted (the check or the preflight refused it): the servers
+      // are serving again; wait for the next change.
     }
   }
   // Only reachable if the feed ends without an error, which it does not.

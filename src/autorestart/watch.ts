@@ -24,6 +24,7 @@ import {
   validateObject, validateOptionKeys,
 } from '../validators';
 import { isSea, mainScript } from './exec';
+import { isBridge } from './bridge';
 import { inNodeModules, moduleGraph } from './graph';
 
 const debug = debuglog('posix-daemon');
@@ -651,5 +652,8 @@ export const NOTIFY_ON_CHANGE_KEYS: readonly (keyof NotifyOnChangeOptions)[] = [
 
 export function notifyOnChange(options: NotifyOnChangeOptions = {}): AsyncIterableIterator<ChangeEvent> {
   if (options !== null && typeof options === 'object') validateOptionKeys(options, 'options', NOTIFY_ON_CHANGE_KEYS);
-  return startWatching(parseWatchOptions(options, true)).feed;
+  const plan = parseWatchOptions(options, true);
+  // A preflight/bridge watches nothing: an iteration that never yields.
+  if (isBridge()) return new Feed<ChangeEvent>((a) => a);
+  return startWatching(plan).feed;
 }
