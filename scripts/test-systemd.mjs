@@ -21,7 +21,7 @@
 // exception, Ctrl-C/SIGTERM; if this process is SIGKILLed, the kernel
 // sends systemd-nspawn SIGTERM (an orderly halt), and the next run removes
 // whatever cgroup is left. --keep leaves the work directory (logs) behind.
-import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, symlinkSync,
   unlinkSync, writeFileSync, existsSync,
@@ -236,6 +236,31 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
+/**
+ * The package as users get it: a staged copy with the prebuild compiled
+ * (scripts/stage.mjs), packed. Kept in .cache/systemd/ under a hash of
+ * everything that goes into it, so a run that changed only tests reuses it.
+ */
+function packedTarball(cacheDir) {
+  const files = run('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo })
+    .split('\0').filter((f) => f && !/^(test|bench|\.ci|\.github)\/|^scripts\/test-|\.md$/.test(f) && existsSync(join(repo, f)))
+    .sort();
+  const h = createHash('sha256');
+  for (const f of [...files, 'README.md']) h.update(`${f}\0`).update(readFileSync(join(repo, f))).update('\0');
+  const tgz = join(cacheDir, `posix-daemon-${h.digest('hex').slice(0, 16)}.tgz`);
+  if (existsSync(tgz)) return { tgz, packCached: true };
+  const s = stage({ log });
+  try {
+    const name = run(npm, ['pack', '--silent', '--pack-destination', work], { cwd: s.dir, log }).trim().split('\n').pop();
+    mkdirSync(cacheDir, { recursive: true });
+    for (const old of readdirSync(cacheDir)) if (/^posix-daemon-.*\.tgz$/.test(old)) rmSync(join(cacheDir, old));
+    copyFileSync(join(work, name), tgz);
+  } finally {
+    s.cleanup();
+  }
+  return { tgz, packCached: false };
+}
+
 async function setup() {
   if (process.getuid?.() !== 0) throw new Error('needs root (systemd-nspawn, cgroups)');
   const missing = missingTools();
@@ -244,10 +269,7 @@ async function setup() {
   const { rootfs, cached } = ensureRootfs(join(repo, '.cache/systemd'), { mirror: process.env.DEBIAN_MIRROR, log });
   console.log(`rootfs: ${rootfs} (${cached ? 'cached' : 'debootstrapped'}) ${secs()}`);
 
-  // The package as users get it: staged (prebuild compiled once), packed.
-  const s = stage({ log });
-  const tgz = join(work, run(npm, ['pack', '--silent', '--pack-destination', work], { cwd: s.dir, log }).trim().split('\n').pop());
-  s.cleanup();
+  const { tgz, packCached } = packedTarball(join(repo, '.cache/systemd'));
   // The lock file for the container's npm ci is made here (online if need
   // be): the container has no network.
   const app = join(work, 'app/opt/posix-daemon-example');
@@ -262,7 +284,7 @@ async function setup() {
   const npmCache = join(work, 'npm-cache');
   run(npm, ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--omit-lockfile-registry-resolved=false', '--cache', npmCache], { cwd: app, log });
   rmSync(join(app, 'node_modules'), { recursive: true, force: true });
-  console.log(`package: ${basename(tgz)} ${secs()}`);
+  console.log(`package: ${basename(tgz)} (${packCached ? 'cached' : 'packed'}) ${secs()}`);
 
   const npmCli = process.env.npm_execpath && /npm-cli\.js$/.test(process.env.npm_execpath)
     ? process.env.npm_execpath : realpathSync(run('sh', ['-c', 'command -v npm']).trim());
@@ -595,11 +617,21 @@ async function fdStoreChecks() {
       var stats = await loop.stop();  // eslint-disable-line no-var
     }
     const s = await show(unit);
-    await c.run(['systemctl', 'stop', unit]);
     assert(ev.inherited && ev.name === 'api' && ev.ino === first.ino, `after the crash: ${JSON.stringify(ev)}`);
     assert(Number(s.NRestarts) === 1 && s.ActiveState === 'active', `NRestarts=${s.NRestarts}, ${s.ActiveState}`);
     assert(!stats.errors.ECONNREFUSED, loopSummary(stats));
     return `PID ${first.pid} killed, PID ${ev.pid} took the same socket (inode ${ev.ino}), NRestarts=1; ${loopSummary(stats)} (none refused; a request the killed process had accepted dies with it)`;
+  });
+  await check('FDSTORE: systemctl stop empties the store; the next start binds anew', async () => {
+    const stop = await systemctl('stop', unit);
+    const s = await show(unit);
+    const from = journal.mark();
+    await c.run(['systemctl', 'start', unit]);
+    const ev = await listening(from);
+    await c.run(['systemctl', 'stop', unit]);
+    assert(stop.code === 0 && s.NFileDescriptorStore === '0', `stop ${stop.code}, NFileDescriptorStore=${s.NFileDescriptorStore}`);
+    assert(!ev.inherited && ev.ino !== first?.ino, `after stop and start: ${JSON.stringify(ev)}`);
+    return `NFileDescriptorStore=0 after stop; the next start bound a new socket (inode ${ev.ino})`;
   });
 }
 
