@@ -189,6 +189,16 @@ async function requestLoop(port, concurrency = 4) {
     }),
   };
 }
+/** Runs fn under a request loop on port; resolves { value, stats } (the loop always stops). */
+async function underLoad(port, fn) {
+  const loop = await requestLoop(port);
+  let value;
+  let error;
+  try { value = await fn(); } catch (e) { error = e; }
+  const stats = await loop.stop();
+  if (error) throw error;
+  return { value, stats };
+}
 const loopSummary = (s) => `${s.ok} requests ok, ${s.failed} failed${s.failed ? ` ${JSON.stringify(s.errors)}` : ''}`;
 
 /** Waits for `RELOADING=1` (with MONOTONIC_USEC=) then `READY=1`, both from `pid`, from journal mark `from`. */
@@ -353,18 +363,15 @@ async function exampleChecks() {
   });
 
   await check('example: 3 x systemctl reload under a request loop keep MainPID, fail no request, RELOADING=1+MONOTONIC_USEC then READY=1 from MainPID', async () => {
-    const loop = await requestLoop(8080);
     const cycles = [];
-    try {
+    const { stats } = await underLoad(8080, async () => {
       for (let i = 0; i < 3; i++) {
         const from = journal.mark();
         const r = await systemctl('reload', unit);
         assert(r.code === 0, `systemctl reload #${i + 1} failed: ${r.stderr.trim()}`);
         cycles.push(await reloadCycle(unit, mainPid, from));
       }
-    } finally {
-      var stats = await loop.stop();  // eslint-disable-line no-var
-    }
+    });
     const after = await show(unit);
     assert(Number(after.MainPID) === mainPid, `MainPID ${mainPid} -> ${after.MainPID}`);
     const body = await curl(8080);
@@ -420,7 +427,7 @@ async function exampleChecks() {
     assert(notification(ready, unit).pid === mainPid, 'the new READY=1 is not from MainPID');
     assert(Number(after.NRestarts) === restartsBefore + 1, `NRestarts ${restartsBefore} -> ${after.NRestarts}`);
     assert(body.startsWith(`pid ${mainPid},`), `answer ${body}`);
-    return `"${wd.MESSAGE}"; PID ${pid} -> ${mainPid}, NRestarts ${after.NRestarts}, serving again`;
+    return `loop blocked by a preloaded test hook (drop-in, SIGUSR2); "${wd.MESSAGE}"; PID ${pid} -> ${mainPid}, NRestarts ${after.NRestarts}, serving again`;
   });
 
   await check('example: systemctl stop sends STOPPING=1, exits 0 and leaves the cgroup empty', async () => {
@@ -544,18 +551,15 @@ async function reloadChecks() {
     const first = await curl(8093);
     const mp = Number((await show(unitL)).MainPID);
     assert(first === `pid ${mp}, generation 0`, first);
-    const loop = await requestLoop(8093);
     let cyc;
-    try {
+    const { stats } = await underLoad(8093, async () => {
       for (let i = 0; i < 3; i++) {
         const from = journal.mark();
         const r = await systemctl('reload', unitL);
         assert(r.code === 0, `reload #${i + 1}: ${r.stderr.trim()}`);
         cyc = await reloadCycle(unitL, mp, from);  // the reload returns at once; the new image's READY=1 ends it
       }
-    } finally {
-      var stats = await loop.stop();  // eslint-disable-line no-var
-    }
+    });
     const body = await curl(8093);
     const s = await show(unitL);
     await c.run(['systemctl', 'stop', unitL, 'pd-legacy.socket']);
@@ -587,16 +591,14 @@ async function fdStoreChecks() {
   });
   await check('FDSTORE: the socket survives systemctl restart (listen() gets it back by name, no request fails)', async () => {
     assert(first, 'no first start');
-    const loop = await requestLoop(8094);
     const from = journal.mark();
     let r;
-    try {
+    const { value: ev, stats } = await underLoad(8094, async () => {
       r = await systemctl('restart', unit);
-      var ev = await listening(from, first.pid);  // eslint-disable-line no-var
+      const e = await listening(from, first.pid);
       await curl(8094);
-    } finally {
-      var stats = await loop.stop();  // eslint-disable-line no-var
-    }
+      return e;
+    });
     const s = await show(unit);
     assert(r.code === 0, `restart: ${r.stderr.trim()}`);
     assert(ev.inherited && ev.name === 'api' && ev.ino === first.ino, `after restart: ${JSON.stringify(ev)} (first: inode ${first.ino})`);
@@ -607,15 +609,13 @@ async function fdStoreChecks() {
   });
   await check('FDSTORE: the socket survives a crash (SIGKILL, Restart=on-failure): the port is never refused', async () => {
     assert(first, 'no first start');
-    const loop = await requestLoop(8094);
     const from = journal.mark();
-    try {
+    const { value: ev, stats } = await underLoad(8094, async () => {
       await c.run(['systemctl', 'kill', '--kill-whom=main', '-s', 'SIGKILL', unit]);
-      var ev = await listening(from, first.pid);  // eslint-disable-line no-var
+      const e = await listening(from, first.pid);
       await curl(8094);
-    } finally {
-      var stats = await loop.stop();  // eslint-disable-line no-var
-    }
+      return e;
+    });
     const s = await show(unit);
     assert(ev.inherited && ev.name === 'api' && ev.ino === first.ino, `after the crash: ${JSON.stringify(ev)}`);
     assert(Number(s.NRestarts) === 1 && s.ActiveState === 'active', `NRestarts=${s.NRestarts}, ${s.ActiveState}`);
@@ -661,15 +661,12 @@ async function workersCheck() {
     const mp = Number(s.MainPID);
     const before = (await cgroupPids(unit)).filter((p) => p !== mp);
     assert(before.length === 2, `workers: ${before}`);
-    const loop = await requestLoop(8095);
     const f2 = journal.mark();
-    try {
+    const { stats } = await underLoad(8095, async () => {
       const rl = await systemctl('reload', unit);
       assert(rl.code === 0, `reload: ${rl.stderr.trim()}`);
       await reloadCycle(unit, mp, f2);
-    } finally {
-      var stats = await loop.stop();  // eslint-disable-line no-var
-    }
+    });
     const after = (await cgroupPids(unit)).filter((p) => p !== mp);
     const answered = Object.keys(stats.bodies);
     const stop = await systemctl('stop', unit);
