@@ -651,6 +651,41 @@ async function extendChecks() {
   });
 }
 
+async function argumentChecks() {
+  await check('storeFds/storeSocket/removeStoredFds/extendTimeout: Node-style errors for bad arguments, false outside a service manager', async () => {
+    const script = `
+      import net from 'node:net';
+      import * as sd from 'posix-daemon/systemd';
+      const codes = [];
+      const t = (f) => { try { f(); codes.push('no error'); } catch (e) { codes.push(e.code); } };
+      t(() => sd.storeFds([], 'x'));
+      t(() => sd.storeFds([-1], 'x'));
+      t(() => sd.storeFds(['3'], 'x'));
+      t(() => sd.storeFds(0, 'a:b'));
+      t(() => sd.storeFds(0, ''));
+      t(() => sd.storeSocket({}, 'x'));
+      t(() => sd.storeSocket(net.createServer(), 'x'));
+      t(() => sd.removeStoredFds('bad\\nname'));
+      t(() => sd.extendTimeout(-1));
+      t(() => sd.extendTimeout(0));
+      t(() => sd.extendTimeout('5s'));
+      t(() => sd.extendTimeout(NaN));
+      const s = net.createServer().listen(0, '127.0.0.1');
+      await new Promise((r) => s.once('listening', r));
+      delete process.env.NOTIFY_SOCKET;
+      console.log(JSON.stringify({ codes, off: [sd.storeSocket(s), sd.storeFds(0, 'stdin'), sd.removeStoredFds('x'), sd.extendTimeout(1000)] }));
+      s.close();`;
+    const r = await c.run(['sh', '-c', 'cd /opt/posix-daemon-example && node --input-type=module'], { input: script });
+    const out = JSON.parse(r.stdout.trim().split('\n').pop());
+    const want = ['ERR_INVALID_ARG_VALUE', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE',
+      'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE', 'ERR_OUT_OF_RANGE', 'ERR_OUT_OF_RANGE',
+      'ERR_INVALID_ARG_TYPE', 'ERR_OUT_OF_RANGE'];
+    assert(JSON.stringify(out.codes) === JSON.stringify(want), `codes ${JSON.stringify(out.codes)}`);
+    assert(out.off.every((x) => x === false), `without NOTIFY_SOCKET: ${JSON.stringify(out.off)}`);
+    return `${want.length} bad calls throw ${[...new Set(want)].join('/')}; without NOTIFY_SOCKET all return false`;
+  });
+}
+
 async function workersCheck() {
   const unit = 'pd-workers.service';
   await check('the many-workers monitor as a unit: READY from MainPID, 2 workers, a reload rolls them under load, stop empties the cgroup', async () => {
@@ -694,6 +729,7 @@ try {
   await reloadChecks();
   await fdStoreChecks();
   await extendChecks();
+  await argumentChecks();
   await workersCheck();
   exitCode = results.some((r) => !r.ok && !r.xfail) ? 1 : 0;
 } catch (err) {
