@@ -191,8 +191,9 @@ export class Container {
     this.exited = new Promise((resolve) => this.proc.on('close', (code, sig) => resolve({ code, sig })));
     for (const s of [this.proc.stdout, this.proc.stderr]) s.setEncoding('utf8').on('data', (d) => { this.output += d; });
     // The container's PID 1: the process in our sub-cgroup whose PID in its
-    // own namespace is 1 (NSpid: <host pid> 1). Waited for with the kernel's
-    // cgroup.events (populated) and the console's output.
+    // own namespace is 1 (NSpid: <host pid> 1). Looked for at each console
+    // line and every 250 ms: the payload cgroup does not exist before
+    // systemd-nspawn makes it, so there is nothing to watch yet.
     this.pid1 = await new Promise((resolve, reject) => {
       let timer;
       const look = () => {
@@ -208,8 +209,6 @@ export class Container {
         const p = look();
         if (p !== undefined) { clearInterval(timer); this.proc.stdout.off('data', check); resolve(p); }
       };
-      // The console prints as systemd boots; check at each line, and at a
-      // slow interval in case it prints nothing.
       this.proc.stdout.on('data', check);
       timer = setInterval(check, 250);
       this.exited.then(({ code, sig }) => {
