@@ -218,11 +218,13 @@ export class Container {
     });
     // Up: systemd's own word (running, or degraded with a unit failed).
     // Until systemd has its private bus socket, systemctl fails to connect
-    // at once; it is asked again after each such failure.
-    for (let i = 0; ; i++) {
+    // at once (printing nothing, or "offline"); it is asked again after each
+    // such failure. Once connected, --wait returns when the boot is over.
+    const deadline = Date.now() + 120_000;
+    for (;;) {
       const r = await this.run(['systemctl', 'is-system-running', '--wait'], { check: false });
       this.state = r.stdout.trim();
-      if (this.state !== '' || this.proc.exitCode !== null || i >= 600) break;
+      if (/^(running|degraded)$/.test(this.state) || this.proc.exitCode !== null || Date.now() > deadline) break;
       await new Promise((res) => setTimeout(res, 100));
     }
     if (!/^(running|degraded)$/.test(this.state)) throw new Error(`the container's systemd did not come up: ${this.state || 'no answer'}\n${this.output.slice(-3000)}`);
@@ -264,14 +266,19 @@ export class Container {
    * (systemd stops every unit and powers off), and if that does not end it
    * in time, SIGKILL to everything in the sub-cgroup.
    */
-  async halt({ timeoutMs = 30_000 } = {}) {
+  async halt({ timeoutMs = 20_000 } = {}) {
     if (this.halted) return;
     this.halted = true;
-    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
+    const running = () => this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+    const exitWithin = (ms) => Promise.race([this.exited.then(() => true), new Promise((r) => setTimeout(r, ms, false))]);
+    if (running()) {
       try { process.kill(this.proc.pid, 'SIGTERM'); } catch { /* gone */ }
-      const t = new Promise((r) => setTimeout(r, timeoutMs, 'timeout'));
-      if (await Promise.race([this.exited, t]) === 'timeout') {
-        this.log('systemd-nspawn did not halt in time: killing the container');
+      // A systemd still booting may not act on the halt request: a second
+      // SIGTERM makes systemd-nspawn end the container at once.
+      if (!await exitWithin(timeoutMs) && running()) {
+        this.log('systemd-nspawn did not halt in time: SIGTERM again (immediate termination)');
+        try { process.kill(this.proc.pid, 'SIGTERM'); } catch { /* gone */ }
+        if (!await exitWithin(10_000)) this.log('systemd-nspawn still running: killing the container');
       }
     }
     if (this.cg) await destroyCgroup(this.cg);
