@@ -16,7 +16,9 @@
  * zombies, signals. This file is the public face (and keeps the
  * `dist/autorestart.js` path that package.json exports).
  */
-export { restartViaExec } from './autorestart/exec';
+export { restartViaExec, isRefusal } from './autorestart/exec';
+export { isBridge } from './autorestart/bridge';
+export type { PreflightError } from './autorestart/bridge';
 export type { RestartViaExecOptions } from './autorestart/exec';
 export { notifyOnChange } from './autorestart/watch';
 export type { ChangeEvent, NotifyOnChangeOptions } from './autorestart/watch';

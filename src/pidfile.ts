@@ -178,6 +178,14 @@ function validatePath(path: unknown, name: string): string {
  */
 export function lockPidFile(path: string): PidFileLock {
   const abs = validatePath(path, 'path');
+  // A restart's preflight/bridge runs the program while the service (its
+  // parent) holds the lock: it takes none (loaded late: autorestart is
+  // optional and imports this module).
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  if ((require('./autorestart/bridge') as typeof import('./autorestart/bridge')).isBridge()) {
+    debug('pidfile: %s: not locked in a restart\'s preflight/bridge', abs);
+    return { path: abs, fd: -1, pid: process.ppid, release(): void {} };
+  }
   const inherited = adoptPidFile();
   if (inherited !== null && inherited.path === abs) return inherited;
   const { fd } = openLocked(abs);

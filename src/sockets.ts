@@ -126,10 +126,21 @@ function readSystemdEnv(env: NodeJS.ProcessEnv): InheritedSocket[] {
   return out;
 }
 
+/**
+ * Whom a hand-over is meant for: `<pid>` is this very process (an exec kept
+ * the PID); `P<pid>` is a child of `<pid>` (a restart's preflight/bridge,
+ * forked with the sockets before the exec, when its own PID was not known).
+ */
+function isMeantForUs(who: string | undefined): boolean {
+  if (who === undefined || !who.startsWith('P')) return isThisProcess(who);
+  const parent = who.slice(1);
+  return /^[1-9][0-9]*$/.test(parent) && process.ppid > 1 && Number(parent) === process.ppid;
+}
+
 function readHandoffEnv(value: string | undefined): InheritedSocket[] {
   if (value === undefined) return [];
   const [pid, ...items] = value.split(';');
-  if (!isThisProcess(pid)) {
+  if (!isMeantForUs(pid)) {
     debug('listenFds: %s names PID %s, not this process (%d): ignored', HANDOFF_ENV, pid, process.pid);
     return [];
   }
@@ -152,10 +163,15 @@ function readHandoffEnv(value: string | undefined): InheritedSocket[] {
   return out;
 }
 
+/** Fds handed over by the image before (or the parent of a bridge) and not taken yet. */
+const handed = new Set<number>();
+const handedWaiters: Array<() => void> = [];
+
 function readInherited(): InheritedSocket[] {
   const env = process.env;
   const systemd = readSystemdEnv(env);
   const own = readHandoffEnv(env[HANDOFF_ENV]);
+  for (const s of own) handed.add(s.fd);
   // Meant for this process only: children must not misread them.
   delete env.LISTEN_PID;
   delete env.LISTEN_FDS;
@@ -170,8 +186,86 @@ function readInherited(): InheritedSocket[] {
 /** Inherited sockets not taken by listen() yet. Read when the module loads. */
 let inherited: InheritedSocket[] = readInherited();
 
+// ---------------------------------------------------------------------------
+// Plain `server.listen(port)` (Express's `app.listen(port)`) in an image a
+// restart started: the address is already bound, by the very socket handed
+// over, so binding anew fails with EADDRINUSE. While handed-over sockets are
+// waiting, a listen() on the address of one of them takes it instead. Only
+// in a process that was handed sockets: nothing is patched otherwise.
+
+const originalListen = NetServer.prototype.listen as (this: Server, ...args: unknown[]) => Server;
+
+/** What a plain listen(...) call asks for, as Node reads its arguments; undefined for fds and handles. */
+function plainListenRequest(args: unknown[]): { options: ListenOptions; callback?: unknown } | undefined {
+  const last = args[args.length - 1];
+  const callback = typeof last === 'function' ? last : undefined;
+  const a = callback === undefined ? args : args.slice(0, -1);
+  const first = a[0];
+  if (first !== null && typeof first === 'object') {
+    const o = first as ListenOptions & { fd?: unknown; _handle?: unknown; handle?: unknown };
+    if (o.fd !== undefined || o._handle !== undefined || o.handle !== undefined) return undefined;
+    if (o.port === undefined && o.path === undefined) return undefined;
+    return { options: o, callback };
+  }
+  const port = typeof first === 'number' ? first : typeof first === 'string' && /^[0-9]+$/.test(first) ? Number(first) : undefined;
+  if (port !== undefined) {
+    const host = typeof a[1] === 'string' ? a[1] : undefined;
+    const backlog = a.find((x, i) => i > 0 && typeof x === 'number') as number | undefined;
+    return { options: { port, host, backlog }, callback };
+  }
+  if (typeof first === 'string') return { options: { path: first, backlog: typeof a[1] === 'number' ? a[1] : undefined }, callback };
+  return undefined;
+}
+
+function listenTakingHanded(this: Server, ...args: unknown[]): Server {
+  const req = handed.size === 0 ? undefined : plainListenRequest(args);
+  const hit = req === undefined ? undefined
+    : inherited.find((s) => handed.has(s.fd) && addressMatches(req.options, s));
+  if (req === undefined || hit === undefined) return originalListen.apply(this, args);
+  taken(hit, this);
+  if (hit.name !== 'unknown') serverNames.set(this, hit.name);
+  debug('listen: a plain listen(%j) takes the handed-over fd %d (%s)', req.options, hit.fd, hit.name);
+  const { backlog, signal } = req.options as ListenOptions & { signal?: AbortSignal };
+  return originalListen.call(this, { fd: hit.fd, backlog, signal }, ...(req.callback ? [req.callback] : []));
+}
+
+if (handed.size > 0) NetServer.prototype.listen = listenTakingHanded as typeof NetServer.prototype.listen;
+
 /** The name each server's socket travels under across a restart (sticky). */
 const serverNames = new WeakMap<Server, string>();
+
+/** Servers that took an inherited socket, in this image: what a bridge drains when it ends. */
+const takers = new Set<Server>();
+
+/** Whether sockets were handed to this image by a restart (or to this bridge by its parent). */
+export function socketsWereHanded(): boolean {
+  return handed.size > 0 || handedTaken > 0;
+}
+let handedTaken = 0;
+
+/**
+ * Resolves once every socket handed over by the restart that started this
+ * image has been taken by a server (`listen()`, or a plain `server.listen()`
+ * on the same address): the image is then "up". At once when none is left.
+ */
+export function handedSocketsTaken(): Promise<void> {
+  if (handed.size === 0) return Promise.resolve();
+  return new Promise((resolve) => handedWaiters.push(resolve));
+}
+
+function taken(s: InheritedSocket, server: Server): void {
+  inherited = inherited.filter((x) => x !== s);
+  takers.add(server);
+  if (handed.delete(s.fd)) {
+    handedTaken++;
+    if (handed.size === 0) for (const w of handedWaiters.splice(0)) w();
+  }
+}
+
+/** The servers of this image that took an inherited socket. */
+export function inheritedServers(): Server[] {
+  return [...takers];
+}
 
 /**
  * The listening sockets this process inherited (from systemd or from the
@@ -270,12 +364,12 @@ export function listen(server: Server, options: ListenOptions & { name?: string 
       resolve({ inherited: hit !== undefined, ...(hit ? { fd: hit.fd } : {}), name: socketName(server) });
     };
     if (hit !== undefined) {
-      inherited = inherited.filter((s) => s !== hit);
+      taken(hit, server);
       debug('listen: %j takes inherited fd %d (%s)', options.name ?? options.port ?? options.path, hit.fd, hit.name);
-      server.listen({ fd: hit.fd, backlog: options.backlog }, done);
+      originalListen.call(server, { fd: hit.fd, backlog: options.backlog }, done);
     } else {
       const { name: _drop, ...rest } = options;
-      server.listen(rest, done);
+      originalListen.call(server, rest, done);
     }
   });
 }
@@ -308,16 +402,7 @@ interface HandleWithFd { fd?: number }
  */
 export async function handOffServers(servers: Array<Server | ServerHandoffEntry>, drainTimeout: number): Promise<Handoff> {
   validateDuration(drainTimeout, 'options.drainTimeout');
-  const entries = servers.map((s, i) => {
-    const e = (s as ServerHandoffEntry).server !== undefined ? s as ServerHandoffEntry : { server: s as Server };
-    if (!e.server || typeof e.server.close !== 'function') throw invalidArgType(`options.servers[${i}]`, 'net.Server', s);
-    const handle = (e.server as unknown as { _handle?: HandleWithFd })._handle;
-    if (!e.server.listening || handle?.fd === undefined || handle.fd < 0) {
-      throw invalidArgValue(`options.servers[${i}]`, '[Server]', 'must be listening on a socket of its own');
-    }
-    if (e.name !== undefined) validateName(e.name, `options.servers[${i}].name`);
-    return { server: e.server, name: e.name ?? socketName(e.server), fd: handle.fd };
-  });
+  const entries = serverEntries(servers);
   // Duplicates first (close-on-exec until the very exec): from here on the
   // sockets outlive their server objects.
   const dups = entries.map((e) => dup(e.fd, LISTEN_FDS_START));
@@ -332,8 +417,7 @@ export async function handOffServers(servers: Array<Server | ServerHandoffEntry>
       LISTEN_FDS: undefined,
       LISTEN_PID: undefined,
       LISTEN_FDNAMES: undefined,
-      [HANDOFF_ENV]: passed.length === 0 ? undefined
-        : [String(process.pid), ...passed.map((p) => `${p.fd}=${encodeURIComponent(p.name)}`)].join(';'),
+      [HANDOFF_ENV]: handoffValue(String(process.pid), passed),
     },
     async resume() {
       await Promise.all(entries.map((e, i) => new Promise<void>((resolve, reject) => {
@@ -348,6 +432,33 @@ export async function handOffServers(servers: Array<Server | ServerHandoffEntry>
   };
 }
 
+/** The value of HANDOFF_ENV for `who` (a PID, or `P<pid>` for a child of that PID). */
+export function handoffValue(who: string, passed: Array<{ fd: number; name: string }>): string | undefined {
+  return passed.length === 0 ? undefined : [who, ...passed.map((p) => `${p.fd}=${encodeURIComponent(p.name)}`)].join(';');
+}
+
+/**
+ * The listening sockets a restart passes on, as they are now (no drain, no
+ * duplicate): each server's own fd under its name, and the inherited
+ * sockets no server took. What a preflight child is started with.
+ */
+export function currentSockets(servers: Array<Server | ServerHandoffEntry>): Array<{ fd: number; name: string }> {
+  return [...serverEntries(servers).map((e) => ({ fd: e.fd, name: e.name })), ...inherited.map((s) => ({ fd: s.fd, name: s.name }))];
+}
+
+function serverEntries(servers: Array<Server | ServerHandoffEntry>): Array<{ server: Server; name: string; fd: number }> {
+  return servers.map((s, i) => {
+    const e = (s as ServerHandoffEntry).server !== undefined ? s as ServerHandoffEntry : { server: s as Server };
+    if (!e.server || typeof e.server.close !== 'function') throw invalidArgType(`options.servers[${i}]`, 'net.Server', s);
+    const handle = (e.server as unknown as { _handle?: HandleWithFd })._handle;
+    if (!e.server.listening || handle?.fd === undefined || handle.fd < 0) {
+      throw invalidArgValue(`options.servers[${i}]`, '[Server]', 'must be listening on a socket of its own');
+    }
+    if (e.name !== undefined) validateName(e.name, `options.servers[${i}].name`);
+    return { server: e.server, name: e.name ?? socketName(e.server), fd: handle.fd };
+  });
+}
+
 interface HttpLike {
   closeIdleConnections?: () => void;
   closeAllConnections?: () => void;
@@ -359,7 +470,8 @@ interface DrainableResponse {
   once(event: 'finish', cb: () => void): unknown;
 }
 
-function drain(server: Server, timeout: number): Promise<void> {
+/** Stops accepting on `server` and lets its connections finish (at most `timeout` ms); see handOffServers. */
+export function drain(server: Server, timeout: number): Promise<void> {
   return new Promise((resolve) => {
     const http = server as unknown as HttpLike;
     let timer: NodeJS.Timeout | undefined;

@@ -9,15 +9,26 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import type { Server } from 'node:net';
-import { handOffServers, type Handoff, type ServerHandoffEntry } from '../sockets';
-import { ready, reloading } from '../systemd';
+import { currentSockets, handOffServers, type Handoff, type ServerHandoffEntry } from '../sockets';
+import { notify, ready, reloading } from '../systemd';
 import { heldPidFileFds } from '../pidfile';
 import { childPids, execve } from '../posix';
 import { abortError, workerUnsupported } from '../errors';
 import {
-  validateAbortSignal, validateArgs, validateArray, validateBoolean, validateDuration, validateFdList, validateObject,
+  validateAbortSignal, validateArgs, validateArray, validateBoolean, validateDuration, validateFdList, validateFunction,
+  validateObject,
 } from '../validators';
 import { EXEC_CHILDREN_ENV } from './zombies';
+import { isBridge, pendingBridgeHandoff, pendingBridgePid, startPreflight, type Bridge } from './bridge';
+import { envFilePaths, envFileValues } from './env-file';
+import { inNodeModules, startedGraph } from './graph';
+
+/** The preload that guards an image started by a restart (see guard.ts). */
+export const GUARD_PATH = join(__dirname, 'guard.js');
+/** What the guard is told: JSON { trigger, signal?, files, envFiles }. */
+export const GUARD_ENV = 'POSIX_DAEMON_GUARD';
+/** What restarts the program: the guard of a failed start waits for the same. */
+export type GuardTrigger = { trigger: 'change' | 'call' } | { trigger: 'signal'; signal: string };
 
 const debug = debuglog('posix-daemon');
 
@@ -51,6 +62,21 @@ export interface RestartViaExecOptions {
    * Node writes it only at exit, which an exec skips.
    */
   compileCache?: boolean;
+  /**
+   * With `servers`: start the new version first as a child of this process
+   * (the preflight), with the listening sockets, and restart only once it
+   * is up (took its sockets); it then accepts on them while this image
+   * drains and execs, and ends once the new image is up (the bridge): no
+   * moment without anyone accepting. A preflight that exits, fails or is
+   * not up within `preflightTimeout` refuses the restart: this image never
+   * stopped serving, `onError` gets an ERR_RESTART_REFUSED error (exit
+   * status, end of its stderr). Default true; no effect without `servers`.
+   */
+  preflight?: boolean;
+  /** Milliseconds the preflight may take to come up; default 10000. */
+  preflightTimeout?: number;
+  /** Called with every error that prevented a restart (the running version goes on). */
+  onError?: (err: Error) => void;
 }
 
 /**
@@ -61,6 +87,8 @@ export interface RestartViaExecOptions {
  */
 export interface ExecHooks {
   verify?: () => void | Promise<void>;
+  /** What triggers restarts: the guard of the next image waits for the same after a failed start. */
+  trigger?: GuardTrigger;
 }
 
 type CompileCacheApi = { getCompileCacheDir?(): string | undefined; flushCompileCache?(): void };
@@ -87,8 +115,8 @@ export function mainScript(): string | undefined {
   return typeof main === 'string' && main !== '' ? resolve(main) : undefined;
 }
 
-/** The pre-exec check failed: give up this restart, do not retry it. */
-class VerifyFailed extends Error {}
+/** The pre-exec check or the preflight failed: give up this restart, do not retry it. */
+class Refused extends Error {}
 
 function isSystemError(err: unknown): err is NodeJS.ErrnoException {
   return err instanceof Error && typeof (err as NodeJS.ErrnoException).errno === 'number' &&
@@ -110,25 +138,65 @@ function flushCompileCache(): string | undefined {
   return dir;
 }
 
-/** `main`: the entry file, already checked by the caller (see restartViaExec). */
-function execOnce(main: string | undefined, args: string[], env: Record<string, string | undefined>,
-  keepFds: number[], compileCache = false): never {
-  const argv = [process.execPath, ...process.execArgv];
+/**
+ * The command line of the next image: node, the guard (see guard.ts), the
+ * program's own execArgv, the main script, the arguments.
+ */
+export function nextArgv(main: string | undefined, args: string[]): string[] {
+  const argv = [process.execPath];
+  if (!isSea()) argv.push('--require', GUARD_PATH);
+  argv.push(...process.execArgv);
   if (main !== undefined) argv.push(main);
   argv.push(...args);
-  const childEnv: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (v !== undefined && k !== EXEC_CHILDREN_ENV) childEnv[k] = v;
+  return argv;
+}
+
+/** The environment of the next image (and of its preflight), without the variables a hand-over adds. */
+export function nextEnv(env: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  const fromFiles = envFileValues();
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined || k === EXEC_CHILDREN_ENV || k === GUARD_ENV) continue;
+    // A value --env-file loaded, unchanged since: the next image reads the
+    // file again (it may have changed), as a first start would.
+    if (fromFiles.get(k) === v) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+/** `main`: the entry file, already checked by the caller (see restartViaExec). */
+function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: number[], compileCache: boolean,
+  guard: GuardInfo): never {
   // Children survive the exec (same PID, still their parent), but the new
   // image cannot know them: hand the list over. childPids() includes any
   // inherited ones not reaped yet, so nothing is lost across several execs.
-  const children = childPids();
+  // A bridge is not an orphan to reap blindly: its own variable names it.
+  const bridges = new Set([pendingBridgePid(), guard.bridgePid].filter((p) => p !== undefined));
+  const children = childPids().filter((p) => !bridges.has(p));
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
+  if (argv[1] === '--require' && argv[2] === GUARD_PATH) childEnv[GUARD_ENV] = guardValue(guard);
   const cacheDir = flushCompileCache();
   if (compileCache && childEnv.NODE_COMPILE_CACHE === undefined && nodeModule.getCompileCacheDir) {
     childEnv.NODE_COMPILE_CACHE = cacheDir ?? join(tmpdir(), 'node-compile-cache');
   }
   debug('autorestart: execve %s %j (children handed over: %j)', process.execPath, argv.slice(1), children);
   return execve(process.execPath, argv, childEnv, { keepFds });
+}
+
+/** What the guard of the next image needs to know. */
+interface GuardInfo { trigger: GuardTrigger; bridgePid?: number }
+
+function guardValue(info: GuardInfo): string {
+  const files = [...(startedGraph()?.files ?? [])];
+  const main = mainScript();
+  if (main !== undefined && !files.includes(main)) files.unshift(main);
+  // An environment string has room (MAX_ARG_STRLEN is 128 KiB): keep the
+  // list well below it, program files first.
+  const own = files.filter((f) => !inNodeModules(f));
+  let list = [...own, ...files.filter((f) => inNodeModules(f))];
+  while (list.length > 0 && JSON.stringify(list).length > 64 * 1024) list = list.slice(0, Math.floor(list.length * 0.9));
+  return JSON.stringify({ ...info.trigger, files: list, envFiles: envFilePaths() });
 }
 
 // The restart in progress, if any: a second trigger (signal, change, call)
@@ -164,7 +232,11 @@ export async function restartWith(options: RestartViaExecOptions, hooks: ExecHoo
   validateFdList(keepFds, 'options.keepFds', 3);
   validateDuration(retryInterval, 'options.retryInterval');
   validateAbortSignal(signal, 'options.signal');
+  if (options.preflight !== undefined) validateBoolean(options.preflight, 'options.preflight');
+  if (options.preflightTimeout !== undefined) validateDuration(options.preflightTimeout, 'options.preflightTimeout');
+  if (options.onError !== undefined) validateFunction(options.onError, 'options.onError');
   if (!isMainThread) throw workerUnsupported('restartViaExec');
+  if (isBridge()) return never('restartViaExec');
   if (inFlight) {
     debug('autorestart: a restart is already in progress: joining it');
     return inFlight;
@@ -180,10 +252,18 @@ async function execLoop(options: RestartViaExecOptions, { keepFds, retryInterval
   Required<Pick<RestartViaExecOptions, 'keepFds' | 'retryInterval' | 'servers' | 'drainTimeout' | 'compileCache'>>,
 hooks: ExecHooks): Promise<never> {
   const { env, args, signal } = options;
+  const preflight = (options.preflight ?? true) && servers.length > 0 && !isSea();
+  const preflightTimeout = options.preflightTimeout ?? 10_000;
+  // Type=notify-reload: the reload starts now, and every way out of this
+  // attempt ends it (READY=1 + STATUS=), or the new image's ready() does.
+  let reloadSent = reloading();
   for (let attempt = 1; ; attempt++) {
-    if (signal?.aborted) throw abortError(signal.reason);
+    if (signal?.aborted) {
+      if (reloadSent) ready('restart aborted; the running version goes on');
+      throw abortError(signal.reason);
+    }
     let handoff: Handoff | undefined;
-    let reloadSent = false;
+    let bridge: Bridge | undefined;
     try {
       const main = mainScript();
       // execve of node succeeds even when the script is gone, and the new
@@ -191,6 +271,18 @@ hooks: ExecHooks): Promise<never> {
       // is an exec failure that leaves this image running. Checked before
       // the drain, so it does not cost the servers a drain on every retry.
       if (main !== undefined) accessSync(main, fsConstants.R_OK);
+      const argv = nextArgv(main, args ?? process.argv.slice(2));
+      const childEnv = nextEnv(env ?? process.env);
+      if (preflight) {
+        try {
+          bridge = await startPreflight({
+            argv, env: { ...childEnv, ...(pendingBridgeHandoff()?.env ?? {}) }, sockets: currentSockets(servers),
+            timeout: preflightTimeout, drainTimeout,
+          });
+        } catch (err) {
+          throw Object.assign(new Refused(), { cause: err });
+        }
+      }
       // Even with no servers: inherited sockets no listen() took travel on.
       handoff = await handOffServers(servers, drainTimeout);
       // Last look at the program after the hook and the drain, which take
@@ -199,16 +291,29 @@ hooks: ExecHooks): Promise<never> {
         try {
           await hooks.verify();
         } catch (err) {
-          throw Object.assign(new VerifyFailed(), { cause: err });
+          throw Object.assign(new Refused(), { cause: err });
         }
       }
-      // Type=notify-reload: the reload starts now; the new image's ready() ends it.
-      reloadSent = reloading();
+      if (!reloadSent) reloadSent = reloading();
+      const older = pendingBridgeHandoff();
+      const extra = bridge ?? older;
+      for (const [k, v] of Object.entries(handoff.env)) {
+        if (v === undefined) delete childEnv[k];
+        else childEnv[k] = v;
+      }
+      Object.assign(childEnv, extra?.env ?? {});
       // The PID-file lock is held by this PID and stays with it.
-      execOnce(main, args ?? process.argv.slice(2), { ...(env ?? process.env), ...handoff.env },
-        [...new Set([...keepFds, ...handoff.keepFds, ...heldPidFileFds()])], compileCache);
+      execOnce(argv, childEnv,
+        [...new Set([...keepFds, ...handoff.keepFds, ...heldPidFileFds(), ...(extra?.keepFds ?? [])])], compileCache,
+        { trigger: hooks.trigger ?? { trigger: 'call' }, bridgePid: bridge?.pid });
     } catch (err) {
-      if (reloadSent) ready(`restart failed (${(err as Error).message}); retrying`);
+      bridge?.abandon();
+      const cause = err instanceof Refused ? err.cause as Error : err as Error;
+      if (reloadSent) {
+        completeReload(err instanceof Refused ? `reload refused: ${firstLine(cause).replace(/^restart refused: /, '')}`
+          : `restart failed (${firstLine(cause)}); retrying`, cause);
+        reloadSent = false;
+      }
       if (handoff) {
         // The exec failed: serve again on the very same sockets.
         await handoff.resume().catch((e: Error) => debug('autorestart: resuming servers: %s', e.message));
@@ -216,10 +321,48 @@ hooks: ExecHooks): Promise<never> {
       // A bad argument (env with a NUL byte, a closed keepFd is EBADF and
       // stays so) would fail the same way forever, but Go retries whatever
       // the error; we only refuse to retry what is not a system error.
-      if (err instanceof VerifyFailed) throw err.cause;
+      if (err instanceof Refused) throw markRefusal(cause);
       if (!isSystemError(err)) throw err;
       debug('autorestart: exec attempt %d failed: %s; retrying in %d ms', attempt, err.message, retryInterval);
     }
     await sleep(retryInterval, undefined, { signal });
   }
+}
+
+const kRefusal = Symbol('posix-daemon: restart refused');
+
+function markRefusal(err: Error): Error {
+  if (err !== null && typeof err === 'object') Object.defineProperty(err, kRefusal, { value: true });
+  return err;
+}
+
+/**
+ * Whether restartViaExec rejected because this restart was refused (the
+ * preflight did not come up, the program's check failed): the running
+ * version goes on, and the next trigger may try again.
+ */
+export function isRefusal(err: unknown): boolean {
+  return err !== null && typeof err === 'object' && kRefusal in err;
+}
+
+/** Never settles: what a restart trigger is in a preflight/bridge, which must never restart. */
+export function never(what: string): Promise<never> {
+  debug('autorestart: %s in a preflight/bridge: inactive', what);
+  return new Promise<never>(() => {});
+}
+
+function firstLine(err: Error): string {
+  return String(err?.message ?? err).split('\n')[0];
+}
+
+/**
+ * Ends a reload that did not lead to a new image: READY=1 with a STATUS=
+ * saying why. systemd has no notification that fails a reload (a reload
+ * ends with READY=1, or times out); ERRNO= is recorded with the status and
+ * shown by `systemctl status`.
+ */
+export function completeReload(status: string, err?: unknown): void {
+  const errno = (err as { errno?: unknown } | undefined)?.errno;
+  notify({ READY: 1, STATUS: status.replace(/[\r\n\0]+/g, ' ').slice(0, 1000),
+    ERRNO: typeof errno === 'number' && errno !== 0 ? Math.abs(errno) : undefined });
 }

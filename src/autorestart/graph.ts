@@ -184,3 +184,8 @@ export function inNodeModules(path: string): boolean {
   return path.includes(`${sep}node_modules${sep}`);
 }
 
+
+/** The module graph if something started tracking it, else undefined (nothing is started). */
+export function startedGraph(): ModuleGraph | undefined {
+  return graph;
+}

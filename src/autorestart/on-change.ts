@@ -6,7 +6,9 @@ import { statSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { abortError } from '../errors';
 import { validateArgs, validateBoolean, validateDuration, validateFdList, validateFunction, validateObject } from '../validators';
-import { mainScript, restartWith, type RestartViaExecOptions } from './exec';
+import { isRefusal, mainScript, never, restartWith, type RestartViaExecOptions } from './exec';
+import { isBridge } from './bridge';
+import { envFilePaths } from './env-file';
 import { checkFile, isCheckable, warmUp } from './check';
 import { moduleGraph } from './graph';
 import { fingerprintSync, parseWatchOptions, startWatching, type NotifyOnChangeOptions } from './watch';
@@ -71,7 +73,12 @@ async function runBeforeRestart(hook: (signal: AbortSignal) => unknown, timeout:
  * Never resolves; rejects with an AbortError on `signal`.
  */
 export async function restartOnChange(options: RestartOnChangeOptions = {}): Promise<never> {
-  const plan = parseWatchOptions(options, false);
+  validateObject(options as unknown, 'options');
+  // The env files of `node --env-file` are part of the program.
+  const envFiles = envFilePaths();
+  const plan = parseWatchOptions(envFiles.length === 0 ? options
+    : { ...options, paths: [...(Array.isArray(options.paths) ? options.paths : []), ...envFiles] }, false);
+  if (options.paths !== undefined && !Array.isArray(options.paths)) parseWatchOptions(options, false);
   const o = options;
   const check = o.check ?? true;
   validateBoolean(check, 'options.check');
@@ -82,7 +89,11 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   const execOptions: RestartViaExecOptions = {
     env: o.env, args: o.args, keepFds: o.keepFds, retryInterval: o.retryInterval, signal: o.signal,
     servers: o.servers, drainTimeout: o.drainTimeout, compileCache: o.compileCache,
+    preflight: o.preflight, preflightTimeout: o.preflightTimeout,
   };
+  if (o.preflight !== undefined) validateBoolean(o.preflight, 'options.preflight');
+  if (o.preflightTimeout !== undefined) validateDuration(o.preflightTimeout, 'options.preflightTimeout');
+  if (isBridge()) return never('restartOnChange');
   // Validate the exec options now rather than at the first change.
   if (o.env !== undefined) validateObject(o.env, 'options.env');
   if (o.args !== undefined) validateArgs(o.args, 'options.args');
@@ -132,7 +143,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
       if (only === undefined && good.get(f) === before) continue;
       // A deleted module is not refused: the new version may no longer
       // import it (what it imports is only known once it runs).
-      if (before.startsWith('missing:') || !isCheckable(f)) continue;
+      if (before.startsWith('missing:') || !isCheckable(f) || envFiles.includes(f)) continue;
       await checkFile(f);
       if (fingerprintSync(f) !== before) throw new Error(`${f} changed during the check; waiting for it to settle`);
       good.set(f, before);
@@ -157,20 +168,15 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
         report(err as Error);
       }
     }
-    let refused = false;
     try {
       // The second look, after the hook and the drain: what is exec'd is
       // what was checked.
-      return await restartWith(execOptions, {
-        verify: () => checkProgram().catch((err: unknown) => {
-          refused = true;
-          throw err;
-        }),
-      });
+      return await restartWith(execOptions, { verify: () => checkProgram(), trigger: { trigger: 'change' } });
     } catch (err) {
-      if (!refused) throw err;
+      if (!isRefusal(err)) throw err;
       report(err as Error);
-      // Not restarted: the servers are serving again; wait for the next change.
+      // Not restarted (the check or the preflight refused it): the servers
+      // are serving again; wait for the next change.
     }
   }
   // Only reachable if the feed ends without an error, which it does not.

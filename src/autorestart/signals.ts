@@ -4,8 +4,9 @@
 import { on } from 'node:events';
 import { debuglog } from 'node:util';
 import { abortError, invalidArgValue } from '../errors';
-import { validateAbortSignal, validateObject, signalName, toSignalNumber } from '../validators';
-import { restartViaExec, type RestartViaExecOptions } from './exec';
+import { validateAbortSignal, validateFunction, validateObject, signalName, toSignalNumber } from '../validators';
+import { isRefusal, never, restartWith, type RestartViaExecOptions } from './exec';
+import { isBridge } from './bridge';
 
 const debug = debuglog('posix-daemon');
 
@@ -79,6 +80,8 @@ export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   validateAbortSignal(options.signal, 'options.signal');
   const abort = options.signal;
   if (abort?.aborted) throw abortError(abort.reason);
+  if (options.onError !== undefined) validateFunction(options.onError, 'options.onError');
+  if (isBridge()) return never('restartOnSignal');
   // process.on, not once: the listener stays until this call settles, so a
   // second delivery during the drain finds it (with once, it would hit the
   // default action and kill the process with requests in flight).
@@ -94,18 +97,42 @@ export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   };
   process.on(name, onSignal);
   try {
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => reject(abortError(abort?.reason));
-      abort?.addEventListener('abort', onAbort, { once: true });
-      wake = () => {
-        abort?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-    });
-    debug('autorestart: %s received, restarting', name);
-    return await restartViaExec(options);
+    for (;;) {
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => reject(abortError(abort?.reason));
+        if (abort?.aborted) onAbort();
+        abort?.addEventListener('abort', onAbort, { once: true });
+        wake = () => {
+          abort?.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        if (received) wake();
+      });
+      debug('autorestart: %s received, restarting', name);
+      try {
+        return await restartWith(options, { trigger: { trigger: 'signal', signal: name } });
+      } catch (err) {
+        // Refused (the new version did not come up): this version goes on
+        // and the next signal tries again.
+        if (!isRefusal(err)) throw err;
+        report(options.onError, err as Error);
+        received = false;
+        wake = undefined;
+      }
+    }
   } finally {
     // Reached only when no exec happened (abort, invalid options).
     process.removeListener(name, onSignal);
+  }
+}
+
+/** Hands an error that prevented a restart to `onError` (and debuglog). */
+export function report(onError: ((err: Error) => void) | undefined, err: Error): void {
+  debug('autorestart: not restarting: %s', err.message);
+  if (onError === undefined) return;
+  try {
+    onError(err);
+  } catch (hookErr) {
+    debug('autorestart: onError threw: %s', hookErr);
   }
 }

@@ -24,6 +24,7 @@ import {
   validateObject,
 } from '../validators';
 import { isSea, mainScript } from './exec';
+import { isBridge } from './bridge';
 import { inNodeModules, moduleGraph } from './graph';
 
 const debug = debuglog('posix-daemon');
@@ -481,5 +482,8 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
  * @example for await (const { paths } of notifyOnChange({ paths: ['config.json'] })) reload(paths);
  */
 export function notifyOnChange(options: NotifyOnChangeOptions = {}): AsyncIterableIterator<ChangeEvent> {
-  return startWatching(parseWatchOptions(options, true)).feed;
+  const plan = parseWatchOptions(options, true);
+  // A preflight/bridge watches nothing: an iteration that never yields.
+  if (isBridge()) return new Feed<ChangeEvent>((a) => a);
+  return startWatching(plan).feed;
 }

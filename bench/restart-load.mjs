@@ -1,0 +1,230 @@
+// Rows of `npm run bench` for issue 17: restarts under load (a restart
+// every second and every 5 s, 16 connections, against the same server not
+// restarting and against pm2's cluster reload with 2 instances, same run),
+// and a broken version deployed under load. Kept apart from bench/run.mjs,
+// which calls these functions.
+//
+// pm2 is installed from npm into .cache/pm2 on first use (not a dependency),
+// with its own PM2_HOME in a temp dir: no daemon of anyone else is touched.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import http from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+const log = (s) => console.error(`bench: ${s}`);
+const median = (xs) => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+function put(dir, name, text) {
+  writeFileSync(join(dir, `.${name}.tmp`), text);
+  renameSync(join(dir, `.${name}.tmp`), join(dir, name));
+}
+
+/** Starts our server (own process group) and resolves once version `v` is READY. */
+async function startOurs(dir, port, preflight = true) {
+  const child = spawn(process.execPath, [join(root, 'bench', 'fixtures', 'restart-load-server.cjs')], {
+    env: { ...process.env, BENCH_DIR: dir, BENCH_PORT: String(port), BENCH_LIB: join(root, 'dist', 'autorestart.js'),
+      BENCH_PREFLIGHT: preflight ? '1' : '0' },
+    stdio: ['ignore', 'pipe', 'inherit'], detached: true,
+  });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+  const t0 = Date.now();
+  while (!/^READY /m.test(out)) {
+    if (Date.now() - t0 > 30_000 || child.exitCode !== null) throw new Error(`server did not start: ${out}`);
+    await sleep(20);
+  }
+  return { child, output: () => out, stop: () => { try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ } } };
+}
+
+function summarize(r) {
+  return {
+    failed: r.errors + r.timeouts + r.non2xx,
+    errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx,
+    served: r.requests.total, p99: r.latency.p99, max: r.latency.max,
+  };
+}
+
+/** autocannon for `seconds` while `every` ms `trigger()` runs (awaited: a slow trigger is not stacked). */
+async function underLoad(port, seconds, every, trigger) {
+  const autocannon = require('autocannon');
+  const inst = autocannon({ url: `http://127.0.0.1:${port}/`, connections: 16, duration: seconds });
+  const done = new Promise((resolve) => inst.on('done', resolve));
+  let running = true;
+  let triggers = 0;
+  const loop = (async () => {
+    if (!every) return;
+    await sleep(every);
+    while (running) {
+      const t = Date.now();
+      await trigger();
+      triggers++;
+      await sleep(Math.max(0, every - (Date.now() - t)));
+    }
+  })();
+  const result = await done;
+  running = false;
+  await loop;
+  return { ...summarize(result), triggers };
+}
+
+function pm2Bin() {
+  const prefix = join(root, '.cache', 'pm2');
+  const bin = join(prefix, 'node_modules', '.bin', 'pm2');
+  if (!existsSync(bin)) {
+    log('installing pm2 into .cache/pm2 (npm)');
+    mkdirSync(prefix, { recursive: true });
+    const r = spawnSync('npm', ['install', '--prefix', prefix, '--no-audit', '--no-fund', '--no-save', 'pm2@6'], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error('npm install pm2 failed');
+  }
+  return bin;
+}
+
+async function pm2Run(port, seconds, every) {
+  const bin = pm2Bin();
+  const home = mkdtempSync(join(tmpdir(), 'bench-pm2-'));
+  const app = join(home, 'app.cjs');
+  writeFileSync(app, `require('node:http').createServer((q, s) => s.end('pm2 ' + process.pid + '\\n')).listen(${port}, '127.0.0.1');\n`);
+  const env = { ...process.env, PM2_HOME: home };
+  const pm2 = (...args) => new Promise((resolve) => {
+    const c = spawn(bin, args, { env, stdio: 'ignore' });
+    c.on('close', resolve);
+  });
+  try {
+    if (await pm2('start', app, '-i', '2', '--name', 'bench-restart-load') !== 0) throw new Error('pm2 start failed');
+    for (let i = 0; i < 300; i++) {
+      const ok = await new Promise((resolve) => http.get({ host: '127.0.0.1', port }, (r) => { r.resume(); resolve(true); })
+        .on('error', () => resolve(false)));
+      if (ok) break;
+      await sleep(50);
+    }
+    return await underLoad(port, seconds, every, () => pm2('reload', 'bench-restart-load'));
+  } finally {
+    await pm2('kill');
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** READY lines of processes other than the server: the bridges' start-up cost. */
+function bridgeCosts(out, serverPid) {
+  return [...out.matchAll(/^READY \d+ (\d+) (\d+) (\d+)$/gm)]
+    .filter((m) => Number(m[1]) !== serverPid).map((m) => ({ cpuMs: Number(m[2]), rssKiB: Number(m[3]) }));
+}
+
+async function oursRun(seconds, every, preflight = true) {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-rl-'));
+  put(dir, 'version.cjs', 'exports.version = 0;\n');
+  const port = await freePort();
+  const s = await startOurs(dir, port, preflight);
+  try {
+    let n = 0;
+    const r = await underLoad(port, seconds, every, async () => {
+      n++;
+      put(dir, 'version.cjs', `exports.version = ${n};\n`);
+      process.kill(s.child.pid, 'SIGHUP');
+      // The next trigger comes once this restart is through (like pm2 reload).
+      const t0 = Date.now();
+      while (!new RegExp(`^READY ${n} ${s.child.pid} `, 'm').test(s.output()) && Date.now() - t0 < 30_000) await sleep(10);
+    });
+    return { ...r, costs: bridgeCosts(s.output(), s.child.pid) };
+  } finally {
+    s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Row "restart under load". */
+export async function restartUnderLoad({ quick = false } = {}) {
+  const seconds = quick ? 5 : 20;
+  log(`restart under load: ${seconds} s runs, 16 connections`);
+  const base = await oursRun(seconds, 0);
+  const every1 = await oursRun(seconds, 1000);
+  const every5 = await oursRun(seconds, 5000);
+  const noBridge = await oursRun(seconds, 1000, false);
+  let pm2;
+  try {
+    pm2 = await pm2Run(await freePort(), seconds, 1000);
+  } catch (err) {
+    pm2 = { error: err.message };
+  }
+  const fmt = (r) => r.error ? `error: ${r.error}` : `${r.failed} failed, ${r.served} served (${(r.served / base.served).toFixed(2)}x), p99 ${r.p99} ms, max ${r.max} ms, ${r.triggers ?? 0} restarts`;
+  const met = every1.failed === 0 && every5.failed === 0 && every1.served >= 0.85 * base.served && every1.max <= 3 * base.max;
+  const figure = `1/s: ${fmt(every1)}; 1/5 s: ${fmt(every5)}`;
+  return {
+    n: 8, name: `Restart under load (SIGHUP → \`restartOnSignal\` with preflight + bridge; a restart every 1 s and every 5 s, ${seconds} s, 16 connections)`,
+    peerName: 'the same server not restarting; pm2 cluster reload (2 instances) in the same run',
+    verdict: { figure, ratio: `served ${(every1.served / base.served).toFixed(2)}x, max ${(every1.max / base.max).toFixed(1)}x`, met: met ? 'yes' : 'no' },
+    goalText: '0 failed; served >= 0.85x; max <= 3x', runs: 1,
+    extra: `no restarts: ${fmt(base)}; without the bridge (preflight: false) at 1/s: ${fmt(noBridge)}; pm2 cluster reload at 1/s: ${fmt(pm2)}; ` +
+      `the second start (preflight/bridge) per restart, median of ${every1.costs.length}: CPU ${median(every1.costs.map((c) => c.cpuMs))} ms, peak RSS ${median(every1.costs.map((c) => c.rssKiB))} KiB`,
+  };
+}
+
+/** Row "broken version": a version that throws at start-up, deployed under load. */
+export async function brokenVersion({ quick = false } = {}) {
+  const seconds = quick ? 5 : 10;
+  const dir = mkdtempSync(join(tmpdir(), 'bench-broken-'));
+  put(dir, 'version.cjs', 'exports.version = 1;\n');
+  const port = await freePort();
+  const s = await startOurs(dir, port);
+  const seen = new Map();
+  let checkerErrors = 0;
+  let checking = true;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const checker = (async () => {
+    while (checking) {
+      await new Promise((resolve) => http.get({ host: '127.0.0.1', port, agent }, (r) => {
+        let b = '';
+        r.setEncoding('utf8').on('data', (d) => { b += d; }).on('end', () => {
+          const v = b.split(' ')[0];
+          seen.set(v, (seen.get(v) ?? 0) + 1);
+          resolve();
+        });
+      }).on('error', () => { checkerErrors++; resolve(); }));
+    }
+  })();
+  try {
+    const r = await underLoad(port, seconds, 2000, async () => {
+      // Parses, throws when run: only a start can tell.
+      put(dir, 'version.cjs', 'exports.version = 2;\nnotDefinedAnywhere();\n');
+      process.kill(s.child.pid, 'SIGHUP');
+      const before = (s.output().match(/^REFUSED /gm) ?? []).length;
+      const t0 = Date.now();
+      while ((s.output().match(/^REFUSED /gm) ?? []).length === before && Date.now() - t0 < 30_000) await sleep(10);
+    });
+    checking = false;
+    await checker;
+    agent.destroy();
+    const refusals = (s.output().match(/^REFUSED /gm) ?? []).length;
+    const onlyOld = [...seen.keys()].every((v) => v === '1') && checkerErrors === 0;
+    return {
+      n: 9, name: `Broken version (throws at start-up) deployed under load, ${r.triggers} attempts in ${seconds} s (16 connections)`,
+      peerName: 'goal: 0 failed, the old version answering throughout',
+      verdict: { figure: `${r.failed} failed, ${r.served} served; answers by version: ${JSON.stringify(Object.fromEntries(seen))}; refusals ${refusals}`,
+        ratio: '', met: r.failed === 0 && onlyOld && refusals === r.triggers ? 'yes' : 'no' },
+      goalText: '0 failed; old version only', runs: 1,
+      extra: `p99 ${r.p99} ms, max ${r.max} ms; checker errors ${checkerErrors}`,
+    };
+  } finally {
+    checking = false;
+    s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+

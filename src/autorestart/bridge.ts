@@ -1,0 +1,343 @@
+/**
+ * The preflight and the bridge of a restart with `servers`.
+ *
+ * Three processes meet here, all the same program:
+ * - the OLD image (parent): before it drains, it forks the new version as a
+ *   child (a plan: fork + execve, no JavaScript in the child) with the
+ *   listening sockets at the fd numbers they have, a readiness pipe, a
+ *   control pipe and a pipe for its stderr. The child is "up" once it took
+ *   every socket (or reported ready). If it exits, reports an error or is
+ *   not up in time, the restart is refused (the old image never stopped
+ *   accepting). Once it is up it accepts on the very same sockets, and the
+ *   old image drains and execs, handing on the sockets, the control pipe's
+ *   write end and the stderr pipe's read end.
+ * - the BRIDGE (that child): serves until the control pipe reaches EOF, then
+ *   drains and exits. EOF comes when the new image is up, or when every
+ *   holder of the write end is gone (the process died): a bridge never
+ *   outlives its parent by more than a drain.
+ * - the NEW image (same PID as the old): once it took its sockets it closes
+ *   the control pipe and reaps the bridge, its child across the exec.
+ *
+ * In the bridge the library stays quiet without being told (see isBridge()):
+ * no sd_notify (NOTIFY_SOCKET is not passed on), no PID-file lock, no
+ * watching, no restart triggers.
+ */
+import { closeSync, fstatSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { debuglog } from 'node:util';
+import { childPids, fork, pipe, waitAsync } from '../posix';
+import { receiver, report } from '../initstatus';
+import { launch, isExitedError } from '../launch';
+import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers } from '../sockets';
+import { PIDFILE_ENV } from '../pidfile';
+import { EXEC_CHILDREN_ENV } from './zombies';
+
+const debug = debuglog('posix-daemon');
+
+/** In a bridge: `<parent pid>;ready=<initstatus address>;control=<fd>;drain=<ms>`. */
+export const BRIDGE_ENV = 'POSIX_DAEMON_BRIDGE';
+/** In the image after the exec: `<bridge pid>;control=<fd>;stderr=<fd>;timeout=<ms>`. */
+export const BRIDGED_ENV = 'POSIX_DAEMON_BRIDGED';
+/** How much of a failed preflight's stderr the error carries. */
+const STDERR_TAIL = 8 * 1024;
+
+function fields(value: string): { head: string; map: Map<string, string> } {
+  const [head, ...rest] = value.split(';');
+  const map = new Map<string, string>();
+  for (const kv of rest) {
+    const i = kv.indexOf('=');
+    if (i > 0) map.set(kv.slice(0, i), kv.slice(i + 1));
+  }
+  return { head, map };
+}
+
+function fdField(map: Map<string, string>, key: string): number | undefined {
+  const v = map.get(key);
+  return v !== undefined && /^[0-9]{1,9}$/.test(v) && Number(v) >= 3 ? Number(v) : undefined;
+}
+
+function isPipe(fd: number): boolean {
+  try {
+    return fstatSync(fd).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
+function closeQuietly(fd: number | undefined): void {
+  if (fd === undefined) return;
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The bridge's side.
+
+interface BridgeRole { ready: string; control: number; drainTimeout: number }
+
+function readBridgeEnv(): BridgeRole | undefined {
+  const value = process.env[BRIDGE_ENV];
+  if (value === undefined) return undefined;
+  delete process.env[BRIDGE_ENV];
+  const { head, map } = fields(value);
+  const control = fdField(map, 'control');
+  const ready = map.get('ready');
+  if (!/^[1-9][0-9]*$/.test(head) || Number(head) !== process.ppid || process.ppid <= 1 || control === undefined ||
+    ready === undefined || !/^fd:[0-9]{1,9}$/.test(ready) || !isPipe(control)) {
+    debug('bridge: %s=%j is not for this process: ignored', BRIDGE_ENV, value);
+    return undefined;
+  }
+  const ms = Number(map.get('drain'));
+  return { ready, control, drainTimeout: Number.isSafeInteger(ms) && ms >= 0 ? ms : 5000 };
+}
+
+const bridgeRole = readBridgeEnv();
+
+/**
+ * Whether this process is the preflight/bridge of a restart: the next
+ * version of the program, started by the running one to check that it
+ * comes up, then serving while the running one execs into it. It runs
+ * everything a first start runs, so one-time work (migrations, cron jobs)
+ * should be skipped when this is true. The library itself needs no such
+ * care: here it sends no sd_notify, takes no PID-file lock, watches nothing
+ * and arms no restart trigger.
+ */
+export function isBridge(): boolean {
+  return bridgeRole !== undefined;
+}
+
+let reported = false;
+/** The bridge tells its parent how its start went (once). */
+export function reportStart(error?: Error | string): Promise<boolean> {
+  if (bridgeRole === undefined || reported) return Promise.resolve(false);
+  reported = true;
+  return report(bridgeRole.ready, error ?? null);
+}
+
+if (bridgeRole !== undefined) {
+  const role = bridgeRole;
+  debug('bridge: started by %d', process.ppid);
+  // Up once every socket handed over is taken.
+  void handedSocketsTaken().then(() => reportStart());
+  const control = new Socket({ fd: role.control, readable: true, writable: false });
+  control.on('data', () => {});
+  control.on('error', () => {});
+  // EOF: the new image is up (or everyone else is gone). Drain and leave.
+  control.once('close', () => {
+    debug('bridge: control pipe closed: draining %d server(s) and exiting', inheritedServers().length);
+    void Promise.all(inheritedServers().map((s) => drain(s, role.drainTimeout))).then(() => process.exit(0));
+  });
+  control.unref();
+}
+
+// ---------------------------------------------------------------------------
+// The old image's side: the preflight.
+
+/** A restart refused because the new version did not come up; `code` ERR_RESTART_REFUSED. */
+export interface PreflightError extends Error {
+  code: 'ERR_RESTART_REFUSED';
+  /** The child's PID. */
+  pid: number;
+  exitCode: number | null;
+  signalCode: NodeJS.Signals | null;
+  /** The end of what it wrote to stderr. */
+  stderr: string;
+}
+
+function refused(pid: number, why: string, cause: unknown, exitCode: number | null, signalCode: NodeJS.Signals | null,
+  stderr: string): PreflightError {
+  const tail = stderr.trim() === '' ? '' : `\n--- its stderr (end) ---\n${stderr.trimEnd()}`;
+  const err = new Error(`restart refused: the new version (preflight pid ${pid}) ${why}; the running version goes on${tail}`,
+    { cause }) as PreflightError;
+  err.code = 'ERR_RESTART_REFUSED';
+  err.pid = pid;
+  err.exitCode = exitCode;
+  err.signalCode = signalCode;
+  err.stderr = stderr;
+  return err;
+}
+
+/** A bridge that came up: what the exec passes on, or how to give it up. */
+export interface Bridge {
+  pid: number;
+  keepFds: number[];
+  env: Record<string, string>;
+  /** The restart did not happen after all: the bridge drains, exits and is reaped. */
+  abandon(): void;
+}
+
+export interface PreflightSpec {
+  argv: string[];
+  env: Record<string, string>;
+  sockets: Array<{ fd: number; name: string }>;
+  timeout: number;
+  drainTimeout: number;
+}
+
+/**
+ * Starts the new version as a child with the sockets and waits until it is
+ * up. Rejects with a PreflightError (the child then is killed and reaped).
+ */
+export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
+  const rx = await receiver();
+  const [controlRead, controlWrite] = pipe();
+  const [errRead, errWrite] = pipe();
+  const env: Record<string, string> = { ...spec.env };
+  // The bridge must not speak for the service, hold its PID file or think
+  // it inherited children.
+  for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', PIDFILE_ENV, EXEC_CHILDREN_ENV, BRIDGED_ENV,
+    'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES']) delete env[k];
+  const handoff = handoffValue(`P${process.pid}`, spec.sockets);
+  if (handoff !== undefined) env[HANDOFF_ENV] = handoff;
+  else delete env[HANDOFF_ENV];
+  env[BRIDGE_ENV] = `${process.pid};ready=${rx.address};control=${controlRead};drain=${spec.drainTimeout}`;
+  let child;
+  try {
+    child = launch({
+      what: 'preflight',
+      receiver: rx,
+      spawn: (keep) => fork({
+        file: process.execPath, argv0: spec.argv[0], args: spec.argv.slice(1), env,
+        stdio: [0, 1, errWrite], keepFds: [...keep, controlRead, ...spec.sockets.map((s) => s.fd)],
+      }),
+    });
+  } catch (err) {
+    for (const fd of [controlRead, controlWrite, errRead, errWrite]) closeQuietly(fd);
+    throw err;
+  } finally {
+    closeQuietly(controlRead);
+    closeQuietly(errWrite);
+  }
+  debug('preflight: pid %d started', child.pid);
+  // Its stderr goes on to ours, and its end is kept for a refusal.
+  let tail = '';
+  const errStream = new Socket({ fd: errRead, readable: true, writable: false });
+  errStream.on('data', (d: Buffer) => {
+    process.stderr.write(d);
+    tail = (tail + d.toString('utf8')).slice(-STDERR_TAIL);
+  });
+  errStream.on('error', () => {});
+  try {
+    await child.ready({ timeout: spec.timeout });
+  } catch (err) {
+    // A child that reported its failure exits right after (the guard does):
+    // give it a moment, for its real exit status. Anything else goes now.
+    if (!isExitedError(err) && (err as { code?: string }).code !== 'ETIMEDOUT') {
+      await Promise.race([child.exited, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    }
+    child.kill('SIGKILL');
+    const status = await child.exited;
+    // What it wrote before it died may still be in the pipe.
+    await new Promise<void>((resolve) => {
+      if (errStream.destroyed || errStream.readableEnded) resolve();
+      else {
+        errStream.once('close', () => resolve());
+        setTimeout(resolve, 200).unref();
+      }
+    });
+    errStream.destroy();
+    closeQuietly(controlWrite);
+    const why = isExitedError(err) ? (status?.signal ? `was killed by ${status.signal} before it was up`
+      : `exited with code ${status?.exitCode} before it was up`)
+      : (err as { code?: string }).code === 'ETIMEDOUT' ? `was not up within ${spec.timeout} ms`
+        : `failed at start-up (${(err as Error).message})${status?.exitCode != null ? ` and exited with code ${status.exitCode}` : ''}`;
+    throw refused(child.pid, why, err, status?.exitCode ?? null, status?.signal ?? null, tail);
+  }
+  debug('preflight: pid %d is up', child.pid);
+  // From here on its stderr is forwarded by whoever holds the read end: us,
+  // then the new image.
+  errStream.removeAllListeners('data');
+  errStream.on('data', (d: Buffer) => process.stderr.write(d));
+  errStream.unref();
+  child.unref();
+  let given = false;
+  return {
+    pid: child.pid,
+    keepFds: [controlWrite, errRead],
+    env: { [BRIDGED_ENV]: `${child.pid};control=${controlWrite};stderr=${errRead};timeout=${spec.timeout}` },
+    abandon() {
+      if (given) return;
+      given = true;
+      debug('preflight: restart abandoned: bridge %d drains and exits', child.pid);
+      closeQuietly(controlWrite);
+      void child.exited.then(() => errStream.destroy());
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The new image's side: end the bridge once this image is up.
+
+interface Bridged { pid: number; control: number; stderr: number; timeout: number }
+
+function readBridgedEnv(): Bridged | undefined {
+  const value = process.env[BRIDGED_ENV];
+  if (value === undefined) return undefined;
+  delete process.env[BRIDGED_ENV];
+  const { head, map } = fields(value);
+  const control = fdField(map, 'control');
+  const stderr = fdField(map, 'stderr');
+  const pid = Number(head);
+  const timeout = Number(map.get('timeout'));
+  // Untrusted: only our own child, only pipes.
+  if (!/^[1-9][0-9]*$/.test(head) || !childPids().includes(pid) || control === undefined || stderr === undefined ||
+    !isPipe(control) || !isPipe(stderr)) {
+    debug('bridge: %s=%j is not for this process: ignored', BRIDGED_ENV, value);
+    return undefined;
+  }
+  return { pid, control, stderr, timeout: Number.isSafeInteger(timeout) && timeout > 0 ? timeout : 10_000 };
+}
+
+/** The bridge this image was started over and has not ended yet. */
+let bridged: (Bridged & { hold: boolean; forward: Socket }) | undefined;
+
+/** The PID of the bridge this image has to end, if any (not a child to hand over as an orphan). */
+export function pendingBridgePid(): number | undefined {
+  return bridged?.pid;
+}
+
+/**
+ * What an exec from an image still waiting to end its bridge (a failed
+ * start) passes on, so the next image ends it.
+ */
+export function pendingBridgeHandoff(): { keepFds: number[]; env: Record<string, string> } | undefined {
+  if (bridged === undefined) return undefined;
+  const b = bridged;
+  return {
+    keepFds: [b.control, b.stderr],
+    env: { [BRIDGED_ENV]: `${b.pid};control=${b.control};stderr=${b.stderr};timeout=${b.timeout}` },
+  };
+}
+
+/** A failed start: the bridge keeps serving until a next image is up. */
+export function holdBridge(): void {
+  if (bridged !== undefined) bridged.hold = true;
+}
+
+function endBridge(why: string): void {
+  const b = bridged;
+  if (b === undefined || b.hold) return;
+  bridged = undefined;
+  debug('bridge: %s: ending bridge %d', why, b.pid);
+  closeQuietly(b.control);
+  waitAsync(b.pid, { ref: false }).then((r) => {
+    debug('bridge: %d reaped (%o)', b.pid, { code: r.exitCode, signal: r.signal });
+    b.forward.destroy();
+  }, (err: Error) => debug('bridge: cannot wait for %d: %s', b.pid, err.message));
+}
+
+const found = readBridgedEnv();
+if (found !== undefined) {
+  const forward = new Socket({ fd: found.stderr, readable: true, writable: false });
+  forward.on('data', (d: Buffer) => process.stderr.write(d));
+  forward.on('error', () => {});
+  forward.unref();
+  bridged = { ...found, hold: false, forward };
+  void handedSocketsTaken().then(() => endBridge('this image took its sockets'));
+  // A new version that no longer listens on every socket would never end
+  // the bridge: it ends one preflight timeout after the exec at the latest.
+  setTimeout(() => endBridge('timeout'), found.timeout).unref();
+}
