@@ -424,9 +424,24 @@ try {
 const a = previous.indexOf(initStart);
 const b = previous.indexOf(initEnd);
 if (a >= 0 && b > a) md += `\n${previous.slice(a, b + initEnd.length)}\n`;
+md += keepSection(previous, '<!-- workers:start -->', '<!-- workers:end -->');
 writeFileSync(benchFile, md);
 console.log(md);
+if (!only || only.includes('workers')) runWorkersBench();
 if (!only || only.includes('initMemory')) {
   log('running initMemory (bench/init-memory.mjs)');
   spawnSync(process.execPath, [join(root, 'bench', 'init-memory.mjs')], { stdio: 'inherit' });
+}
+
+/** The section between two markers of the previous BENCHMARKS.md, kept when its script is not run. */
+function keepSection(text, start, end) {
+  const i = text.indexOf(start);
+  const j = text.indexOf(end);
+  return i >= 0 && j > i ? `\n${text.slice(i, j + end.length)}\n` : '';
+}
+
+/** Many workers vs pm2 and cluster (bench/workers.mjs): its own section of BENCHMARKS.md. */
+function runWorkersBench() {
+  log('running workers (bench/workers.mjs)');
+  spawnSync(process.execPath, [join(root, 'bench', 'workers.mjs'), ...(quick ? ['--quick'] : [])], { stdio: 'inherit' });
 }

@@ -67,6 +67,20 @@ function isThisProcess(pid: string | undefined): boolean {
   return pid !== undefined && /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.pid;
 }
 
+/**
+ * The hand-over's first field: this PID (an image handing over to the next
+ * one), or `parent:<PID>` naming our parent (a monitor handing its sockets
+ * to a worker it forks: it cannot know the worker's PID when it writes the
+ * environment, and the worker's parent is exactly the process that could).
+ */
+function namesThisProcess(field: string | undefined): boolean {
+  if (field !== undefined && field.startsWith('parent:')) {
+    const pid = field.slice('parent:'.length);
+    return /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.ppid && process.ppid !== 1;
+  }
+  return isThisProcess(field);
+}
+
 /** The port of Node's inspector, when it listens (`--inspect`). */
 const inspectorPort = ((): number | undefined => {
   try {
@@ -140,7 +154,9 @@ function isMeantForUs(who: string | undefined): boolean {
 function readHandoffEnv(value: string | undefined): InheritedSocket[] {
   if (value === undefined) return [];
   const [pid, ...items] = value.split(';');
-  if (!isMeantForUs(pid)) {
+  // Two spellings of "a child of <pid>" meet here (branch restart's
+  // preflight/bridge writes P<pid>, branch workers' monitor parent:<pid>).
+  if (!isMeantForUs(pid) && !namesThisProcess(pid)) {
     debug('listenFds: %s names PID %s, not this process (%d): ignored', HANDOFF_ENV, pid, process.pid);
     return [];
   }
@@ -253,9 +269,9 @@ export function handedSocketsTaken(): Promise<void> {
   return new Promise((resolve) => handedWaiters.push(resolve));
 }
 
-function taken(s: InheritedSocket, server: Server): void {
+function taken(s: InheritedSocket, server?: Server): void {
   inherited = inherited.filter((x) => x !== s);
-  takers.add(server);
+  if (server !== undefined) takers.add(server);
   if (handed.delete(s.fd)) {
     handedTaken++;
     if (handed.size === 0) for (const w of handedWaiters.splice(0)) w();
@@ -265,6 +281,60 @@ function taken(s: InheritedSocket, server: Server): void {
 /** The servers of this image that took an inherited socket. */
 export function inheritedServers(): Server[] {
   return [...takers];
+}
+
+/** Responses not finished yet, per HTTP server that is tracked (listen(), gracefulShutdown). */
+const inFlight = new WeakMap<Server, Set<DrainableResponse>>();
+
+/**
+ * Keeps the set of `server`'s unfinished responses (HTTP servers; a no-op
+ * for others), so that a drain can tell the requests already in flight to
+ * close their connection too, not only the ones that come after it.
+ */
+export function trackResponses(server: Server): void {
+  if (inFlight.has(server)) return;
+  const set = new Set<DrainableResponse>();
+  inFlight.set(server, set);
+  server.prependListener('request' as 'connection', ((_req: unknown, res: DrainableResponse) => {
+    set.add(res);
+    res.once('finish', () => set.delete(res));
+    res.once('close', () => set.delete(res));
+  }) as never);
+}
+
+/** Servers listening through listen(), until they close: what gracefulShutdown drains by default. */
+const listened = new Set<Server>();
+
+/** The servers listen() started that are still open. */
+export function listenedServers(): Server[] {
+  return [...listened];
+}
+
+/**
+ * Sockets this process holds without a server (a monitor's, which its
+ * workers accept on): handOffServers passes them on to the next image too.
+ */
+const held = new Map<number, string>();
+
+/** Keeps `fd` (a listening socket, no server of ours on it) across restartViaExec under `name`. */
+export function holdAcrossExec(fd: number, name: string): void {
+  held.set(fd, name);
+}
+
+/** Forgets an fd given to holdAcrossExec (it is being closed). */
+export function releaseHeld(fd: number): void {
+  held.delete(fd);
+}
+
+/**
+ * Takes an inherited socket that matches `options` (by name, else by
+ * address) out of the list, for a process that holds it without a server.
+ */
+export function takeInherited(options: ListenOptions & { name?: string }): InheritedSocket | undefined {
+  const hit = findInherited(options);
+  // Taken like a server's (a handed socket counts as taken for the restart).
+  if (hit !== undefined) taken(hit);
+  return hit;
 }
 
 /**
@@ -361,6 +431,9 @@ export function listen(server: Server, options: ListenOptions & { name?: string 
       // A name systemd gave (FileDescriptorName=) wins; else the caller's.
       const name = hit !== undefined && hit.name !== 'unknown' ? hit.name : options.name ?? hit?.name;
       if (name !== undefined) serverNames.set(server, name);
+      listened.add(server);
+      trackResponses(server);
+      server.once('close', () => listened.delete(server));
       resolve({ inherited: hit !== undefined, ...(hit ? { fd: hit.fd } : {}), name: socketName(server) });
     };
     if (hit !== undefined) {
@@ -410,6 +483,7 @@ export async function handOffServers(servers: Array<Server | ServerHandoffEntry>
   const passed = [
     ...entries.map((e, i) => ({ fd: dups[i], name: e.name })),
     ...inherited.map((s) => ({ fd: s.fd, name: s.name })),
+    ...[...held].map(([fd, name]) => ({ fd, name })),
   ];
   return {
     keepFds: passed.map((p) => p.fd),
@@ -467,10 +541,14 @@ interface HttpLike {
 interface DrainableResponse {
   shouldKeepAlive: boolean;
   headersSent: boolean;
-  once(event: 'finish', cb: () => void): unknown;
+  once(event: 'finish' | 'close', cb: () => void): unknown;
 }
 
-/** Stops accepting on `server` and lets its connections finish (at most `timeout` ms); see handOffServers. */
+/**
+ * Stops `server` accepting and resolves once its connections ended: in-flight
+ * requests finish (answered with "Connection: close"), idle keep-alive
+ * connections close; after `timeout` ms the rest are closed.
+ */
 export function drain(server: Server, timeout: number): Promise<void> {
   return new Promise((resolve) => {
     const http = server as unknown as HttpLike;
@@ -483,6 +561,7 @@ export function drain(server: Server, timeout: number): Promise<void> {
       if (!res.headersSent) res.shouldKeepAlive = false;
     };
     server.prependListener('request' as 'connection', onRequest as never);
+    for (const res of inFlight.get(server) ?? []) onRequest(undefined, res);
     // net.Server's close, not http.Server's: Node >= 19's http close() also
     // closes idle connections at once, with exactly that race.
     // 'close' comes once every connection has ended.

@@ -96,6 +96,18 @@ if (isMainThread && process.env[EXEC_CHILDREN_ENV] !== undefined) {
   debug('autorestart: inherited children from the previous image: %j', [...inherited]);
 }
 
+/**
+ * Takes `pids` out of the children inherited from the previous image (for
+ * a selfMonitor adopting its workers: cleanUpChildZombies must not reap
+ * them). Returns those that were there: only they passed the checks above
+ * (our children when this image loaded, and older than it).
+ */
+export function takeInheritedChildren(pids: number[]): number[] {
+  const out = pids.filter((p) => inherited.has(p));
+  for (const p of out) inherited.delete(p);
+  return out;
+}
+
 /** One child reaped by cleanUpChildZombies. */
 export interface ReapedChild {
   pid: number;
