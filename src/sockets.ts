@@ -162,10 +162,12 @@ function readHandoffEnv(value: string | undefined): InheritedSocket[] {
   }
   const out: InheritedSocket[] = [];
   for (const item of items.slice(0, MAX_SOCKETS)) {
-    const m = /^([0-9]{1,9})=(.*)$/.exec(item);
+    // `~`: a spare (the image before did not serve it either): passed on,
+    // but not waited for.
+    const m = /^(~?)([0-9]{1,9})=(.*)$/.exec(item);
     let name = '';
     try {
-      name = m ? decodeURIComponent(m[2]) : '';
+      name = m ? decodeURIComponent(m[3]) : '';
     } catch {
       // keeps '' and is refused below
     }
@@ -173,8 +175,9 @@ function readHandoffEnv(value: string | undefined): InheritedSocket[] {
       debug('listenFds: %s item %j: ignored', HANDOFF_ENV, item);
       continue;
     }
-    const s = adopt(Number(m[1]), name, HANDOFF_ENV);
+    const s = adopt(Number(m[2]), name, HANDOFF_ENV);
     if (s) out.push(s);
+    if (s && m[1] === '') handed.add(s.fd);
   }
   return out;
 }
@@ -187,7 +190,6 @@ function readInherited(): InheritedSocket[] {
   const env = process.env;
   const systemd = readSystemdEnv(env);
   const own = readHandoffEnv(env[HANDOFF_ENV]);
-  for (const s of own) handed.add(s.fd);
   // Meant for this process only: children must not misread them.
   delete env.LISTEN_PID;
   delete env.LISTEN_FDS;
@@ -482,7 +484,7 @@ export async function handOffServers(servers: Array<Server | ServerHandoffEntry>
   await Promise.all(entries.map((e) => drain(e.server, drainTimeout)));
   const passed = [
     ...entries.map((e, i) => ({ fd: dups[i], name: e.name })),
-    ...inherited.map((s) => ({ fd: s.fd, name: s.name })),
+    ...inheritedToPass(),
     ...[...held].map(([fd, name]) => ({ fd, name })),
   ];
   return {
@@ -506,9 +508,18 @@ export async function handOffServers(servers: Array<Server | ServerHandoffEntry>
   };
 }
 
+/** A socket a restart passes on; `spare`: nobody served it, so the next image is not expected to take it. */
+export interface PassedSocket { fd: number; name: string; spare?: boolean }
+
+/** The inherited sockets no server took: still expected when they were handed to us, else spares. */
+function inheritedToPass(): PassedSocket[] {
+  return inherited.map((s) => ({ fd: s.fd, name: s.name, spare: !handed.has(s.fd) }));
+}
+
 /** The value of HANDOFF_ENV for `who` (a PID, or `P<pid>` for a child of that PID). */
-export function handoffValue(who: string, passed: Array<{ fd: number; name: string }>): string | undefined {
-  return passed.length === 0 ? undefined : [who, ...passed.map((p) => `${p.fd}=${encodeURIComponent(p.name)}`)].join(';');
+export function handoffValue(who: string, passed: PassedSocket[]): string | undefined {
+  return passed.length === 0 ? undefined
+    : [who, ...passed.map((p) => `${p.spare ? '~' : ''}${p.fd}=${encodeURIComponent(p.name)}`)].join(';');
 }
 
 /**
@@ -516,8 +527,8 @@ export function handoffValue(who: string, passed: Array<{ fd: number; name: stri
  * duplicate): each server's own fd under its name, and the inherited
  * sockets no server took. What a preflight child is started with.
  */
-export function currentSockets(servers: Array<Server | ServerHandoffEntry>): Array<{ fd: number; name: string }> {
-  return [...serverEntries(servers).map((e) => ({ fd: e.fd, name: e.name })), ...inherited.map((s) => ({ fd: s.fd, name: s.name }))];
+export function currentSockets(servers: Array<Server | ServerHandoffEntry>): PassedSocket[] {
+  return [...serverEntries(servers).map((e) => ({ fd: e.fd, name: e.name })), ...inheritedToPass()];
 }
 
 function serverEntries(servers: Array<Server | ServerHandoffEntry>): Array<{ server: Server; name: string; fd: number }> {

@@ -26,9 +26,14 @@ import { closeSync, fstatSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { debuglog } from 'node:util';
 import { childPids, fork, pipe, waitAsync } from '../posix';
-import { receiver, report } from '../initstatus';
-import { launch, isExitedError } from '../launch';
-import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers } from '../sockets';
+// initstatus and launch are loaded when first needed: every image a restart
+// starts loads this module (the guard preload), and initstatus pulls in
+// node:http and node:https.
+type Initstatus = typeof import('../initstatus');
+type Launch = typeof import('../launch');
+const initstatus = (): Initstatus => require('../initstatus') as Initstatus;
+const launchApi = (): Launch => require('../launch') as Launch;
+import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers, type PassedSocket } from '../sockets';
 import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
 
@@ -114,7 +119,7 @@ let reported = false;
 export function reportStart(error?: Error | string): Promise<boolean> {
   if (bridgeRole === undefined || reported) return Promise.resolve(false);
   reported = true;
-  return report(bridgeRole.ready, error ?? null);
+  return initstatus().report(bridgeRole.ready, error ?? null);
 }
 
 if (bridgeRole !== undefined) {
@@ -172,7 +177,7 @@ export interface Bridge {
 export interface PreflightSpec {
   argv: string[];
   env: Record<string, string>;
-  sockets: Array<{ fd: number; name: string }>;
+  sockets: PassedSocket[];
   timeout: number;
   drainTimeout: number;
 }
@@ -182,7 +187,8 @@ export interface PreflightSpec {
  * up. Rejects with a PreflightError (the child then is killed and reaped).
  */
 export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
-  const rx = await receiver();
+  const { launch, isExitedError } = launchApi();
+  const rx = await initstatus().receiver();
   const [controlRead, controlWrite] = pipe();
   const [errRead, errWrite] = pipe();
   const env: Record<string, string> = { ...spec.env };

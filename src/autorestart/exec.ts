@@ -211,11 +211,24 @@ let inFlight: Promise<never> | undefined;
  * image is gone. When execve (or the entry-file check before it) fails, the
  * error is logged with `NODE_DEBUG=posix-daemon` and the exec is retried every
  * `retryInterval` ms; the process keeps running meanwhile. Rejects with an
- * AbortError when `signal` aborts, and at once for invalid arguments. A call
+ * AbortError when `signal` aborts, at once for invalid arguments, and with
+ * an ERR_RESTART_REFUSED error (also given to `onError`) when the preflight
+ * of a restart with `servers` did not come up. A call
  * while another restart is in progress joins that one (same promise).
  */
 export async function restartViaExec(options: RestartViaExecOptions = {}): Promise<never> {
-  return restartWith(options, {});
+  try {
+    return await restartWith(options, {});
+  } catch (err) {
+    if (isRefusal(err) && typeof options?.onError === 'function') {
+      try {
+        options.onError(err as Error);
+      } catch (hookErr) {
+        debug('autorestart: onError threw: %s', hookErr);
+      }
+    }
+    throw err;
+  }
 }
 
 /** restartViaExec with restartOnChange's hooks. */
@@ -280,6 +293,9 @@ hooks: ExecHooks): Promise<never> {
             timeout: preflightTimeout, drainTimeout,
           });
         } catch (err) {
+          // A preflight that could not even be started (fork/execve failed:
+          // E2BIG, EAGAIN...) is an exec failure: retried like one.
+          if ((err as { code?: unknown }).code !== 'ERR_RESTART_REFUSED') throw err;
           throw Object.assign(new Refused(), { cause: err });
         }
       }

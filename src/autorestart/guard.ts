@@ -123,9 +123,10 @@ function fail(err: unknown): void {
   holdBridge();
   const waiting = info.trigger === 'signal' ? `waiting for ${info.signal} or a change` : 'waiting for a change';
   const first = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  // Watching first, then the message: an edit made on reading it is seen.
+  void waitForFix();
   process.stderr.write(`posix-daemon: the new code failed at start-up: ${first}; ${waiting}\n${describe(err)}\n`);
   if (process.env.NOTIFY_SOCKET) completeReload(`the new code failed at start-up: ${first}; ${waiting}`, err);
-  void waitForFix();
 }
 
 async function waitForFix(): Promise<void> {
