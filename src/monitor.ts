@@ -6,8 +6,7 @@
  * in ./monitor/; this file is the public face (and keeps the
  * `dist/monitor.js` path that package.json exports).
  */
-import { invalidArgValue } from './errors';
-import { validateCString } from './validators';
+import { validateEnvKey } from './monitor/env-key';
 
 export { selfMonitor } from './monitor/self-monitor';
 export type { MonitorEvent, MonitorPromise, MonitorSocket, SelfMonitorOptions } from './monitor/types';
@@ -17,11 +16,6 @@ export { workerSlot } from './monitor/in-worker';
 export { gracefulShutdown } from './graceful';
 export type { GracefulShutdownHandle, GracefulShutdownOptions } from './graceful';
 export { listen, listenFds } from './sockets';
-
-export function validateEnvKey(envKey: unknown): asserts envKey is string {
-  validateCString(envKey, 'envKey', { allowEmpty: false });
-  if (envKey.includes('=')) throw invalidArgValue('envKey', envKey, "must not contain '='");
-}
 
 /** True in the monitored child: `envKey` is set and non-empty. */
 export function isMonitored(envKey: string): boolean {

@@ -67,20 +67,6 @@ function isThisProcess(pid: string | undefined): boolean {
   return pid !== undefined && /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.pid;
 }
 
-/**
- * The hand-over's first field: this PID (an image handing over to the next
- * one), or `parent:<PID>` naming our parent (a monitor handing its sockets
- * to a worker it forks: it cannot know the worker's PID when it writes the
- * environment, and the worker's parent is exactly the process that could).
- */
-function namesThisProcess(field: string | undefined): boolean {
-  if (field !== undefined && field.startsWith('parent:')) {
-    const pid = field.slice('parent:'.length);
-    return /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.ppid && process.ppid !== 1;
-  }
-  return isThisProcess(field);
-}
-
 /** The port of Node's inspector, when it listens (`--inspect`). */
 const inspectorPort = ((): number | undefined => {
   try {
@@ -154,9 +140,7 @@ function isMeantForUs(who: string | undefined): boolean {
 function readHandoffEnv(value: string | undefined): InheritedSocket[] {
   if (value === undefined) return [];
   const [pid, ...items] = value.split(';');
-  // Two spellings of "a child of <pid>" meet here (branch restart's
-  // preflight/bridge writes P<pid>, branch workers' monitor parent:<pid>).
-  if (!isMeantForUs(pid) && !namesThisProcess(pid)) {
+  if (!isMeantForUs(pid)) {
     debug('listenFds: %s names PID %s, not this process (%d): ignored', HANDOFF_ENV, pid, process.pid);
     return [];
   }

@@ -179,3 +179,10 @@ test('with daemonize: the daemon is the monitor, its child the worker; stopping 
   process.kill(daemon, 'SIGTERM');
   await waitFor(() => !isAlive(worker) && !isAlive(daemon), { what: 'monitor and worker to stop' });
 });
+
+test('a worker that exits right after report() is not restarted forever: the budget ends it (default 10 in 60 s)', async () => {
+  const r = await monitorRun(['ready-exit']);
+  assert.match(r.stdout, /^REJECTED the worker was restarted 11 times within 60000 ms \(maxRestarts 10\): giving up$/m);
+  assert.equal(r.events.filter((e) => e.type === 'start').length, 11);
+  assert.equal(r.events.at(-1).type, 'gave-up');
+});

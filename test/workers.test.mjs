@@ -287,7 +287,10 @@ test('socket activation: the monitor takes systemd\'s socket (LISTEN_FDS, FileDe
   reaper.add(child.pid);
   // systemd-socket-activate accepts nothing itself: the first connection starts the program.
   let out = '';
+  let err = '';
   child.stdout.setEncoding('utf8').on('data', (d) => { out += d; reaper.watchOutput(d); });
+  child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
+  await waitFor(() => /Listening on/.test(err), { what: 'systemd-socket-activate to listen' });
   const first = get(port);
   await waitFor(() => /^PORT \d+$/m.test(out), { what: 'the service', timeout: 30000 });
   assert.equal(Number(/^PORT (\d+)$/m.exec(out)[1]), port, 'the monitor holds the activated socket');

@@ -7,7 +7,7 @@
  * in a 2-CPU container on a 64-CPU host starts 64 workers (pm2 #4347).
  */
 import { readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import * as os from 'node:os';
 import { join, posix } from 'node:path';
 
 export interface CpuCount {
@@ -143,7 +143,8 @@ function quotaCpus(): number | null {
 
 /** The CPUs this process may use (see the module comment); read afresh on every call. */
 export function availableCpus(): CpuCount {
-  const host = Math.max(1, cpus().length);
+  // os.cpus() is empty where /proc/cpuinfo is not readable; libuv's count then.
+  const host = Math.max(1, os.cpus().length || (os as { availableParallelism?: () => number }).availableParallelism?.() || 1);
   if (process.platform !== 'linux') return { count: host, host, affinity: null, quota: null };
   const affinity = affinityCount();
   const quota = quotaCpus();

@@ -96,8 +96,8 @@ export class Pool {
       shutdownTimeout: cfg.shutdownTimeout,
       keepFds: this.held.map((s) => s.fd),
       // UV_TCP_SINGLE_ACCEPT: libuv accepts one connection per wake-up and
-      // yields, so connections queued at once spread over the workers
-      // instead of going to whichever woke first (measured: README).
+      // yields, so a burst of connections is less likely to all go to the
+      // worker that woke first (the README has what it measured).
       // The monitor is the unit's main process and speaks for the service
       // (READY=1 for all workers, the watchdog): a worker's STOPPING=1
       // during a roll would tell systemd the whole service stops.
@@ -112,6 +112,7 @@ export class Pool {
     const stopWatchdog = startWatchdog({ signal: this.stop });
     const onStop = (): void => this.wake.abort();
     this.stop.addEventListener('abort', onStop, { once: true });
+    if (this.stop.aborted) onStop();
     let memoryTimer: NodeJS.Timeout | undefined;
     try {
       const adopted = this.adopt();
@@ -147,6 +148,7 @@ export class Pool {
     for (const h of takeHandedWorkers()) {
       const w = adoptWorker(h.pid);
       this.live.add(w);
+      void w.exited.then(() => this.live.delete(w));
       const slot = this.slots[h.slot];
       if (slot === undefined || slot.current !== null || !h.ready) {
         // Fewer slots now, or a worker that was still starting: not kept.
@@ -275,12 +277,13 @@ export class Pool {
       if (slot.current !== w) return;  // retired by a roll: retire() reports it
       slot.current = null;
       slot.ready = false;
+      // A roll replacing this slot installs its new worker itself (asked now: it may be done by the time the group is cleaned up).
+      const replaced = slot.replacing;
       await endRemains(w.pid, this.cfg.shutdownName, this.cfg.shutdownTimeout);
       this.emitSlot({ type: 'exit', pid: w.pid, code: r?.exitCode ?? null, signal: r?.signal ?? null, ready: true }, slot.index);
       if (this.stopping || this.wake.signal.aborted) return;
       this.changed();
-      // A roll replacing this slot installs its new worker itself.
-      if (!slot.replacing) void this.restart(slot, true);
+      if (!replaced && slot.current === null) void this.restart(slot, true);
     });
   }
 
@@ -349,12 +352,14 @@ export class Pool {
         await this.retire(fresh, slot.index);
         break;
       }
+      // The old one may have ended meanwhile (a crash during the start: its
+      // exit was reported and, the slot being replaced, not restarted).
+      const oldGone = slot.current !== old;
       slot.current = fresh;
       slot.ready = true;
       this.watch(slot, fresh);
       this.changed();
-      // The old one ended meanwhile (crash during the start): it was not restarted; nothing to drain.
-      await this.retire(old, slot.index);
+      if (!oldGone) await this.retire(old, slot.index);
     }
     if (this.wake.signal.aborted) throw new Error('the monitor is stopping');
     this.cfg.emit({ type: 'reload-done', workers: this.slots.length });

@@ -10,7 +10,8 @@ import {
   signalName, toSignalNumber, validateAbortSignal, validateArray, validateDuration, validateFunction,
   validateInteger, validateObject, validateString,
 } from '../validators';
-import { isMonitored, validateEnvKey } from '../monitor';
+import { isMonitored } from '../monitor';
+import { validateEnvKey } from './env-key';
 import { availableCpus } from './cpus';
 import { setUpWorker } from './in-worker';
 import { Pool } from './pool';

@@ -83,11 +83,11 @@ export function closeSockets(held: HeldSocket[]): void {
   }
 }
 
-/** The worker's hand-over: the fds are ours, the worker is our child (it checks that we are its parent). */
+/** The worker's hand-over (`P<pid>`: for a child of ours; it checks that we are its parent). */
 export function workerHandoff(held: HeldSocket[]): Record<string, string | undefined> {
   if (held.length === 0) return { [HANDOFF_ENV]: undefined };
   return {
-    [HANDOFF_ENV]: [`parent:${process.pid}`, ...held.map((s) => `${s.fd}=${encodeURIComponent(s.name)}`)].join(';'),
+    [HANDOFF_ENV]: [`P${process.pid}`, ...held.map((s) => `${s.fd}=${encodeURIComponent(s.name)}`)].join(';'),
     LISTEN_FDS: undefined,
     LISTEN_PID: undefined,
     LISTEN_FDNAMES: undefined,
