@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
@@ -118,11 +119,74 @@ Napi::Value MonotonicUsec(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), usec);
 }
 
+
+// sdNotifyFds(address, message, fds): the same datagram with the fds
+// attached (SCM_RIGHTS), for FDSTORE=1: systemd keeps them in the unit's
+// file descriptor store and passes them back at the next start. A separate
+// function so that the plain send path stays what it is.
+Napi::Value SdNotifyFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string address = CString(info[0], "address");
+  std::string message = CString(info[1], "message");
+  std::vector<int> fds = FdArray(info[2], "fds", 0);
+  if (message.empty()) throw ArgValueError(env, "message", "must not be empty");
+  // SCM_MAX_FD: the kernel refuses more in one message.
+  if (fds.empty() || fds.size() > 253) throw ArgValueError(env, "fds", "must hold 1 to 253 fds");
+  for (int f : fds) {
+    if (fcntl(f, F_GETFD) == -1) throw ErrnoError(env, errno, "fcntl");
+  }
+  struct sockaddr_un sa;
+  socklen_t salen = 0;
+  int err = NotifyAddress(address, &sa, &salen);
+  if (err != 0) throw ErrnoError(env, err, "connect", address.c_str());
+#ifdef SOCK_CLOEXEC
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+#else
+  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+  if (fd != -1) fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+  if (fd == -1) throw ErrnoError(env, errno, "socket");
+  struct timeval tv = {kSendTimeoutMs / 1000, (kSendTimeoutMs % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  struct iovec iov;
+  iov.iov_base = const_cast<char*>(message.data());
+  iov.iov_len = message.size();
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()), 0);
+  struct msghdr mh;
+  memset(&mh, 0, sizeof(mh));
+  mh.msg_name = &sa;
+  mh.msg_namelen = salen;
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control.data();
+  mh.msg_controllen = control.size();
+  struct cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
+#ifdef MSG_NOSIGNAL
+  const int flags = MSG_NOSIGNAL;
+#else
+  const int flags = 0;
+#endif
+  ssize_t n;
+  do {
+    n = sendmsg(fd, &mh, flags);
+  } while (n == -1 && errno == EINTR);
+  err = n == -1 ? errno : 0;
+  close(fd);
+  if (err != 0) throw ErrnoError(env, err, "sendmsg", address.c_str());
+  if (static_cast<size_t>(n) != message.size()) throw ErrnoError(env, EMSGSIZE, "sendmsg", address.c_str());
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitNotify(Napi::Env env, Napi::Object exports) {
   exports.Set("sdNotify", Napi::Function::New(env, SdNotify, "sdNotify"));
   exports.Set("monotonicUsec", Napi::Function::New(env, MonotonicUsec, "monotonicUsec"));
+  exports.Set("sdNotifyFds", Napi::Function::New(env, SdNotifyFds, "sdNotifyFds"));
 }
 
 }  // namespace pd

@@ -66,6 +66,7 @@ export interface RawAddon {
   flock(fd: number, operation: 'ex' | 'sh' | 'un'): boolean;
   dup2Stdio(fd: number, target: 1 | 2): void;
   sdNotify(address: string, message: string): void;
+  sdNotifyFds(address: string, message: string, fds: number[]): void;
   monotonicUsec(): bigint;
   socketInfo(fd: number): RawSocketInfo | null;
   constants: { WNOHANG: number; WUNTRACED: number; WCONTINUED: number };

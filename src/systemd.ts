@@ -13,11 +13,15 @@
  * stays full for 2 ms (in all, EINTR included) costs the datagram, never
  * more loop time: it is dropped, false returned.
  */
+import type { Server } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { debuglog } from 'node:util';
 import { addon } from './native';
-import { invalidArgType, invalidArgValue } from './errors';
-import { validateAbortSignal, validateInteger, validateObject, validateOptionKeys, validateString } from './validators';
+import { invalidArgType, invalidArgValue, outOfRange } from './errors';
+import {
+  validateAbortSignal, validateDuration, validateFdList, validateInteger, validateObject, validateOptionKeys,
+  validateString,
+} from './validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -218,4 +222,88 @@ export function startWatchdog(options: StartWatchdogOptions = {}): () => void {
   const { stop } = watchdog;
   signal?.addEventListener('abort', stop, { once: true });
   return stop;
+}
+
+/**
+ * `EXTEND_TIMEOUT_USEC=`: asks systemd for `ms` more milliseconds, counted
+ * from now, before it gives up on the start (TimeoutStartSec=), reload or
+ * stop in progress. For a slow start: call it again before the time runs
+ * out, then `ready()`. systemd ignores it outside a start, reload or stop.
+ */
+export function extendTimeout(ms: number): boolean {
+  validateDuration(ms, 'ms');
+  if (ms === 0 || ms > Number.MAX_SAFE_INTEGER / 1000) throw outOfRange('ms', `> 0 && <= ${Math.floor(Number.MAX_SAFE_INTEGER / 1000)}`, ms);
+  return send(format({ EXTEND_TIMEOUT_USEC: Math.ceil(ms * 1000) }));
+}
+
+/** The rule for FDNAME= (systemd's fdname_is_valid), as in LISTEN_FDNAMES. */
+function validateFdName(value: unknown, name: string): asserts value is string {
+  validateString(value, name);
+  if (!(value.length > 0 && value.length <= 255 && /^[\x20-\x39\x3b-\x7e]+$/.test(value))) {
+    throw invalidArgValue(name, value, 'must be 1 to 255 printable ASCII characters without ":" (a systemd FileDescriptorName)');
+  }
+}
+
+/**
+ * `FDSTORE=1` + `FDNAME=<name>` with the fds attached: systemd keeps
+ * duplicates of them in the unit's file descriptor store (the unit needs
+ * `FileDescriptorStoreMax=` > 0) and passes them to the service's next
+ * start, after a `systemctl restart` or a crash, in `LISTEN_FDS` under
+ * `LISTEN_FDNAMES=<name>`, where `listen()` finds them by name. Storing the
+ * same open socket again is harmless: systemd keeps one copy. Returns false
+ * (nothing sent) when `NOTIFY_SOCKET` is unset or delivery failed.
+ */
+export function storeFds(fds: number | number[], name: string): boolean {
+  const list = typeof fds === 'number' ? [fds] : fds;
+  validateFdList(list, 'fds', 0);
+  if (list.length === 0 || list.length > 253) throw invalidArgValue('fds', fds, 'must hold 1 to 253 fds');
+  validateFdName(name, 'name');
+  const address = process.env.NOTIFY_SOCKET;
+  if (address === undefined || address === '') return false;
+  const message = format({ FDSTORE: 1, FDNAME: name });
+  try {
+    addon.sdNotifyFds(address, message, list);
+  } catch (err) {
+    debug('systemd: notify %j with fds %j to %s failed: %s', message, list, address, (err as Error).message);
+    return false;
+  }
+  debug('systemd: notified %j with fds %j', message, list);
+  return true;
+}
+
+interface HandleWithFd { fd?: number }
+
+/**
+ * Stores a listening server's socket in systemd's file descriptor store
+ * (`storeFds`) under `name`, by default the name it travels under across
+ * restarts (`socketName(server)`: the name given to `listen()`, else
+ * `tcp_<port>` / `unix_<path>`). After a `systemctl restart` or a crash the
+ * new process's `listen(server, { name })` takes the same socket, so the
+ * port is never closed and connections queued meanwhile are served.
+ */
+export function storeSocket(server: Server, name?: string): boolean {
+  if (server === null || typeof server !== 'object' || typeof server.address !== 'function') {
+    throw invalidArgType('server', 'net.Server', server);
+  }
+  const fd = (server as unknown as { _handle?: HandleWithFd })._handle?.fd;
+  if (!server.listening || fd === undefined || fd < 0) {
+    throw invalidArgValue('server', '[Server]', 'must be listening on a socket of its own');
+  }
+  if (name === undefined) {
+    // Loaded here, not at the top: loading sockets.ts takes LISTEN_FDS from
+    // the environment, which a program using only sd_notify may want itself.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    name = (require('./sockets') as typeof import('./sockets')).socketName(server);
+  }
+  validateFdName(name, 'name');
+  return storeFds([fd], name);
+}
+
+/**
+ * `FDSTOREREMOVE=1` + `FDNAME=<name>`: systemd closes every stored fd of
+ * that name (the next start no longer gets them).
+ */
+export function removeStoredFds(name: string): boolean {
+  validateFdName(name, 'name');
+  return send(format({ FDSTOREREMOVE: 1, FDNAME: name }));
 }
