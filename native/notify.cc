@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
 #include "common.h"
 
@@ -35,15 +36,20 @@ int64_t MonotonicMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-// Sends on a connected, non-blocking socket; while the receiver's queue is
-// full (EAGAIN), waits for room with poll(), which the kernel wakes (a
-// connected unix datagram socket is writable once the peer's queue has
-// room), within kSendBudgetMs overall. Returns 0 or errno.
-int SendBounded(int fd, const std::string& message, int flags) {
+// Sends `mh` on a connected socket without blocking; while the receiver's
+// queue is full (EAGAIN), waits for room with poll(), which the kernel
+// wakes (a connected unix datagram socket is writable once the peer's
+// queue has room), within kSendBudgetMs overall. Returns 0 or errno.
+int SendBounded(int fd, struct msghdr* mh, size_t size) {
+#ifdef MSG_NOSIGNAL
+  const int flags = MSG_NOSIGNAL | MSG_DONTWAIT;  // EPIPE, never SIGPIPE
+#else
+  const int flags = MSG_DONTWAIT;  // datagram sockets do not raise SIGPIPE there
+#endif
   const int64_t deadline = MonotonicMs() + kSendBudgetMs;
   for (;;) {
-    ssize_t n = send(fd, message.data(), message.size(), flags | MSG_DONTWAIT);
-    if (n >= 0) return static_cast<size_t>(n) == message.size() ? 0 : EMSGSIZE;
+    ssize_t n = sendmsg(fd, mh, flags);
+    if (n >= 0) return static_cast<size_t>(n) == size ? 0 : EMSGSIZE;
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
     int64_t left = deadline - MonotonicMs();
     if (left <= 0) return EAGAIN;
@@ -71,13 +77,11 @@ int NotifyAddress(const std::string& address, struct sockaddr_un* sa, socklen_t*
   return 0;
 }
 
-// sdNotify(address, message): throws a Node-style error on any failure; the
-// TS layer turns delivery failures into `false` plus a debuglog line.
-Napi::Value SdNotify(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string address = CString(info[0], "address");
-  std::string message = CString(info[1], "message");
-  if (message.empty()) throw ArgValueError(env, "message", "must not be empty");
+// One datagram to `address`, with `fds` attached (SCM_RIGHTS) when there
+// are any: the socket is connected first, so that SendBounded can wait for
+// room with poll(). Throws a Node-style error on any failure; the TS layer
+// turns delivery failures into `false` plus a debuglog line.
+void SendNotify(Napi::Env env, const std::string& address, const std::string& message, const std::vector<int>& fds) {
   struct sockaddr_un sa;
   socklen_t salen = 0;
   int err = NotifyAddress(address, &sa, &salen);
@@ -89,12 +93,6 @@ Napi::Value SdNotify(const Napi::CallbackInfo& info) {
   if (fd != -1) fcntl(fd, F_SETFD, FD_CLOEXEC);
 #endif
   if (fd == -1) throw ErrnoError(env, errno, "socket");
-#ifdef MSG_NOSIGNAL
-  const int flags = MSG_NOSIGNAL;  // EPIPE, never SIGPIPE
-#else
-  const int flags = 0;             // datagram sockets do not raise SIGPIPE there
-#endif
-  // Connected, so poll() can tell when the receiver has room again.
   int r;
   do {
     r = connect(fd, reinterpret_cast<struct sockaddr*>(&sa), salen);
@@ -102,11 +100,38 @@ Napi::Value SdNotify(const Napi::CallbackInfo& info) {
   const char* syscall = "connect";
   err = r == -1 ? errno : 0;
   if (err == 0) {
-    syscall = "send";
-    err = SendBounded(fd, message, flags);
+    struct iovec iov;
+    iov.iov_base = const_cast<char*>(message.data());
+    iov.iov_len = message.size();
+    struct msghdr mh;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    std::vector<char> control;
+    if (!fds.empty()) {
+      control.assign(CMSG_SPACE(sizeof(int) * fds.size()), 0);
+      mh.msg_control = control.data();
+      mh.msg_controllen = control.size();
+      struct cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+      memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
+    }
+    syscall = fds.empty() ? "send" : "sendmsg";
+    err = SendBounded(fd, &mh, message.size());
   }
   close(fd);
   if (err != 0) throw ErrnoError(env, err, syscall, address.c_str());
+}
+
+// sdNotify(address, message)
+Napi::Value SdNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string address = CString(info[0], "address");
+  std::string message = CString(info[1], "message");
+  if (message.empty()) throw ArgValueError(env, "message", "must not be empty");
+  SendNotify(env, address, message, {});
   return env.Undefined();
 }
 
@@ -121,9 +146,8 @@ Napi::Value MonotonicUsec(const Napi::CallbackInfo& info) {
 
 
 // sdNotifyFds(address, message, fds): the same datagram with the fds
-// attached (SCM_RIGHTS), for FDSTORE=1: systemd keeps them in the unit's
-// file descriptor store and passes them back at the next start. A separate
-// function so that the plain send path stays what it is.
+// attached, for FDSTORE=1: systemd keeps them in the unit's file
+// descriptor store and passes them back at the next start.
 Napi::Value SdNotifyFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string address = CString(info[0], "address");
@@ -135,49 +159,7 @@ Napi::Value SdNotifyFds(const Napi::CallbackInfo& info) {
   for (int f : fds) {
     if (fcntl(f, F_GETFD) == -1) throw ErrnoError(env, errno, "fcntl");
   }
-  struct sockaddr_un sa;
-  socklen_t salen = 0;
-  int err = NotifyAddress(address, &sa, &salen);
-  if (err != 0) throw ErrnoError(env, err, "connect", address.c_str());
-#ifdef SOCK_CLOEXEC
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-#else
-  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-  if (fd != -1) fcntl(fd, F_SETFD, FD_CLOEXEC);
-#endif
-  if (fd == -1) throw ErrnoError(env, errno, "socket");
-  struct timeval tv = {kSendTimeoutMs / 1000, (kSendTimeoutMs % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  struct iovec iov;
-  iov.iov_base = const_cast<char*>(message.data());
-  iov.iov_len = message.size();
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()), 0);
-  struct msghdr mh;
-  memset(&mh, 0, sizeof(mh));
-  mh.msg_name = &sa;
-  mh.msg_namelen = salen;
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = control.data();
-  mh.msg_controllen = control.size();
-  struct cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-  memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
-#ifdef MSG_NOSIGNAL
-  const int flags = MSG_NOSIGNAL;
-#else
-  const int flags = 0;
-#endif
-  ssize_t n;
-  do {
-    n = sendmsg(fd, &mh, flags);
-  } while (n == -1 && errno == EINTR);
-  err = n == -1 ? errno : 0;
-  close(fd);
-  if (err != 0) throw ErrnoError(env, err, "sendmsg", address.c_str());
-  if (static_cast<size_t>(n) != message.size()) throw ErrnoError(env, EMSGSIZE, "sendmsg", address.c_str());
+  SendNotify(env, address, message, fds);
   return env.Undefined();
 }
 
