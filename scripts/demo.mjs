@@ -36,7 +36,7 @@ const serverSource = (version) => `// demo server, ${version}
 import http from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { daemonize, report } from '${dist('index.mjs')}';
-import { restartOnChange, listen } from '${dist('autorestart.mjs')}';
+import { restartOnChange, listen, isBridge } from '${dist('autorestart.mjs')}';
 
 const r = await daemonize({ envKey: 'DEMO_DAEMON', timeout: 20000 });
 if (r.foreground) {
@@ -45,7 +45,9 @@ if (r.foreground) {
 }
 const server = http.createServer((req, res) => res.end('${version} from PID ' + process.pid + '\\n'));
 const { inherited } = await listen(server, { port: ${port}, host: '127.0.0.1' });
-writeFileSync(${JSON.stringify(stateFile)}, JSON.stringify({ pid: process.pid, inherited, version: '${version}' }));
+// A restart first runs the new code as a preflight child (then a bridge
+// that serves while this PID execs): only the daemon itself writes its state.
+if (!isBridge()) writeFileSync(${JSON.stringify(stateFile)}, JSON.stringify({ pid: process.pid, inherited, version: '${version}' }));
 await report(process.env.DEMO_DAEMON);
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
 // Restart in place when this file changes; the listening socket is handed
@@ -74,12 +76,15 @@ try {
 
   say('Editing server.mjs (v1 -> v2): it restarts itself in place');
   writeFileSync(serverFile, serverSource('v2'));
+  info('the new code starts first as a preflight child; it serves (as a bridge) while this PID execs');
+  const state = () => { try { return JSON.parse(readFileSync(stateFile, 'utf8')); } catch { return {}; } };
+  for (let i = 0; i < 400 && state().version !== 'v2'; i++) await sleep(50);
   let body = '';
-  for (let i = 0; i < 200 && !body.startsWith('v2'); i++) {
-    await sleep(50);
+  for (let i = 0; i < 200 && body !== `v2 from PID ${pid}\n`; i++) {
     body = await get().catch(() => '');
+    if (body !== `v2 from PID ${pid}\n`) await sleep(50);
   }
-  const st = JSON.parse(readFileSync(stateFile, 'utf8'));
+  const st = state();
   info(`-> ${body.trim()}`);
   info(`same PID: ${st.pid === pid ? 'yes' : 'NO'} (${st.pid}); listening socket inherited across execve: ${st.inherited}`);
 
@@ -87,7 +92,13 @@ try {
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 200 && isRunning(pid); i++) await sleep(25);
   info(isRunning(pid) ? `PID ${pid} is STILL running` : `PID ${pid} is gone`);
-  const left = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(serverFile));
+  // The bridge of the restart drains and exits once the new image is up.
+  const leftover = () => execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(serverFile));
+  let left = leftover();
+  for (let i = 0; i < 200 && left.length > 0; i++) {
+    await sleep(50);
+    left = leftover();
+  }
   info(left.length === 0 ? 'no process of the demo is left' : `left over: ${left.join('; ')}`);
 } finally {
   if (pid && isRunning(pid)) process.kill(pid, 'SIGKILL');
