@@ -150,7 +150,9 @@ const runners = {
     process.kill(pid, 'SIGUSR2');
     // The new image was given the listening socket (in its environment at exec).
     await waitFor(() => procEnv(pid).POSIX_DAEMON_LISTEN_FDS !== undefined, { what: 'the restart on SIGUSR2' });
-    assert.equal(await waitServing(port), `pid ${pid}\n`, 'same PID, same socket');
+    // Meanwhile the new code's preflight child serves as a bridge (another
+    // PID); once the new image is up, the same PID answers on the same socket.
+    await waitFor(async () => (await get(port).catch(() => '')) === `pid ${pid}\n`, { what: 'same PID, same socket', timeout: 30_000 });
     p.child.kill('SIGKILL');
   },
 
@@ -173,7 +175,7 @@ const runners = {
     await waitFor(() => {
       const now = childPids(monitor);
       return now.length === n && now.every((w) => !first.includes(w));
-    }, { what: 'the rolling reload' });
+    }, { what: `the rolling reload (workers before: ${first}; stderr: ${p.stderr})`, timeout: 60_000 });
     childPids(monitor).forEach((w) => reaper.add(w));
     assert.match(await get(port), /^hello from \d+\n$/);
     // SIGTERM: the monitor stops its workers and exits 0.
