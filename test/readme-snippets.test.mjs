@@ -174,6 +174,7 @@ const runners = {
     process.kill(monitor, 'SIGHUP');
     await waitFor(() => {
       const now = childPids(monitor);
+      now.forEach((w) => reaper.add(w));   // new workers too, should this fail
       return now.length === n && now.every((w) => !first.includes(w));
     }, { what: `the rolling reload (workers before: ${first}; stderr: ${p.stderr})`, timeout: 60_000 });
     childPids(monitor).forEach((w) => reaper.add(w));
