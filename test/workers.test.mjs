@@ -101,6 +101,22 @@ test('a rolling reload under load fails no request and leaves only new workers',
   await svc.stop();
 });
 
+test('a reload asked for while the workers are still starting replaces them too, once they are up', async () => {
+  const svc = service({ WK_WORKERS: '2', WK_READY_DELAY: '1500' });
+  // Both workers spawned (running v1), neither ready yet: a new version and a reload.
+  await svc.waitEvent((e) => e.type === 'start' && e.slot === 1);
+  await svc.waitEvent((e) => e.type === 'start' && e.slot === 0);
+  const first = svc.events.filter((e) => e.type === 'start').map((e) => e.pid);
+  svc.setVersion('v2');
+  process.kill(svc.pid, 'SIGHUP');
+  await svc.waitEvent((e) => e.type === 'reload-done');
+  const port = await svc.port();
+  for (const pid of first) await waitFor(() => !isAlive(pid), { what: `worker ${pid} (spawned before the reload) to be replaced` });
+  const bodies = await Promise.all(Array.from({ length: 8 }, () => get(port)));
+  for (const body of bodies) assert.match(body, / v2$/);
+  await svc.stop();
+});
+
 test('a version that throws at start-up stops the roll; the old workers keep serving; the next reload succeeds', async () => {
   const svc = service({ WK_WORKERS: '2' });
   const port = await svc.port();

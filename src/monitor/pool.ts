@@ -48,6 +48,8 @@ interface Slot {
   restarting: boolean;
   /** A roll is replacing this slot's worker: a crash of the old one is not restarted. */
   replacing: boolean;
+  /** The start under way outside a roll (first start, restart), until it is ready or failed. */
+  starting: Promise<unknown> | null;
   round: number;
   restarts: number[];
 }
@@ -107,7 +109,7 @@ export class Pool {
       }),
     };
     for (let i = 0; i < cfg.workers; i++) {
-      this.slots.push({ index: i, current: null, ready: false, restarting: false, replacing: false, round: 0, restarts: [] });
+      this.slots.push({ index: i, current: null, ready: false, restarting: false, replacing: false, starting: null, round: 0, restarts: [] });
     }
     const stopWatchdog = startWatchdog({ signal: this.stop });
     const onStop = (): void => this.wake.abort();
@@ -237,7 +239,10 @@ export class Pool {
         if (!(await this.backoff(slot))) return;
       }
       while (!this.wake.signal.aborted && slot.current === null) {
-        const r = await this.startOne(slot, slot.round);
+        const attempt = this.startOne(slot, slot.round);
+        slot.starting = attempt;
+        const r = await attempt;
+        slot.starting = null;
         if (!(r instanceof Error)) {
           if (this.wake.signal.aborted) {
             await this.retire(r, slot.index);
@@ -330,8 +335,13 @@ export class Pool {
     sdReloading();
     for (const slot of only ?? this.slots) {
       if (this.wake.signal.aborted) break;
+      // A worker spawned before this reload (the program may have changed
+      // since, e.g. a SIGHUP right after the monitor started) is replaced
+      // too, once it is up.
+      if (slot.current === null && slot.starting !== null) await slot.starting.catch(() => {});
+      if (this.wake.signal.aborted) break;
       const old = slot.current;
-      // A slot without a worker is restarting: its next start runs the new code.
+      // A slot without a worker is restarting (backoff): its next start runs the new code.
       if (old === null || slot.restarting) continue;
       slot.replacing = true;
       let fresh: Worker | Error;
