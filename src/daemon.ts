@@ -6,6 +6,7 @@
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { debuglog } from 'node:util';
+import { NO_SHARED_STAT } from './fdfile';
 import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
 import { adoptInheritedPipe, receiver, REPORTED_PREFIX, SERVICE_MANAGER_ADDRESS } from './initstatus';
 import { underServiceManager } from './systemd';
@@ -194,7 +195,7 @@ function protectReadinessFd(value: string): void {
   if (m === null) return;
   const fd = Number(m[1]);
   try {
-    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd).isFIFO()) {
+    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd, NO_SHARED_STAT).isFIFO()) {
       setCloexec(fd, true);
       // A monitor started here hands it on to its worker (see launch.ts).
       adoptInheritedPipe(value, fd);

@@ -6,13 +6,25 @@
 import { fstatSync, lstatSync } from 'node:fs';
 
 /**
+ * Options for every fstatSync of an fd that may be a pipe or a socket.
+ * Without options, Node's sync stat calls write into one process-wide
+ * array that fs.realpathSync reads back for path components it has cached:
+ * after an fstat of a pipe or socket, realpathSync stops at the first
+ * cached directory and returns the rest unresolved. The module loaders use
+ * it, so an import through a symlink (pnpm's node_modules) resolved to the
+ * symlink path: a second copy of this library, with its own state. bigint
+ * stats use a separate array.
+ */
+export const NO_SHARED_STAT = { bigint: true } as const;
+
+/**
  * True when `path` (lstat: a symlink put there is not the file) is the
  * same inode on the same device as the file open on `fd`; false when
  * either is gone. `regularFile`: and it is a regular file.
  */
 export function isFileOnFd(fd: number, path: string, { regularFile = false } = {}): boolean {
   try {
-    const a = fstatSync(fd, { bigint: true });
+    const a = fstatSync(fd, NO_SHARED_STAT);
     const b = lstatSync(path, { bigint: true });
     return (!regularFile || b.isFile()) && a.ino === b.ino && a.dev === b.dev;
   } catch {

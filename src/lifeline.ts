@@ -32,6 +32,7 @@ import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { debuglog } from 'node:util';
 import { addon } from './native';
+import { NO_SHARED_STAT } from './fdfile';
 import { pipe, setCloexec } from './posix';
 
 const debug = debuglog('posix-daemon');
@@ -84,7 +85,7 @@ export function openStderrCapture(): StderrCapture | null {
   }
   unlinkSync(path);
   rmdirSync(dir);
-  const st = fstatSync(fd);
+  const st = fstatSync(fd, NO_SHARED_STAT);
   let open = true;
   return {
     fd,
@@ -171,8 +172,8 @@ function parseInfo(value: string): LifelineInfo | null {
 function dropStderrCapture(id: string | undefined): void {
   if (id === undefined) return;
   try {
-    const st = fstatSync(2);
-    if (`${st.dev}:${st.ino}` !== id || st.nlink !== 0) return;
+    const st = fstatSync(2, NO_SHARED_STAT);
+    if (`${st.dev}:${st.ino}` !== id || st.nlink !== 0n) return;
     const nullFd = openSync('/dev/null', 'w');
     try {
       // dup2 over fd 2 while other threads run: atomic, fd 2 is never closed
@@ -203,7 +204,7 @@ function dropInheritedCapture(): void {
     const target = readlinkSync('/proc/self/fd/2');
     const m = new RegExp(`/${CAPTURE_DIR_PREFIX}[^/]+/stderr \\(deleted\\)$`).exec(target);
     if (m === null) return;
-    const st = fstatSync(2);
+    const st = fstatSync(2, NO_SHARED_STAT);
     dropStderrCapture(`${st.dev}:${st.ino}`);
   } catch (err) {
     debug('daemonize: checking fd 2: %s', (err as Error).message);
@@ -238,7 +239,7 @@ export function adoptLifeline(reported: () => boolean): void {
     }
   }
   try {
-    if (!fstatSync(info.fd).isFIFO()) throw new Error('not a pipe');
+    if (!fstatSync(info.fd, NO_SHARED_STAT).isFIFO()) throw new Error('not a pipe');
     setCloexec(info.fd, true);
   } catch (err) {
     debug('daemonize: lifeline fd %d: %s', info.fd, (err as Error).message);

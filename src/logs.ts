@@ -13,7 +13,7 @@ import { closeSync, constants as fsConstants, fchmodSync, fstatSync, openSync } 
 import { isAbsolute, resolve } from 'node:path';
 import { debuglog } from 'node:util';
 import { addon } from './native';
-import { isFileOnFd } from './fdfile';
+import { isFileOnFd, NO_SHARED_STAT } from './fdfile';
 import { toCatchableSignal, validateCString, validateInteger, validateObject } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -49,7 +49,7 @@ export function openLogFile(path: string, umask?: number): number {
     return openSync(path, APPEND, mode);  // an existing file keeps its mode
   }
   try {
-    if ((fstatSync(fd).mode & 0o777) !== mode) fchmodSync(fd, mode);
+    if (Number(fstatSync(fd, NO_SHARED_STAT).mode & 0o777n) !== mode) fchmodSync(fd, mode);
   } catch (err) {
     closeSync(fd);
     throw err;

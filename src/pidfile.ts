@@ -21,7 +21,7 @@ import { resolve } from 'node:path';
 import { debuglog } from 'node:util';
 import { addon } from './native';
 import { errnoException, invalidArgValue } from './errors';
-import { isFileOnFd } from './fdfile';
+import { isFileOnFd, NO_SHARED_STAT } from './fdfile';
 import { openProcess } from './process-handle';
 import { validateCString, validateDuration, validateInteger, validateObject, validateOptionKeys, toSignalNumber, signalName } from './validators';
 
@@ -135,7 +135,7 @@ function openLocked(path: string): { fd: number } {
   for (let attempt = 0; ; attempt++) {
     const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o644);
     try {
-      if (!fstatSync(fd).isFile()) throw invalidArgValue('path', path, 'must name a regular file');
+      if (!fstatSync(fd, NO_SHARED_STAT).isFile()) throw invalidArgValue('path', path, 'must name a regular file');
       if (!addon.flock(fd, 'ex')) throw alreadyRunning(path, runningPid(fd));
       if (stillOurs(fd, path)) return { fd };
       if (attempt >= 10) throw errnoException(11 /* EAGAIN */, 'flock', path);
@@ -282,7 +282,7 @@ export function readPidFile(path: string): number | null {
     throw err;
   }
   try {
-    if (!fstatSync(fd).isFile() || !lockHeld(fd)) return null;
+    if (!fstatSync(fd, NO_SHARED_STAT).isFile() || !lockHeld(fd)) return null;
     const pid = readPidFrom(fd);
     return pid !== null && exists(pid) ? pid : null;
   } finally {
@@ -358,7 +358,7 @@ export function adoptPidFile(): PidFileLock | null {
   }
   const fd = Number(m[1]);
   const path = m[2];
-  if (fd < 3 || held.has(fd) || !stillOurs(fd, path) || !fstatSync(fd).isFile()) {
+  if (fd < 3 || held.has(fd) || !stillOurs(fd, path) || !fstatSync(fd, NO_SHARED_STAT).isFile()) {
     const known = held.get(fd);
     if (known !== undefined) return known;
     debug('pidfile: %s does not name an inherited fd of %s; ignored', PIDFILE_ENV, path);

@@ -2,6 +2,7 @@
 // lib/internal/validators.js), shared by every public entry point.
 import { fstatSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import { NO_SHARED_STAT } from './fdfile';
 import { accessDenied, errnoException, invalidArgType, invalidArgValue, outOfRange, unknownSignal } from './errors';
 
 export function validateString(value: unknown, name: string): asserts value is string {
@@ -100,7 +101,7 @@ export function validateFdList(value: unknown, name: string, min = 0): asserts v
 export function validateOpenFds(fds: readonly number[], name: string): void {
   fds.forEach((fd, i) => {
     try {
-      fstatSync(fd);
+      fstatSync(fd, NO_SHARED_STAT);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const out = errnoException(e.errno ?? -9, e.syscall ?? 'fstat') as NodeJS.ErrnoException & { fd: number };

@@ -3,7 +3,7 @@
 // load (preflight + bridge), a version that throws at start-up and then a
 // fixed file, `node --env-file`, a plain `server.listen(port)`, and systemd's
 // notify-reload protocol on every way a reload can end.
-import { test, after } from 'node:test';
+import { test, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { spawn } from 'node:child_process';
@@ -87,6 +87,10 @@ function get(port, agent) {
   });
 }
 
+/** Loads not stopped yet: a test that fails before stop() must not leave its clients spinning. */
+const loads = new Set();
+afterEach(() => Promise.all([...loads].map((l) => l.stop())));
+
 /** 4 keep-alive clients in a loop until stop(). */
 function load(port) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
@@ -105,10 +109,12 @@ function load(port) {
     }
   });
   s.stop = async () => {
+    loads.delete(s);
     s.running = false;
     await Promise.all(loops);
     agent.destroy();
   };
+  loads.add(s);
   return s;
 }
 

@@ -64,17 +64,22 @@ async function activateAndRestart({ ports, fdnames, listenOptions, restarts = 3 
       }
     }
   }));
-  for (let n = 1; n <= restarts; n++) {
-    // The image itself (a restart's bridge answers for the next generation
-    // before the exec; a signal then folds into that restart).
-    await waitFor(() => out.includes(`READY GEN ${n - 1} PID ${child.pid} `), { what: `generation ${n - 1}: ${out}` });
-    process.kill(child.pid, 'SIGHUP');
-    await waitFor(() => seen.every((s) => s.newestGen >= n) && out.includes(`READY GEN ${n} PID ${child.pid} `),
-      { what: `generation ${n} on every port: ${out} ${err.slice(-3000)}`, timeout: 60000 });
+  // A failed wait must not leave the clients looping against a dead server
+  // (the file would never finish): they stop on every way out.
+  try {
+    for (let n = 1; n <= restarts; n++) {
+      // The image itself (a restart's bridge answers for the next generation
+      // before the exec; a signal then folds into that restart).
+      await waitFor(() => out.includes(`READY GEN ${n - 1} PID ${child.pid} `), { what: `generation ${n - 1}: ${out}` });
+      process.kill(child.pid, 'SIGHUP');
+      await waitFor(() => seen.every((s) => s.newestGen >= n) && out.includes(`READY GEN ${n} PID ${child.pid} `),
+        { what: `generation ${n} on every port: ${out} ${err.slice(-3000)}`, timeout: 60000 });
+    }
+  } finally {
+    running = false;
+    await Promise.all(clients);
+    agent.destroy();
   }
-  running = false;
-  await Promise.all(clients);
-  agent.destroy();
   const fds = procFds(child.pid);
   process.kill(child.pid, 'SIGTERM');
   return { pid: child.pid, out, seen, fds };

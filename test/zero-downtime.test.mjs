@@ -63,15 +63,20 @@ test('200 in-place restarts under a small load loop lose no request; PID and por
   const clients = Array.from({ length: 4 }, async () => { while (running) await request(); });
 
   const restarts = 200;
-  for (let n = 1; n <= restarts; n++) {
-    process.kill(child.pid, 'SIGUSR2');
-    // The image itself, not its bridge (which answers for generation n
-    // before the exec: a signal then would fold into this restart).
-    await waitFor(() => newestGen >= n && out.includes(`READY GEN ${n} PID ${child.pid} `), { what: `generation ${n}`, interval: 5 });
+  // The clients stop on every way out (a failed wait too): never a loop
+  // spinning against a dead server.
+  try {
+    for (let n = 1; n <= restarts; n++) {
+      process.kill(child.pid, 'SIGUSR2');
+      // The image itself, not its bridge (which answers for generation n
+      // before the exec: a signal then would fold into this restart).
+      await waitFor(() => newestGen >= n && out.includes(`READY GEN ${n} PID ${child.pid} `), { what: `generation ${n}`, interval: 5 });
+    }
+  } finally {
+    running = false;
+    await Promise.all(clients);
+    agent.destroy();
   }
-  running = false;
-  await Promise.all(clients);
-  agent.destroy();
   process.kill(child.pid, 'SIGTERM');
 
   assert.equal(failed, 0, `failed requests: ${failed} ${JSON.stringify([...errors])}`);

@@ -23,6 +23,7 @@
  * watching, no restart triggers.
  */
 import { closeSync, fstatSync } from 'node:fs';
+import { NO_SHARED_STAT } from '../fdfile';
 import { Socket } from 'node:net';
 import { debuglog } from 'node:util';
 import { childPids, fork, pipe, waitAsync } from '../posix';
@@ -63,7 +64,7 @@ function fdField(map: Map<string, string>, key: string): number | undefined {
 
 function isPipe(fd: number): boolean {
   try {
-    return fstatSync(fd).isFIFO();
+    return fstatSync(fd, NO_SHARED_STAT).isFIFO();
   } catch {
     return false;
   }

@@ -14,8 +14,8 @@
  *
  * Until the image is up (it took every handed-over socket; with none, its
  * main module has been evaluated), an uncaught exception, an unhandled
- * rejection or a process.exit() with a non-zero code (any code while
- * sockets wait) does not end the process:
+ * rejection or a process.exit() with a non-zero code does not end the
+ * process (process.exit(0), and a program that simply ends, do):
  * - in a preflight/bridge, the failure is reported to the parent (which
  *   refuses the restart) and the process exits;
  * - in the image after the exec, the error is printed ("the new code failed
@@ -97,13 +97,24 @@ function onUncaught(err: unknown): void {
 }
 
 function onBeforeExit(): void {
-  // The loop ran dry before the image took its sockets.
-  if (!up && !failed && socketsWereHanded()) fail(new Error('the program ended before it took its sockets'));
+  // The loop ran dry before the image took its sockets: the program ended.
+  // A bridge reports it (its parent refuses the restart); an image exits,
+  // as the program did: nothing would ever end a guard left waiting here.
+  if (up || failed || !socketsWereHanded()) return;
+  if (isBridge()) {
+    fail(new Error('the program ended before it took its sockets'));
+    return;
+  }
+  process.stderr.write('posix-daemon: the program ended before it took its handed-over sockets; exiting\n');
 }
 
 const guardedExit = function exit(code?: number | string | null): never {
   const c = Number(code ?? process.exitCode ?? 0);
-  if (up || failed || (c === 0 && !socketsWereHanded())) return realExit.call(process, code as number);
+  // process.exit(0) is a request to stop (a SIGTERM handler during the
+  // start, a program that is done): honoured, sockets waiting or not. A
+  // guard that turned it into "waiting for a fix" left a process behind
+  // with nobody to end it.
+  if (up || failed || c === 0) return realExit.call(process, code as number);
   fail(new Error(`process.exit(${code ?? ''}) before it was up`));
   throw STOP;
 } as typeof process.exit;

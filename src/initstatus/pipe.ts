@@ -10,6 +10,7 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, writeSync } f
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { pipe } from '../posix';
+import { NO_SHARED_STAT } from '../fdfile';
 import { BaseReceiver, eofError, type Outcome, type Receiver } from './common';
 
 const debug = debuglog('posix-daemon');
@@ -157,7 +158,7 @@ export function reportToFd(fd: number, message: string | null): 'delivered' | 'g
   try {
     // After an exec the number may belong to some other file: only a pipe
     // (or FIFO) can be our receiver.
-    if (!fstatSync(fd).isFIFO()) {
+    if (!fstatSync(fd, NO_SHARED_STAT).isFIFO()) {
       debug('initstatus report: fd %d is not a pipe, not reporting', fd);
       return 'failed';
     }

@@ -1,0 +1,72 @@
+// A guarded image (started by a restart, the guard preloaded) whose program
+// ends always exits: process.exit(0) before it took its handed-over sockets
+// (a SIGTERM handler during the start, a program that is done) and a program
+// whose event loop runs dry. Before, the guard turned both into "the new code
+// failed at start-up; waiting for a change": a process nobody would end
+// (parent 1 once its launcher was gone).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Reaper, root, waitFor } from './helpers.mjs';
+import { freePort } from './systemd-helpers.mjs';
+
+const reaper = new Reaper();
+const dirs = [];
+after(async () => {
+  await reaper.killAll();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const lib = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
+
+function put(dir, name, text) {
+  writeFileSync(join(dir, `.${name}.tmp`), text);
+  renameSync(join(dir, `.${name}.tmp`), join(dir, name));
+}
+
+for (const [what, ending] of [
+  ['process.exit(0) before it took its sockets', 'process.exit(0);'],
+  ['a program that ends before it took its sockets', '/* nothing left to do */'],
+]) {
+  test(`a guarded image exits on ${what}`, { timeout: 60000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pd-guard-exit-'));
+    dirs.push(dir);
+    const port = await freePort();
+    put(dir, 'version.mjs', 'export const version = 1;\n');
+    put(dir, 'app.mjs', `
+import http from 'node:http';
+import { listen, restartOnSignal } from ${JSON.stringify(lib)};
+import { version } from './version.mjs';
+if (version === 2) {
+  console.log('ENDING');
+  ${ending}
+} else {
+  const server = http.createServer((req, res) => res.end('ok'));
+  await listen(server, { port: ${port}, host: '127.0.0.1' });
+  console.log('READY ' + version);
+  restartOnSignal('SIGUSR2', { servers: [server], preflight: false });
+}
+`);
+    const child = spawn(process.execPath, [join(dir, 'app.mjs')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    reaper.add(child.pid);
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    await waitFor(() => out.includes('READY 1'), { what: 'v1', timeout: 30000 });
+    put(dir, 'version.mjs', 'export const version = 2;\n');
+    process.kill(child.pid, 'SIGUSR2');
+    await waitFor(() => out.includes('ENDING'), { what: 'the next image', timeout: 30000 });
+    const r = await Promise.race([exited, new Promise((resolve) => {
+      // The guard says so at once when it keeps the process: no need to wait longer.
+      const t = setInterval(() => { if (/waiting for/.test(err)) { clearInterval(t); resolve('kept'); } }, 20);
+      exited.then(() => clearInterval(t));
+    })]);
+    assert.deepEqual(r, { code: 0, signal: null }, `${out}\n${err}`);
+  });
+}
