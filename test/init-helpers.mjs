@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { waitFor } from './helpers.mjs';
 
-const probe = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']);
+const probe = spawnSync('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', 'true']);
 /** A skip reason when PID namespaces cannot be made here, else false. */
 export const noNamespace = probe.status === 0 ? false
   : `unshare --pid --fork --mount-proc is not permitted here (${String(probe.stderr).trim() || probe.error?.message})`;

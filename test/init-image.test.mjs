@@ -20,7 +20,7 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 const env = (options) => ({ ...process.env, FIXTURE_INIT: JSON.stringify(options) });
-const unshare = (...args) => ['unshare', ['--pid', '--fork', '--mount-proc', ...args]];
+const unshare = (...args) => ['unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', ...args]];
 
 describe('the init image as PID 1', { skip: noNamespace }, () => {
   test('maps neither node nor a C++ runtime: the loader, libc and the plain-C image only (issue 16 item 13)', async () => {
@@ -41,7 +41,7 @@ describe('the init image as PID 1', { skip: noNamespace }, () => {
 
   test('works without /proc mounted (the namespace has none; the init needs none)', async () => {
     const script = 'umount -l /proc && exec "$0" "$@"';
-    const run = start(reaper, 'unshare', ['--pid', '--fork', '--mount', 'sh', '-c', script, process.execPath, prog, 'signals', 'SIGTERM'],
+    const run = start(reaper, 'unshare', ['--pid', '--fork', '--kill-child', '--mount', 'sh', '-c', script, process.execPath, prog, 'signals', 'SIGTERM'],
       { env: env({}) });
     const ready = parseReady(await run.line('READY '));
     assert.equal(ready.ppid, 1, `the program runs under the init (stderr: ${run.stderr()})`);

@@ -14,7 +14,7 @@ const prog = join(fixtures, 'init-prog.mjs');
 const reaper = new Reaper();
 after(() => reaper.killAll());
 const env = (options) => ({ ...process.env, FIXTURE_INIT: JSON.stringify(options) });
-const ns = ['unshare', '--pid', '--fork', '--mount-proc'];
+const ns = ['unshare', '--pid', '--fork', '--kill-child', '--mount-proc'];
 
 /** Runs the program as PID 1's child: under init(options), or under a tool's command line. */
 function underInit(who, options, toolArgs, progArgs) {

@@ -16,9 +16,9 @@ const start = (cmd, args) => startLines(reaper, cmd, args);
 const namespaceInit = (unsharePid) => nsInit(reaper, unsharePid);
 
 const runners = {
-  ours: (ending) => ['unshare', ['--pid', '--fork', '--mount-proc', process.execPath, app, 'ours', ending]],
-  tini: (ending) => ['unshare', ['--pid', '--fork', '--mount-proc', '/usr/bin/tini', '--', process.execPath, app, 'tini', ending]],
-  plain: (ending) => ['unshare', ['--pid', '--fork', '--mount-proc', process.execPath, app, 'plain', ending]],
+  ours: (ending) => ['unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, app, 'ours', ending]],
+  tini: (ending) => ['unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', '/usr/bin/tini', '--', process.execPath, app, 'tini', ending]],
+  plain: (ending) => ['unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, app, 'plain', ending]],
 };
 
 describe('as PID 1 of a PID namespace', { skip: noNamespace }, () => {

@@ -220,12 +220,12 @@ const runners = {
     p.child.kill('SIGTERM');
     assert.deepEqual(await p.exited, { code: 0, signal: null });
     // As PID 1 of a new PID namespace: it becomes the init, the program is its child.
-    const probe = await runToEnd('unshare', ['--pid', '--fork', '--mount-proc', 'true']).catch(() => ({ code: 1 }));
+    const probe = await runToEnd('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', 'true']).catch(() => ({ code: 1 }));
     if (probe.code !== 0) {
       t.diagnostic('unshare --pid is not available here: PID 1 case not run');
       return;
     }
-    const q = start('unshare', ['--pid', '--fork', '--mount-proc', node, 'init.mjs']);
+    const q = start('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', node, 'init.mjs']);
     await waitFor(() => /^running as (\d+)$/m.test(q.stdout), { what: 'the program under the init' });
     const inside = Number(/^running as (\d+)$/m.exec(q.stdout)[1]);
     assert.ok(inside > 1, 'the program is not PID 1: the init is');
