@@ -41,6 +41,23 @@ function failedTests(out) {
   return [...names].filter((n) => !n.startsWith('/'));   // file-level entries are paths
 }
 
+/**
+ * The TAP blocks of the failed tests (the "not ok" line and its YAML up to
+ * "..."), at most `maxLines` lines each: CI prints only stdout, and a
+ * failure on one Node version must say why without the log file.
+ */
+function failureDetails(out, maxLines = 40) {
+  const lines = out.split('\n');
+  const blocks = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!/^\s*not ok \d+ - /.test(lines[i]) || /^\s*not ok \d+ - \//.test(lines[i])) continue;
+    const block = [lines[i]];
+    for (let j = i + 1; j < lines.length && !/^\s*\.\.\.$/.test(lines[j]); j++) block.push(lines[j]);
+    blocks.push(block.length > maxLines ? [...block.slice(0, maxLines), `  (${block.length - maxLines} more lines in the log)`] : block);
+  }
+  return blocks.map((b) => b.join('\n'));
+}
+
 function counts(out) {
   const c = {};
   for (const m of out.matchAll(/^[#ℹ] (tests|pass|fail|skipped|todo|cancelled) (\d+)$/gm)) c[m[1]] = Number(m[2]);
@@ -81,7 +98,7 @@ try {
     const failures = failedTests(out);
     const ok = r.status === 0;
     results.push({
-      major: n.major, label, ok, failures,
+      major: n.major, label, ok, failures, details: ok ? [] : failureDetails(out),
       line: `${label}: ${ok ? 'PASS' : 'FAIL'} - ${c.tests ?? '?'} tests, ${c.pass ?? '?'} pass, ${c.fail ?? '?'} fail, ` +
         `${c.skipped ?? 0} skipped, ${c.cancelled ?? 0} cancelled (exit ${r.status ?? r.signal}; ${n.source}; log .cache/matrix-logs/node-${n.version}.log)`,
     });
@@ -107,6 +124,9 @@ if (everywhere.length && ran.length > 1) {
 for (const r of ran) {
   const only = r.failures.filter((t) => !everywhere.includes(t));
   if (only.length && ran.length > 1) console.log(`failing only on ${r.label}: ${only.map((t) => JSON.stringify(t)).join(', ')}`);
+}
+for (const r of results) {
+  for (const d of r.details ?? []) console.log(`--- ${r.label}: ${d.split('\n')[0].trim()}\n${d}`);
 }
 const failed = results.filter((r) => !r.ok).length;
 console.log(`matrix: ${results.length - failed} passed, ${failed} failed`);
