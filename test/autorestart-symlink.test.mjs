@@ -35,12 +35,13 @@ import { listen, restartOnSignal, isBridge } from 'posix-daemon/autorestart';
 const require = createRequire(import.meta.url);
 const server = http.createServer((req, res) => res.end('ok\\n'));
 const result = await listen(server, { port: ${port}, host: '127.0.0.1', name: 'web' });
+// Armed before LISTEN: the test signals as soon as it reads it.
+restartOnSignal('SIGUSR2', { servers: [server], onError: (err) => console.log('REFUSED ' + err.message) });
 console.log('LISTEN ' + JSON.stringify({
   pid: process.pid, bridge: isBridge(), result,
   resolved: import.meta.resolve('posix-daemon/autorestart'),
   copies: Object.keys(require.cache).filter((k) => k.endsWith('/dist/sockets.js')),
 }));
-restartOnSignal('SIGUSR2', { servers: [server], onError: (err) => console.log('REFUSED ' + err.message) });
 process.on('SIGTERM', () => process.exit(0));
 `);
   const child = spawn(process.execPath, [join(dir, 'app.mjs')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -54,7 +55,7 @@ process.on('SIGTERM', () => process.exit(0));
   await waitFor(() => images().length === 1, { what: 'the first start', timeout: 30000 });
   for (let n = 2; n <= 3; n++) {
     process.kill(child.pid, 'SIGUSR2');
-    await waitFor(() => images().length === n || /REFUSED/.test(out), { what: `image ${n} (stderr: ${err})`, timeout: 30000 });
+    await waitFor(() => images().length === n || /REFUSED/.test(out), { what: () => `image ${n} (exit ${child.exitCode} ${child.signalCode}; stdout: ${out}; stderr: ${err})`, timeout: 30000 });
   }
   const bridges = lines().filter((l) => l.pid !== child.pid);
   const real = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;

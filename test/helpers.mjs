@@ -90,14 +90,15 @@ export function zombieChildren(pid) {
 /**
  * Polls `fn` until it returns a truthy value. For tests only: the library
  * itself never polls. The limit is a safety net against hanging, not a
- * performance assertion.
+ * performance assertion. `what` may be a function: it is called at the
+ * timeout, so the message shows the state then, not at the call.
  */
 export async function waitFor(fn, { timeout = 15000, interval = 20, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const v = await fn();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`);
     await sleep(interval);
   }
 }
