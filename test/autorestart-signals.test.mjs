@@ -39,3 +39,23 @@ test('two SIGUSR2 in a row during a slow drain: the request completes, one resta
   assert.equal(app.child.exitCode, null, 'still running');
   assert.equal(app.child.signalCode, null);
 });
+
+test('a second SIGHUP while the new image is still starting (not yet re-armed) folds into the restart: the service lives on', async () => {
+  const app = new App([join(fixtures, 'autorestart-slow-start.mjs')], {
+    reaper, env: { ...process.env, NODE_DEBUG: 'posix-daemon' }, cwd: fixtures,
+  });
+  await app.nextLine(/^ready 0 (\d+)$/, 'first start');
+  process.kill(app.pid, 'SIGHUP');
+  await app.nextLine(new RegExp(`^starting 1 ${app.pid}$`), 'the new image starting');
+  // The exec reset SIGHUP to its default action (terminate); the program
+  // arms it again only after its slow start.
+  process.kill(app.pid, 'SIGHUP');
+  await app.nextLine(new RegExp(`^ready 1 ${app.pid}$`), 'the new image ready');
+  assert.equal(app.child.exitCode, null, 'still running');
+  assert.equal(app.child.signalCode, null, 'not killed by the second SIGHUP');
+  assert.match(app.stderr, /guard: SIGHUP while the new image starts: folded into the restart in progress/);
+  assert.equal(app.lines.filter((l) => l.startsWith('starting ')).length, 2, 'the second SIGHUP started no restart of its own');
+  // Once the program armed it again, SIGHUP restarts as before.
+  process.kill(app.pid, 'SIGHUP');
+  await app.nextLine(new RegExp(`^ready 2 ${app.pid}$`), 'a restart after the held one');
+});

@@ -165,6 +165,21 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
   return execve(process.execPath, argv, childEnv, { keepFds });
 }
 
+/**
+ * The signals restartOnSignal() is armed for in this image, with how many
+ * calls armed each. The next image's guard holds them until that image is
+ * up: a second `kill -HUP` while the new version starts must not meet the
+ * default action (the exec reset it) and end the service.
+ */
+const armedSignals = new Map<NodeJS.Signals, number>();
+
+/** restartOnSignal() arms (true) or disarms (false) one of its signals. */
+export function armRestartSignal(name: NodeJS.Signals, armed: boolean): void {
+  const n = (armedSignals.get(name) ?? 0) + (armed ? 1 : -1);
+  if (n > 0) armedSignals.set(name, n);
+  else armedSignals.delete(name);
+}
+
 /** What the guard of the next image needs to know. */
 interface GuardInfo { trigger: GuardTrigger; bridgePid?: number }
 
@@ -177,7 +192,7 @@ function guardValue(info: GuardInfo): string {
   const own = files.filter((f) => !inNodeModules(f));
   let list = [...own, ...files.filter((f) => inNodeModules(f))];
   while (list.length > 0 && JSON.stringify(list).length > 64 * 1024) list = list.slice(0, Math.floor(list.length * 0.9));
-  return JSON.stringify({ ...info.trigger, files: list, envFiles: envFilePaths() });
+  return JSON.stringify({ ...info.trigger, hold: [...armedSignals.keys()], files: list, envFiles: envFilePaths() });
 }
 
 // The restart in progress, if any: a second trigger (signal, change, call)

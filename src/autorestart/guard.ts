@@ -34,7 +34,7 @@ import { socketsWereHanded } from '../sockets';
 
 const debug = debuglog('posix-daemon');
 
-type GuardInfo = GuardTrigger & { files?: string[] };
+type GuardInfo = GuardTrigger & { files?: string[]; hold?: NodeJS.Signals[] };
 
 function hideFromExecArgv(): void {
   const argv = process.execArgv;
@@ -56,14 +56,19 @@ function readInfo(): GuardInfo {
   try {
     const v = JSON.parse(raw ?? '{}') as Record<string, unknown>;
     const files = Array.isArray(v.files) ? v.files.filter((f): f is string => typeof f === 'string' && f.startsWith('/')) : [];
+    const hold = Array.isArray(v.hold) ? v.hold.filter((s): s is NodeJS.Signals => typeof s === 'string' && HOLDABLE.has(s)) : [];
     if (v.trigger === 'signal' && typeof v.signal === 'string' && /^SIG[A-Z0-9]+$/.test(v.signal)) {
-      return { trigger: 'signal', signal: v.signal, files };
+      return { trigger: 'signal', signal: v.signal, files, hold };
     }
-    return { trigger: v.trigger === 'change' ? 'change' : 'call', files };
+    return { trigger: v.trigger === 'change' ? 'change' : 'call', files, hold };
   } catch {
-    return { trigger: 'call', files: [] };
+    return { trigger: 'call', files: [], hold: [] };
   }
 }
+
+/** Restart signals the guard may hold (never SIGKILL/SIGSTOP, nor a signal Node owns). */
+const HOLDABLE = new Set(['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGUSR1', 'SIGUSR2', 'SIGQUIT', 'SIGWINCH', 'SIGPWR',
+  'SIGURG', 'SIGCONT', 'SIGTSTP', 'SIGTTIN', 'SIGTTOU', 'SIGXCPU', 'SIGXFSZ', 'SIGVTALRM', 'SIGPROF', 'SIGALRM']);
 
 hideFromExecArgv();
 const info = readInfo();
@@ -78,10 +83,25 @@ const realExit = process.exit;
 /** Thrown by the guarded process.exit to stop the code that called it. */
 const STOP = Symbol('posix-daemon guard: process.exit() before the image was up');
 
+// The restart signals the image before this one was armed for: until this
+// image is up, a delivery is part of the restart that started it (as during
+// the drain, it folds into it) and must not meet the default action the
+// exec reset it to, which would end the service. Once up, the program's own
+// listeners (restartOnSignal again, or none) decide: the holder goes a turn
+// later, so code run right after the sockets were taken installs them first.
+const holder = (sig: NodeJS.Signals): void => {
+  debug('guard: %s while the new image starts: folded into the restart in progress', sig);
+};
+for (const sig of info.hold ?? []) process.on(sig, holder);
+function releaseSignals(): void {
+  for (const sig of info.hold ?? []) process.removeListener(sig, holder);
+}
+
 function markUp(why: string): void {
   if (up || failed) return;
   up = true;
   debug('guard: up (%s)', why);
+  setImmediate(releaseSignals);
   process.removeListener('uncaughtException', onUncaught);
   process.removeListener('beforeExit', onBeforeExit);
   if (process.exit === guardedExit) process.exit = realExit;
@@ -132,15 +152,25 @@ function fail(err: unknown): void {
     return;
   }
   holdBridge();
-  const waiting = info.trigger === 'signal' ? `waiting for ${info.signal} or a change` : 'waiting for a change';
+  const signals = fixSignals();
+  const waiting = signals.length > 0 ? `waiting for ${signals.join(' or ')} or a change` : 'waiting for a change';
   const first = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
   // Watching first, then the message: an edit made on reading it is seen.
-  void waitForFix();
+  void waitForFix(signals);
+  // waitForFix armed restartOnSignal for the held signals synchronously.
+  releaseSignals();
   process.stderr.write(`posix-daemon: the new code failed at start-up: ${first}; ${waiting}\n${describe(err)}\n`);
   if (process.env.NOTIFY_SOCKET) completeReload(`the new code failed at start-up: ${first}; ${waiting}`, err);
 }
 
-async function waitForFix(): Promise<void> {
+/** The signals a failed image restarts on: the one that started it and those the image before was armed for. */
+function fixSignals(): NodeJS.Signals[] {
+  const list = info.trigger === 'signal' ? [info.signal as NodeJS.Signals] : [];
+  for (const sig of info.hold ?? []) if (!list.includes(sig)) list.push(sig);
+  return list;
+}
+
+async function waitForFix(signals: NodeJS.Signals[]): Promise<void> {
   // Loaded here: only a failed start pays for the watcher.
   const { restartOnChange } = require('./on-change') as typeof import('./on-change');
   const { restartOnSignal } = require('./signals') as typeof import('./signals');
@@ -152,11 +182,11 @@ async function waitForFix(): Promise<void> {
     onError: (e: Error) => process.stderr.write(`posix-daemon: not restarting: ${e.message}\n`),
   };
   const runs: Array<Promise<never>> = [restartOnChange(options)];
-  if (info.trigger === 'signal') {
+  for (const sig of signals) {
     runs.push((async (): Promise<never> => {
       for (;;) {
         try {
-          return await restartOnSignal(info.signal as NodeJS.Signals, { env: startEnv, args: startArgs });
+          return await restartOnSignal(sig, { env: startEnv, args: startArgs });
         } catch (e) {
           process.stderr.write(`posix-daemon: not restarting: ${(e as Error).message}\n`);
         }

@@ -8,7 +8,7 @@ import {
   toCatchableSignal, validateAbortSignal, validateChildProcessAllowed, validateExecOptions, validateFunction,
   validateObject, validateOptionKeys,
 } from '../validators';
-import { isRefusal, never, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
+import { armRestartSignal, isRefusal, never, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
 import { isBridge } from './bridge';
 
 const debug = debuglog('posix-daemon');
@@ -102,6 +102,7 @@ export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
     wake?.();
   };
   process.on(name, onSignal);
+  armRestartSignal(name, true);
   try {
     for (;;) {
       await new Promise<void>((resolve, reject) => {
@@ -129,6 +130,7 @@ export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   } finally {
     // Reached only when no exec happened (abort, invalid options).
     process.removeListener(name, onSignal);
+    armRestartSignal(name, false);
   }
 }
 

@@ -3,6 +3,7 @@
  * the monitor's (one worker: single.ts; `workers`: pool.ts), with the stop
  * signals and the controls of the returned promise.
  */
+import { armRestartSignal } from '../autorestart/exec';
 import { debuglog } from 'node:util';
 import { abortError, invalidArgValue, outOfRange } from '../errors';
 import { addShutdownParticipant } from '../graceful';
@@ -183,6 +184,7 @@ async function start(envKey: string, options: SelfMonitorOptions,
         pool.reload('signal').catch((err: Error) => debug('monitor: reload on %s: %s', reloadName, err.message));
       };
       process.on(reloadName, reloadListener);
+      armRestartSignal(reloadName, true);
     }
     const running = pool.run();
     finished = running;
@@ -195,7 +197,10 @@ async function start(envKey: string, options: SelfMonitorOptions,
     }
   } finally {
     removeParticipant();
-    if (reloadListener) process.removeListener(reloadName!, reloadListener);
+    if (reloadListener) {
+      process.removeListener(reloadName!, reloadListener);
+      armRestartSignal(reloadName!, false);
+    }
     signal?.removeEventListener('abort', onCallerAbort);
     signals.uninstall();
   }
