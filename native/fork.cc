@@ -16,6 +16,9 @@
 #endif
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -38,6 +41,7 @@ enum Stage : int32_t {
   kStageDup,
   kStageCloexec,
   kStageExecve,
+  kStageDeathSignal,
 };
 
 const char* StageSyscall(int32_t stage) {
@@ -50,6 +54,7 @@ const char* StageSyscall(int32_t stage) {
     case kStageOpenDevNull: return "open";
     case kStageDup: return "dup2";
     case kStageCloexec: return "fcntl";
+    case kStageDeathSignal: return "prctl";
     default: return "execve";
   }
 }
@@ -81,6 +86,7 @@ struct Plan {
   StdioMode stdio = StdioMode::kInherit;
   int stdio_fds[3] = {0, 1, 2};
   std::vector<int> keep_fds;  // sorted, unique, all >= 3
+  int death_signal = 0;       // PR_SET_PDEATHSIG; a direct exec child only
   std::unique_ptr<Plan> next;
   std::string file;
   CStrings argv;
@@ -161,6 +167,16 @@ std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const s
   }
   if (file.IsUndefined()) throw ArgValueError(env, name, "must have 'file' or 'fork'");
   plan->file = CString(file, name + ".file");
+  v = o.Get("deathSignal");
+  if (!v.IsUndefined()) {
+#ifdef __linux__
+    // Its parent would be an intermediate level, which exits at once.
+    if (depth > 0) throw ArgValueError(env, name + ".deathSignal", "is only for a direct child, not a nested plan");
+    plan->death_signal = Int(v, name + ".deathSignal", 1, NSIG - 1);
+#else
+    throw ArgValueError(env, name + ".deathSignal", "needs Linux (PR_SET_PDEATHSIG)");
+#endif
+  }
   if (plan->file.empty()) throw ArgValueError(env, name + ".file", "must be a non-empty string");
 
   std::vector<std::string> argv;
@@ -195,6 +211,8 @@ struct ChildContext {
   // intermediate, which learns from it whether execve failed (a byte) or
   // happened (EOF), so it can reap a failed child itself. -1 elsewhere.
   int exec_report_fd;
+  // The PID of the process that forked level 0 (deathSignal's check).
+  pid_t parent_pid;
 };
 
 // fork() from inside a forked child. glibc's fork() runs every
@@ -395,6 +413,15 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
 
   if (plan->setsid && setsid() == -1) Fail(*ctx, level, kStageSetsid, errno);
   if (plan->setpgid && setpgid(0, 0) == -1) Fail(*ctx, level, kStageSetpgid, errno);
+#ifdef __linux__
+  if (plan->death_signal > 0) {
+    if (prctl(PR_SET_PDEATHSIG, plan->death_signal, 0, 0, 0) == -1) Fail(*ctx, level, kStageDeathSignal, errno);
+    // A parent that ended before prctl() sends nothing: we were re-parented
+    // already. Then the signal is ours now (its default action, after
+    // ResetSignals; execve is not reached if that ends us).
+    if (getppid() != ctx->parent_pid) kill(getpid(), plan->death_signal);
+  }
+#endif
 
   // umask, cwd and stdio apply at every level; in an intermediate they are
   // inherited by the levels below, which may set their own.
@@ -498,6 +525,7 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
     ctx.stdio_is_nodes[i] = true;
   }
   ctx.exec_report_fd = -1;
+  ctx.parent_pid = getpid();
 
   const bool with_pidfd = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
   int status_pipe[2];

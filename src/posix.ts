@@ -17,7 +17,7 @@ import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from '
 import {
   envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean,
   validateChildProcessAllowed, validateCString, validateFdList, validateInteger, validateObject, validateOpenFds,
-  validateOptionKeys,
+  validateOptionKeys, toSignalNumber,
 } from './validators';
 
 // Node's own channel for process.execve (Node >= 23.11): tools that watch
@@ -64,6 +64,15 @@ export interface ExecPlan extends PlanCommon {
   argv0?: string;
   /** The environment; defaults to the current process.env. */
   env?: Record<string, string>;
+  /**
+   * Linux only, a direct child only (not in a nested plan): the signal the
+   * child gets when its parent ends (prctl PR_SET_PDEATHSIG), set before
+   * execve and kept by it. The kernel sends it when the thread that called
+   * fork() ends: from a worker thread, that is when the worker ends. A
+   * parent that ended before the child set it is noticed (getppid()) and
+   * the signal is raised at once.
+   */
+  deathSignal?: NodeJS.Signals | number;
   /** Not with `file`: a level either execs or forks again (fork() throws). */
   fork?: never;
 }
@@ -76,6 +85,7 @@ export interface NestedPlan extends PlanCommon {
   args?: never;
   argv0?: never;
   env?: never;
+  deathSignal?: never;
 }
 
 /** What a forked child does, as data. */
@@ -133,7 +143,8 @@ function snapshot<T>(value: T): T {
   return (Array.isArray(value) ? Array.prototype.slice.call(value) : value) as T;
 }
 
-const FORK_PLAN_KEYS = ['setsid', 'setpgid', 'umask', 'cwd', 'stdio', 'keepFds', 'file', 'args', 'argv0', 'env', 'fork'];
+const FORK_PLAN_KEYS = ['setsid', 'setpgid', 'umask', 'cwd', 'stdio', 'keepFds', 'file', 'args', 'argv0', 'env', 'fork',
+  'deathSignal'];
 
 function normalizePlan(plan: unknown, name: string, depth: number): Record<string, unknown> {
   validateObject(plan, name);
@@ -179,7 +190,7 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
     throw invalidArgValue(name, plan, "must have either 'file' or 'fork', not both");
   }
   if (p.fork !== undefined) {
-    const execOnly = ['args', 'argv0', 'env'].filter((k) => p[k] !== undefined);
+    const execOnly = ['args', 'argv0', 'env', 'deathSignal'].filter((k) => p[k] !== undefined);
     if (execOnly.length > 0) {
       throw invalidArgValue(name, plan, `must not have '${execOnly[0]}' with 'fork' (it belongs to the level that execs)`);
     }
@@ -190,6 +201,12 @@ function normalizePlan(plan: unknown, name: string, depth: number): Record<strin
   if (p.file === undefined) throw invalidArgValue(name, plan, "must have 'file' or 'fork'");
   validateCString(p.file, `${name}.file`, { allowEmpty: false });
   out.file = p.file;
+  if (p.deathSignal !== undefined) {
+    // Its parent would be an intermediate that exits at once.
+    if (depth > 0) throw invalidArgValue(`${name}.deathSignal`, p.deathSignal, 'is only for a direct child, not a nested plan');
+    if (process.platform !== 'linux') throw invalidArgValue(`${name}.deathSignal`, p.deathSignal, 'needs Linux (PR_SET_PDEATHSIG)');
+    out.deathSignal = toSignalNumber(p.deathSignal, `${name}.deathSignal`);
+  }
   if (p.args !== undefined) {
     p.args = snapshot(p.args);
     validateArgs(p.args, `${name}.args`);

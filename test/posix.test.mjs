@@ -280,3 +280,37 @@ test('validation errors carry Node codes and messages', () => {
     });
   }
 });
+
+test('fork({ deathSignal }): a child outlives no parent: SIGKILL the parent and the child gets the signal (PR_SET_PDEATHSIG)', async () => {
+  const mark = join(dir, 'death-signal-mark');
+  // The parent: a Node process that forks a shell which records the signal
+  // it gets, then waits to be killed.
+  const parentScript = `
+    const posix = require(${JSON.stringify(join(process.cwd(), 'dist', 'posix.js'))});
+    const pid = posix.fork({ file: '/bin/sh', args: ['-c', 'trap "echo TERM > ${mark}; exit 0" TERM; while :; do sleep 0.05; done'],
+      deathSignal: 'SIGTERM' });
+    console.log(pid);
+    setInterval(() => {}, 1000);`;
+  const parent = spawn(process.execPath, ['-e', parentScript], { stdio: ['ignore', 'pipe', 'inherit'] });
+  reaper.add(parent.pid);
+  let out = '';
+  parent.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+  const child = Number(await waitFor(() => /^\d+\n/.test(out) && out.trim(), { what: 'the child pid' }));
+  reaper.add(child);
+  // Exec'd (not the forked copy of Node any more) and still the parent's child.
+  await waitFor(() => readFileSync(`/proc/${child}/cmdline`, 'latin1').startsWith('/bin/sh\0'), { what: 'the shell' });
+  assert.equal(procStat(child).ppid, parent.pid);
+  parent.kill('SIGKILL');
+  await waitFor(() => { try { return readFileSync(mark, 'utf8') === 'TERM\n'; } catch { return false; } },
+    { what: 'the child to get SIGTERM' });
+  await waitFor(() => !isAlive(child), { what: 'the child to end' });
+});
+
+test('fork({ deathSignal }) is validated: a signal, a direct child only', () => {
+  assert.throws(() => posix.fork({ file: sh, deathSignal: 'SIGNOPE' }), { code: 'ERR_UNKNOWN_SIGNAL' });
+  assert.throws(() => posix.fork({ file: sh, deathSignal: {} }), { code: 'ERR_INVALID_ARG_TYPE' });
+  assert.throws(() => posix.fork({ fork: { file: sh, deathSignal: 'SIGTERM' } }),
+    { code: 'ERR_INVALID_ARG_VALUE', message: /plan\.fork\.deathSignal.*only for a direct child/ });
+  assert.throws(() => posix.fork({ fork: { file: sh }, deathSignal: 'SIGTERM' }),
+    { code: 'ERR_INVALID_ARG_VALUE', message: /must not have 'deathSignal' with 'fork'/ });
+});

@@ -156,6 +156,17 @@ test('a SIGKILLed worker is replaced while the other one serves', async () => {
   await svc.stop();
 });
 
+test('a SIGKILLed monitor leaves no worker behind: the kernel sends each its shutdown signal', async () => {
+  const svc = service({ WK_WORKERS: '2' });
+  await svc.port();
+  const workers = readyPids(svc);
+  assert.equal(workers.length, 2);
+  for (const pid of workers) assert.ok(isAlive(pid));
+  svc.child.kill('SIGKILL');
+  await svc.exited;
+  await waitFor(() => workers.every((pid) => !isAlive(pid)), { what: () => `workers ${workers} to end` });
+});
+
 test('SIGTERM under gracefulShutdown: in-flight requests finish, the monitor exits 0 and nothing is left', async () => {
   const svc = service({ WK_WORKERS: '2', WK_GRACEFUL: '1', WK_BUSY_MS: '300' });
   const port = await svc.port();

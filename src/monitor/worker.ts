@@ -3,6 +3,7 @@
  * its own process group with a readiness receiver (launch()), or adopted
  * from the image before a restartViaExec; stopped through its group.
  */
+import { isMainThread } from 'node:worker_threads';
 import { readFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { debuglog } from 'node:util';
@@ -51,8 +52,13 @@ export async function startWorker(ctx: WorkerContext, slot: number): Promise<Wor
   for (const [k, v] of Object.entries({ ...process.env, ...extra })) if (v !== undefined) env[k] = v;
   return launch({
     what: 'worker',
-    // Its own process group: what it starts is stopped with it.
-    spawn: (keepFds) => fork({ file, args, stdio: 'inherit', env, keepFds: [...keepFds, ...ctx.keepFds], setpgid: true }),
+    // Its own process group: what it starts is stopped with it. A monitor
+    // that dies without stopping its workers (SIGKILL, OOM kill) leaves no
+    // worker behind either: the kernel sends each the shutdown signal.
+    spawn: (keepFds) => fork({
+      file, args, stdio: 'inherit', env, keepFds: [...keepFds, ...ctx.keepFds], setpgid: true,
+      ...(process.platform === 'linux' && isMainThread ? { deathSignal: ctx.shutdownName } : {}),
+    }),
     killTarget: (pid) => -pid,
     receiver: rx,
     addresses: Object.values(env),
