@@ -37,10 +37,10 @@ function put(dir, name, text) {
 }
 
 /** Starts our server (own process group) and resolves once version `v` is READY. */
-async function startOurs(dir, port, preflight = true) {
-  const child = spawn(process.execPath, [join(root, 'bench', 'fixtures', 'restart-load-server.cjs')], {
+async function startOurs(dir, port, { preflight = true, node = process.execPath, startDelay = 0 } = {}) {
+  const child = spawn(node, [join(root, 'bench', 'fixtures', 'restart-load-server.cjs')], {
     env: { ...process.env, BENCH_DIR: dir, BENCH_PORT: String(port), BENCH_LIB: join(root, 'dist', 'autorestart.js'),
-      BENCH_PREFLIGHT: preflight ? '1' : '0' },
+      BENCH_PREFLIGHT: preflight ? '1' : '0', BENCH_START_DELAY: String(startDelay) },
     stdio: ['ignore', 'pipe', 'inherit'], detached: true,
   });
   let out = '';
@@ -96,12 +96,13 @@ function pm2Bin() {
   return bin;
 }
 
-async function pm2Run(port, seconds, every) {
+async function pm2Run(port, seconds, every, node = process.execPath) {
   const bin = pm2Bin();
   const home = mkdtempSync(join(tmpdir(), 'bench-pm2-'));
   const app = join(home, 'app.cjs');
   writeFileSync(app, `require('node:http').createServer((q, s) => s.end('pm2 ' + process.pid + '\\n')).listen(${port}, '127.0.0.1');\n`);
-  const env = { ...process.env, PM2_HOME: home };
+  // pm2 (#!/usr/bin/env node) and its cluster workers run on the Node first on PATH.
+  const env = { ...process.env, PM2_HOME: home, PATH: `${dirname(node)}:${process.env.PATH}` };
   const pm2 = (...args) => new Promise((resolve) => {
     const c = spawn(bin, args, { env, stdio: 'ignore' });
     c.on('close', resolve);
@@ -127,11 +128,11 @@ function bridgeCosts(out, serverPid) {
     .filter((m) => Number(m[1]) !== serverPid).map((m) => ({ cpuMs: Number(m[2]), rssKiB: Number(m[3]) }));
 }
 
-async function oursRun(seconds, every, preflight = true) {
+async function oursRun(seconds, every, options = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'bench-rl-'));
   put(dir, 'version.cjs', 'exports.version = 0;\n');
   const port = await freePort();
-  const s = await startOurs(dir, port, preflight);
+  const s = await startOurs(dir, port, options);
   try {
     let n = 0;
     const r = await underLoad(port, seconds, every, async () => {
@@ -149,30 +150,60 @@ async function oursRun(seconds, every, preflight = true) {
   }
 }
 
-/** Row "restart under load". */
-export async function restartUnderLoad({ quick = false } = {}) {
+const fmtRun = (r, base) => r.error ? `error: ${r.error}` : `${r.failed} failed, ${r.served} served (${(r.served / base.served).toFixed(2)}x), p99 ${r.p99} ms, max ${r.max} ms, ${r.triggers ?? 0} restarts`;
+
+/**
+ * Row "restart under load", on `node` (the bench's own Node, or another
+ * line: `label` then names it). Every server of the row runs on it, pm2's
+ * too; the load generator stays in this process.
+ */
+export async function restartUnderLoad({ quick = false, node = process.execPath, label } = {}) {
   const seconds = quick ? 5 : 20;
-  log(`restart under load: ${seconds} s runs, 16 connections`);
-  const base = await oursRun(seconds, 0);
-  const every1 = await oursRun(seconds, 1000);
-  const every5 = await oursRun(seconds, 5000);
-  const noBridge = await oursRun(seconds, 1000, false);
+  log(`restart under load${label ? ` (${label})` : ''}: ${seconds} s runs, 16 connections`);
+  const base = await oursRun(seconds, 0, { node });
+  const every1 = await oursRun(seconds, 1000, { node });
+  const every5 = await oursRun(seconds, 5000, { node });
+  const noBridge = await oursRun(seconds, 1000, { node, preflight: false });
   let pm2;
   try {
-    pm2 = await pm2Run(await freePort(), seconds, 1000);
+    pm2 = await pm2Run(await freePort(), seconds, 1000, node);
   } catch (err) {
     pm2 = { error: err.message };
   }
-  const fmt = (r) => r.error ? `error: ${r.error}` : `${r.failed} failed, ${r.served} served (${(r.served / base.served).toFixed(2)}x), p99 ${r.p99} ms, max ${r.max} ms, ${r.triggers ?? 0} restarts`;
+  const fmt = (r) => fmtRun(r, base);
   const met = every1.failed === 0 && every5.failed === 0 && every1.served >= 0.85 * base.served && every1.max <= 3 * base.max;
   const figure = `1/s: ${fmt(every1)}; 1/5 s: ${fmt(every5)}`;
   return {
-    n: 8, name: `Restart under load (SIGHUP → \`restartOnSignal\` with preflight + bridge; a restart every 1 s and every 5 s, ${seconds} s, 16 connections)`,
+    n: label ? `8 (${label})` : 8,
+    name: `Restart under load${label ? `, ${label}` : ''} (SIGHUP → \`restartOnSignal\` with preflight + bridge; a restart every 1 s and every 5 s, ${seconds} s, 16 connections)`,
     peerName: 'the same server not restarting; pm2 cluster reload (2 instances) in the same run',
     verdict: { figure, ratio: `served ${(every1.served / base.served).toFixed(2)}x, max ${(every1.max / base.max).toFixed(1)}x`, met: met ? 'yes' : 'no' },
     goalText: '0 failed; served >= 0.85x; max <= 3x', runs: 1,
     extra: `no restarts: ${fmt(base)}; without the bridge (preflight: false) at 1/s: ${fmt(noBridge)}; pm2 cluster reload at 1/s: ${fmt(pm2)}; ` +
       `the second start (preflight/bridge) per restart, median of ${every1.costs.length}: CPU ${median(every1.costs.map((c) => c.cpuMs))} ms, peak RSS ${median(every1.costs.map((c) => c.rssKiB))} KiB`,
+  };
+}
+
+/**
+ * Row "slow start": what the bridge is for. The server takes `delay` ms to
+ * start (it awaits before it listens, as an app that connects to its
+ * database first); a restart every 5 s under load, with the bridge and
+ * without it (the accept gap then lasts the whole start), same run.
+ */
+export async function slowStart({ quick = false, delay = 1000 } = {}) {
+  const seconds = quick ? 10 : 20;
+  log(`slow start (${delay} ms): ${seconds} s runs, a restart every 5 s, 16 connections`);
+  const base = await oursRun(seconds, 0, { startDelay: delay });
+  const bridge = await oursRun(seconds, 5000, { startDelay: delay });
+  const gap = await oursRun(seconds, 5000, { startDelay: delay, preflight: false });
+  const met = bridge.failed === 0 && bridge.max <= 3 * base.max;
+  return {
+    n: '8b', name: `Restart under load, an app that takes ${delay} ms to start (a restart every 5 s, ${seconds} s, 16 connections): with the bridge`,
+    peerName: 'the same restarts without the bridge (preflight: false: connections wait in the kernel queue for the whole start); no restarts',
+    verdict: { figure: `bridge: ${fmtRun(bridge, base)}; without: ${fmtRun(gap, base)}`,
+      ratio: `max ${(bridge.max / gap.max).toFixed(2)}x of without`, met: met ? 'yes' : 'no' },
+    goalText: '0 failed; max <= 3x no restarts', runs: 1,
+    extra: `no restarts: ${fmtRun(base, base)}`,
   };
 }
 
