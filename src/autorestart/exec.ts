@@ -23,11 +23,11 @@ import { EXEC_CHILDREN_ENV } from './zombies';
 import { isBridge, pendingBridgeHandoff, pendingBridgePid, startPreflight, type Bridge } from './bridge';
 import { envFilePaths, envFileValues } from './env-file';
 import { inNodeModules, startedGraph } from './graph';
+import { GUARD_ENV } from './guard-hold';
 
 /** The preload that guards an image started by a restart (see guard.ts). */
 export const GUARD_PATH = join(__dirname, 'guard.js');
-/** What the guard is told: JSON { trigger, signal?, files, envFiles }. */
-export const GUARD_ENV = 'POSIX_DAEMON_GUARD';
+export { GUARD_ENV } from './guard-hold';
 /** What restarts the program: the guard of a failed start waits for the same. */
 export type GuardTrigger = { trigger: 'change' | 'call' } | { trigger: 'signal'; signal: string };
 

@@ -26,6 +26,8 @@
  *   restart signal, when one started this image, too.
  * Once up, the guard is gone: a later crash is a crash.
  */
+// First: the restart signals are held before anything else is loaded.
+import { heldRestartSignals, releaseHeldSignals as releaseSignals } from './guard-hold';
 import { existsSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { GUARD_ENV, GUARD_PATH, completeReload, type GuardTrigger } from './exec';
@@ -34,7 +36,7 @@ import { socketsWereHanded } from '../sockets';
 
 const debug = debuglog('posix-daemon');
 
-type GuardInfo = GuardTrigger & { files?: string[]; hold?: NodeJS.Signals[] };
+type GuardInfo = GuardTrigger & { files?: string[] };
 
 function hideFromExecArgv(): void {
   const argv = process.execArgv;
@@ -56,19 +58,14 @@ function readInfo(): GuardInfo {
   try {
     const v = JSON.parse(raw ?? '{}') as Record<string, unknown>;
     const files = Array.isArray(v.files) ? v.files.filter((f): f is string => typeof f === 'string' && f.startsWith('/')) : [];
-    const hold = Array.isArray(v.hold) ? v.hold.filter((s): s is NodeJS.Signals => typeof s === 'string' && HOLDABLE.has(s)) : [];
     if (v.trigger === 'signal' && typeof v.signal === 'string' && /^SIG[A-Z0-9]+$/.test(v.signal)) {
-      return { trigger: 'signal', signal: v.signal, files, hold };
+      return { trigger: 'signal', signal: v.signal, files };
     }
-    return { trigger: v.trigger === 'change' ? 'change' : 'call', files, hold };
+    return { trigger: v.trigger === 'change' ? 'change' : 'call', files };
   } catch {
-    return { trigger: 'call', files: [], hold: [] };
+    return { trigger: 'call', files: [] };
   }
 }
-
-/** Restart signals the guard may hold (never SIGKILL/SIGSTOP, nor a signal Node owns). */
-const HOLDABLE = new Set(['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGUSR1', 'SIGUSR2', 'SIGQUIT', 'SIGWINCH', 'SIGPWR',
-  'SIGURG', 'SIGCONT', 'SIGTSTP', 'SIGTTIN', 'SIGTTOU', 'SIGXCPU', 'SIGXFSZ', 'SIGVTALRM', 'SIGPROF', 'SIGALRM']);
 
 hideFromExecArgv();
 const info = readInfo();
@@ -83,19 +80,11 @@ const realExit = process.exit;
 /** Thrown by the guarded process.exit to stop the code that called it. */
 const STOP = Symbol('posix-daemon guard: process.exit() before the image was up');
 
-// The restart signals the image before this one was armed for: until this
-// image is up, a delivery is part of the restart that started it (as during
-// the drain, it folds into it) and must not meet the default action the
-// exec reset it to, which would end the service. Once up, the program's own
-// listeners (restartOnSignal again, or none) decide: the holder goes a turn
-// later, so code run right after the sockets were taken installs them first.
-const holder = (sig: NodeJS.Signals): void => {
-  debug('guard: %s while the new image starts: folded into the restart in progress', sig);
-};
-for (const sig of info.hold ?? []) process.on(sig, holder);
-function releaseSignals(): void {
-  for (const sig of info.hold ?? []) process.removeListener(sig, holder);
-}
+// The restart signals the image before was armed for are held (see
+// guard-hold.ts) until this image is up; then the program's own listeners
+// decide, a turn later, so code run right after the sockets were taken
+// installs them first.
+const held = heldRestartSignals();
 
 function markUp(why: string): void {
   if (up || failed) return;
@@ -166,7 +155,7 @@ function fail(err: unknown): void {
 /** The signals a failed image restarts on: the one that started it and those the image before was armed for. */
 function fixSignals(): NodeJS.Signals[] {
   const list = info.trigger === 'signal' ? [info.signal as NodeJS.Signals] : [];
-  for (const sig of info.hold ?? []) if (!list.includes(sig)) list.push(sig);
+  for (const sig of held) if (!list.includes(sig)) list.push(sig);
   return list;
 }
 
