@@ -282,7 +282,10 @@ async function zeroDowntime() {
   let done = new Promise((r) => inst.on('done', r));
   await sleep(500);
   for (let n = 1; n <= restarts; n++) {
-    const ready = wait(new RegExp(`^READY GEN ${n} `));
+    // The image itself (same PID), not the restart's bridge, which prints
+    // READY for the same generation before the exec: a signal sent on that
+    // line would reach the new image while Node is still starting.
+    const ready = wait(new RegExp(`^READY GEN ${n} PID ${server.pid} `));
     server.kill('SIGUSR2');
     await ready;
     await sleep(100);
