@@ -57,6 +57,14 @@ function fields(value: string): { head: string; map: Map<string, string> } {
   return { head, map };
 }
 
+/** Reads and removes `name` from the environment (each process reads its own once). */
+function takeEnv(name: string): { value: string; head: string; map: Map<string, string> } | undefined {
+  const value = process.env[name];
+  if (value === undefined) return undefined;
+  delete process.env[name];
+  return { value, ...fields(value) };
+}
+
 function fdField(map: Map<string, string>, key: string): number | undefined {
   const v = map.get(key);
   return v !== undefined && /^[0-9]{1,9}$/.test(v) && Number(v) >= 3 ? Number(v) : undefined;
@@ -108,10 +116,9 @@ if (socketsWereHanded()) void handedSocketsTaken().then(() => imageUp('took its 
 interface BridgeRole { ready: string; control: number; drainTimeout: number }
 
 function readBridgeEnv(): BridgeRole | undefined {
-  const value = process.env[BRIDGE_ENV];
-  if (value === undefined) return undefined;
-  delete process.env[BRIDGE_ENV];
-  const { head, map } = fields(value);
+  const found = takeEnv(BRIDGE_ENV);
+  if (found === undefined) return undefined;
+  const { value, head, map } = found;
   const control = fdField(map, 'control');
   const ready = map.get('ready');
   if (!/^[1-9][0-9]*$/.test(head) || Number(head) !== process.ppid || process.ppid <= 1 || control === undefined ||
@@ -304,10 +311,9 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
 interface Bridged { pid: number; control: number; stderr: number; timeout: number }
 
 function readBridgedEnv(): Bridged | undefined {
-  const value = process.env[BRIDGED_ENV];
-  if (value === undefined) return undefined;
-  delete process.env[BRIDGED_ENV];
-  const { head, map } = fields(value);
+  const taken = takeEnv(BRIDGED_ENV);
+  if (taken === undefined) return undefined;
+  const { value, head, map } = taken;
   const control = fdField(map, 'control');
   const stderr = fdField(map, 'stderr');
   const pid = Number(head);
