@@ -6,36 +6,23 @@
 import { test, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, unlinkSync, renameSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Reaper, root, waitFor, procStat, zombieChildren } from './helpers.mjs';
+import { Reaper, TempDirs, putFile as put, root, startNode, waitFor, procStat, zombieChildren } from './helpers.mjs';
 import { freePort, notifyReceiver } from './systemd-helpers.mjs';
 import { childPids } from '../dist/posix.mjs';
 
 const reaper = new Reaper();
-const dirs = [];
+const dirs = new TempDirs();
 after(async () => {
   await reaper.killAll();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  dirs.removeAll();
 });
 
 const lib = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
 
-function tempDir() {
-  const d = mkdtempSync(join(tmpdir(), 'pd-bridge-'));
-  dirs.push(d);
-  return d;
-}
-
-/** Writes `name` in `dir` atomically (rename over), as editors do. */
-function put(dir, name, text) {
-  const tmp = join(dir, `.${name}.tmp`);
-  writeFileSync(tmp, text);
-  renameSync(tmp, join(dir, name));
-}
+const tempDir = () => dirs.make('pd-bridge-');
 
 /**
  * The app: an HTTP server answering "V <version> PID <pid> BRIDGE <bool>",
@@ -64,13 +51,8 @@ process.on('SIGTERM', () => process.exit(0));
 }
 
 function start(dir, { nodeArgs = [], env = {} } = {}) {
-  const child = spawn(process.execPath, [...nodeArgs, join(dir, 'app.mjs'), 'arg1'], {
-    cwd: dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  reaper.add(child.pid);
-  const state = { out: '', err: '', child };
-  child.stdout.setEncoding('utf8').on('data', (d) => { state.out += d; });
-  child.stderr.setEncoding('utf8').on('data', (d) => { state.err += d; });
+  const state = startNode(join(dir, 'app.mjs'), { args: ['arg1'], nodeArgs, cwd: dir, env: { ...process.env, ...env }, reaper });
+  const { child } = state;
   state.lines = (re) => state.out.split('\n').filter((l) => re.test(l));
   state.readyOf = (version) => state.lines(new RegExp(`^READY V ${version} PID ${child.pid} BRIDGE false`));
   state.stateOf = (version) => JSON.parse(state.readyOf(version).at(-1).replace(/^.* STATE /, ''));

@@ -6,35 +6,26 @@
 // (parent 1 once its launcher was gone).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Reaper, root, waitFor } from './helpers.mjs';
+import { Reaper, TempDirs, putFile as put, root, startNode, waitFor } from './helpers.mjs';
 import { freePort } from './systemd-helpers.mjs';
 
 const reaper = new Reaper();
-const dirs = [];
+const dirs = new TempDirs();
 after(async () => {
   await reaper.killAll();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  dirs.removeAll();
 });
 
 const lib = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
-
-function put(dir, name, text) {
-  writeFileSync(join(dir, `.${name}.tmp`), text);
-  renameSync(join(dir, `.${name}.tmp`), join(dir, name));
-}
 
 for (const [what, ending] of [
   ['process.exit(0) before it took its sockets', 'process.exit(0);'],
   ['a program that ends before it took its sockets', '/* nothing left to do */'],
 ]) {
   test(`a guarded image exits on ${what}`, { timeout: 60000 }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pd-guard-exit-'));
-    dirs.push(dir);
+    const dir = dirs.make('pd-guard-exit-');
     const port = await freePort();
     put(dir, 'version.mjs', 'export const version = 1;\n');
     put(dir, 'app.mjs', `
@@ -51,22 +42,17 @@ if (version === 2) {
   restartOnSignal('SIGUSR2', { servers: [server], preflight: false });
 }
 `);
-    const child = spawn(process.execPath, [join(dir, 'app.mjs')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    reaper.add(child.pid);
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
-    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    await waitFor(() => out.includes('READY 1'), { what: 'v1', timeout: 30000 });
+    const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
+    const { exited } = app;
+    await waitFor(() => app.out.includes('READY 1'), { what: 'v1', timeout: 30000 });
     put(dir, 'version.mjs', 'export const version = 2;\n');
-    process.kill(child.pid, 'SIGUSR2');
-    await waitFor(() => out.includes('ENDING'), { what: 'the next image', timeout: 30000 });
+    process.kill(app.child.pid, 'SIGUSR2');
+    await waitFor(() => app.out.includes('ENDING'), { what: 'the next image', timeout: 30000 });
     const r = await Promise.race([exited, new Promise((resolve) => {
       // The guard says so at once when it keeps the process: no need to wait longer.
-      const t = setInterval(() => { if (/waiting for/.test(err)) { clearInterval(t); resolve('kept'); } }, 20);
+      const t = setInterval(() => { if (/waiting for/.test(app.err)) { clearInterval(t); resolve('kept'); } }, 20);
       exited.then(() => clearInterval(t));
     })]);
-    assert.deepEqual(r, { code: 0, signal: null }, `${out}\n${err}`);
+    assert.deepEqual(r, { code: 0, signal: null }, `${app.out}\n${app.err}`);
   });
 }

@@ -7,24 +7,21 @@
 // array that our fstatSync of a pipe had left behind (see fdfile.ts).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Reaper, root, waitFor } from './helpers.mjs';
+import { Reaper, TempDirs, root, startNode, waitFor } from './helpers.mjs';
 import { freePort } from './systemd-helpers.mjs';
 
 const reaper = new Reaper();
-const dirs = [];
+const dirs = new TempDirs();
 after(async () => {
   await reaper.killAll();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  dirs.removeAll();
 });
 
 test('node_modules/posix-daemon as a symlink: the bridge and the next image take the socket under its name (one copy of the library)', { timeout: 120000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pd-symlink-'));
-  dirs.push(dir);
+  const dir = dirs.make('pd-symlink-');
   mkdirSync(join(dir, 'node_modules'));
   symlinkSync(root, join(dir, 'node_modules', 'posix-daemon'), 'dir');
   const port = await freePort();
@@ -44,35 +41,32 @@ console.log('LISTEN ' + JSON.stringify({
 }));
 process.on('SIGTERM', () => process.exit(0));
 `);
-  const child = spawn(process.execPath, [join(dir, 'app.mjs')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  reaper.add(child.pid);
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
-  child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
-  const lines = () => out.split('\n').filter((l) => l.startsWith('LISTEN ')).map((l) => JSON.parse(l.slice(7)));
+  const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
+  const { child } = app;
+  const lines = () => app.out.split('\n').filter((l) => l.startsWith('LISTEN ')).map((l) => JSON.parse(l.slice(7)));
   const images = () => lines().filter((l) => l.pid === child.pid);
   await waitFor(() => images().length === 1, { what: 'the first start', timeout: 30000 });
   for (let n = 2; n <= 3; n++) {
     process.kill(child.pid, 'SIGUSR2');
-    await waitFor(() => images().length === n || /REFUSED/.test(out), { what: () => `image ${n} (exit ${child.exitCode} ${child.signalCode}; stdout: ${out}; stderr: ${err})`, timeout: 30000 });
+    await waitFor(() => images().length === n || /REFUSED/.test(app.out),
+      { what: () => `image ${n} (exit ${child.exitCode} ${child.signalCode}; stdout: ${app.out}; stderr: ${app.err})`, timeout: 30000 });
   }
   const bridges = lines().filter((l) => l.pid !== child.pid);
   const real = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
   const sockets = join(root, 'dist', 'sockets.js');
-  assert.equal(bridges.length, 2, out);
+  assert.equal(bridges.length, 2, app.out);
   for (const b of bridges) {
     assert.deepEqual({ bridge: b.bridge, result: b.result, resolved: b.resolved, copies: b.copies },
-      { bridge: true, result: { inherited: true, fd: b.result.fd, name: 'web' }, resolved: real, copies: [sockets] }, out);
+      { bridge: true, result: { inherited: true, fd: b.result.fd, name: 'web' }, resolved: real, copies: [sockets] }, app.out);
   }
   const [first, ...restarted] = images();
   assert.deepEqual(first.result, { inherited: false, name: 'web' });
   for (const i of restarted) {
     assert.deepEqual({ bridge: i.bridge, result: i.result, resolved: i.resolved, copies: i.copies },
-      { bridge: false, result: { inherited: true, fd: i.result.fd, name: 'web' }, resolved: real, copies: [sockets] }, out);
+      { bridge: false, result: { inherited: true, fd: i.result.fd, name: 'web' }, resolved: real, copies: [sockets] }, app.out);
   }
   child.kill('SIGTERM');
-  await new Promise((resolve) => child.once('exit', resolve));
+  await app.exited;
   // Every bridge ended with the program.
   await waitFor(() => bridges.every((b) => { try { process.kill(b.pid, 0); return false; } catch { return true; } }),
     { what: 'bridges to end', timeout: 30000 });

@@ -2,7 +2,8 @@
 // process registers it with a Reaper and kills it in an after() hook:
 // daemons outlive their parent, so nothing else would.
 import { spawn } from 'node:child_process';
-import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -155,4 +156,38 @@ export function runNode(script, args = [], { env = process.env, nodeArgs = [], t
     if (input !== undefined) child.stdin.end(input);
     else child.stdin.end();
   });
+}
+
+/** Writes `name` in `dir` atomically (a temp file renamed over it), as editors do. */
+export function putFile(dir, name, text) {
+  const tmp = join(dir, `.${name}.tmp`);
+  writeFileSync(tmp, text);
+  renameSync(tmp, join(dir, name));
+}
+
+/** Temp dirs made by `make()`, all removed by `removeAll()` (an after() hook). */
+export class TempDirs {
+  #dirs = [];
+  make(prefix = 'pd-test-') {
+    const d = mkdtempSync(join(tmpdir(), prefix));
+    this.#dirs.push(d);
+    return d;
+  }
+  removeAll() {
+    for (const d of this.#dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * `node [nodeArgs] file [args]`, registered with `reaper`: `out` and `err`
+ * are what it printed so far, `exited` resolves with { code, signal }.
+ */
+export function startNode(file, { args = [], nodeArgs = [], cwd, env = process.env, reaper } = {}) {
+  const child = spawn(process.execPath, [...nodeArgs, file, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  reaper?.add(child.pid);
+  const run = { child, out: '', err: '' };
+  child.stdout.setEncoding('utf8').on('data', (d) => { run.out += d; });
+  child.stderr.setEncoding('utf8').on('data', (d) => { run.err += d; });
+  run.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  return run;
 }
