@@ -9,16 +9,11 @@ import http from 'node:http';
 import { renameSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Reaper, TempDirs, putFile as put, root, startNode, waitFor, procStat, zombieChildren } from './helpers.mjs';
+import { fileScope, putFile as put, root, startNode, waitFor, procStat, zombieChildren } from './helpers.mjs';
 import { freePort, notifyReceiver } from './systemd-helpers.mjs';
 import { childPids } from '../dist/posix.mjs';
 
-const reaper = new Reaper();
-const dirs = new TempDirs();
-after(async () => {
-  await reaper.killAll();
-  dirs.removeAll();
-});
+const { reaper, dirs } = fileScope();
 
 const lib = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
 

@@ -4,19 +4,14 @@
 // whose event loop runs dry. Before, the guard turned both into "the new code
 // failed at start-up; waiting for a change": a process nobody would end
 // (parent 1 once its launcher was gone).
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Reaper, TempDirs, putFile as put, root, startNode, waitFor } from './helpers.mjs';
+import { fileScope, putFile as put, root, startNode, waitFor } from './helpers.mjs';
 import { freePort } from './systemd-helpers.mjs';
 
-const reaper = new Reaper();
-const dirs = new TempDirs();
-after(async () => {
-  await reaper.killAll();
-  dirs.removeAll();
-});
+const { reaper, dirs } = fileScope();
 
 const lib = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
 

@@ -5,20 +5,15 @@
 // (inherited: false, the systemd name lost) and the bridge does not know it
 // is one. The cause was Node's fs.realpathSync reading a process-wide stat
 // array that our fstatSync of a pipe had left behind (see fdfile.ts).
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Reaper, TempDirs, root, startNode, waitFor } from './helpers.mjs';
+import { fileScope, root, startNode, waitFor } from './helpers.mjs';
 import { freePort } from './systemd-helpers.mjs';
 
-const reaper = new Reaper();
-const dirs = new TempDirs();
-after(async () => {
-  await reaper.killAll();
-  dirs.removeAll();
-});
+const { reaper, dirs } = fileScope();
 
 test('node_modules/posix-daemon as a symlink: the bridge and the next image take the socket under its name (one copy of the library)', { timeout: 120000 }, async () => {
   const dir = dirs.make('pd-symlink-');

@@ -2,6 +2,7 @@
 // process registers it with a Reaper and kills it in an after() hook:
 // daemons outlive their parent, so nothing else would.
 import { spawn } from 'node:child_process';
+import { after } from 'node:test';
 import { mkdtempSync, readFileSync, readlinkSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -190,4 +191,18 @@ export function startNode(file, { args = [], nodeArgs = [], cwd, env = process.e
   child.stderr.setEncoding('utf8').on('data', (d) => { run.err += d; });
   run.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   return run;
+}
+
+/**
+ * A test file's Reaper and TempDirs, with the after() hook that kills what
+ * the file started and removes its dirs. Call once, at the top of the file.
+ */
+export function fileScope() {
+  const reaper = new Reaper();
+  const dirs = new TempDirs();
+  after(async () => {
+    await reaper.killAll();
+    dirs.removeAll();
+  });
+  return { reaper, dirs };
 }
