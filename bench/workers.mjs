@@ -120,44 +120,37 @@ const cannon = (port) => new Promise((resolve, reject) => {
 });
 const failedOf = (r) => r.errors + r.timeouts + r.non2xx;
 
-async function throughput(name, start, n) {
+/** Starts `n` workers of a contender on a free port, runs `measure(port, svc)` once they settled, stops them. */
+async function withService(what, start, n, measure) {
   const port = await freePort();
-  log(`throughput: ${name}`);
+  log(what);
   const svc = await start(n, port);
   try {
     await sleep(300);
-    const r = await cannon(port);
-    return { name, n, rps: r.requests.average, total: r.requests.total, failed: failedOf(r), p99: r.latency.p99, max: r.latency.max };
+    return await measure(port, svc);
   } finally {
     await svc.stop();
   }
 }
 
-async function spread(name, start, n) {
-  const port = await freePort();
-  log(`spread: ${name}`);
-  const svc = await start(n, port);
-  try {
-    await sleep(300);
-    const ac = new AbortController();
-    setTimeout(() => ac.abort(), duration * 500);
-    const s = await load(port, { concurrency: connections, signal: ac.signal });
-    const counts = Object.values(s.byPid);
-    while (counts.length < n) counts.push(0);
-    const total = counts.reduce((a, b) => a + b, 0);
-    const shares = counts.map((c) => c / total);
-    return { name, shares, ratio: Math.max(...counts) / Math.max(1, Math.min(...counts)), min: Math.min(...counts) };
-  } finally {
-    await svc.stop();
-  }
-}
+const throughput = (name, start, n) => withService(`throughput: ${name}`, start, n, async (port) => {
+  const r = await cannon(port);
+  return { name, n, rps: r.requests.average, total: r.requests.total, failed: failedOf(r), p99: r.latency.p99, max: r.latency.max };
+});
 
-async function reloadUnderLoad(name, start, n, baseline) {
-  const port = await freePort();
-  log(`reload once a second under load: ${name}`);
-  const svc = await start(n, port);
-  try {
-    await sleep(300);
+const spread = (name, start, n) => withService(`spread: ${name}`, start, n, async (port) => {
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), duration * 500);
+  const s = await load(port, { concurrency: connections, signal: ac.signal });
+  const counts = Object.values(s.byPid);
+  while (counts.length < n) counts.push(0);
+  const total = counts.reduce((a, b) => a + b, 0);
+  const shares = counts.map((c) => c / total);
+  return { name, shares, ratio: Math.max(...counts) / Math.max(1, Math.min(...counts)), min: Math.min(...counts) };
+});
+
+const reloadUnderLoad = (name, start, n, baseline) => withService(`reload once a second under load: ${name}`, start, n,
+  async (port, svc) => {
     const done = cannon(port);
     let stopped = false;
     let reloads = 0;
@@ -175,10 +168,7 @@ async function reloadUnderLoad(name, start, n, baseline) {
     const rolled = svc.lines ? svc.lines.filter((l) => l === 'RELOADED').length : reloads;
     return { name, failed: failedOf(r), total: r.requests.total, served: r.requests.total / baseline, max: r.latency.max, reloads: rolled,
       errors: { errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, resets: r.resets ?? 0 } };
-  } finally {
-    await svc.stop();
-  }
-}
+  });
 
 const rows = {};
 const errors = [];

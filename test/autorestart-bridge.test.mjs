@@ -54,6 +54,17 @@ function start(dir, { nodeArgs = [], env = {} } = {}) {
   return state;
 }
 
+/** A temp project at `version`, its app started and up (READY of that version from the service's PID). */
+async function startAt(version, { app: appOptions = {}, files = {}, nodeArgs, env, dir = tempDir() } = {}) {
+  const port = await freePort();
+  put(dir, 'version.mjs', `export const version = ${version};\n`);
+  for (const [name, text] of Object.entries(files)) put(dir, name, text);
+  writeApp(dir, { port, ...appOptions });
+  const app = start(dir, { nodeArgs, env });
+  await waitFor(() => app.readyOf(version).length > 0, { what: `v${version}`, timeout: 30000 });
+  return { dir, port, app };
+}
+
 function get(port, agent) {
   return new Promise((resolve) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
@@ -96,12 +107,7 @@ function load(port) {
 }
 
 test('under load, every restart has a preflight and a bridge: no request fails, same PID, bridges reaped', { timeout: 180000 }, async () => {
-  const dir = tempDir();
-  const port = await freePort();
-  put(dir, 'version.mjs', 'export const version = 0;\n');
-  writeApp(dir, { port });
-  const app = start(dir);
-  await waitFor(() => app.readyOf(0).length > 0, { what: 'v0', timeout: 30000 });
+  const { dir, port, app } = await startAt(0);
   const l = load(port);
   const restarts = 10;
   for (let n = 1; n <= restarts; n++) {
@@ -131,12 +137,7 @@ test('under load, every restart has a preflight and a bridge: no request fails, 
 });
 
 test('a version that throws at start-up is refused by its preflight: the old one answers throughout; the fix restarts', { timeout: 120000 }, async () => {
-  const dir = tempDir();
-  const port = await freePort();
-  put(dir, 'version.mjs', 'export const version = 1;\n');
-  writeApp(dir, { port });
-  const app = start(dir);
-  await waitFor(() => app.readyOf(1).length > 0, { what: 'v1', timeout: 30000 });
+  const { dir, port, app } = await startAt(1);
   const l = load(port);
   // Parses (a syntax check passes), throws when evaluated.
   put(dir, 'version.mjs', 'export const version = 2;\nnotDefinedAnywhere();\n');
@@ -159,12 +160,7 @@ test('a version that throws at start-up is refused by its preflight: the old one
 });
 
 test('without a preflight, a start that throws keeps the PID and the socket, waits, and the fixed file restarts it', { timeout: 120000 }, async () => {
-  const dir = tempDir();
-  const port = await freePort();
-  put(dir, 'version.mjs', 'export const version = 1;\n');
-  writeApp(dir, { port, trigger: 'change', options: '{ preflight: false }' });
-  const app = start(dir);
-  await waitFor(() => app.readyOf(1).length > 0, { what: 'v1', timeout: 30000 });
+  const { dir, port, app } = await startAt(1, { app: { trigger: 'change', options: '{ preflight: false }' } });
   put(dir, 'version.mjs', 'export const version = 2;\nnotDefinedAnywhere();\n');
   await waitFor(() => /the new code failed at start-up: ReferenceError: notDefinedAnywhere is not defined; waiting for a change/.test(app.err),
     { what: 'the failure message', timeout: 30000 });
@@ -181,12 +177,7 @@ test('without a preflight, a start that throws keeps the PID and the socket, wai
 });
 
 test('a plain server.listen(port) in the next image takes the handed-over socket (no EADDRINUSE)', { timeout: 120000 }, async () => {
-  const dir = tempDir();
-  const port = await freePort();
-  put(dir, 'version.mjs', 'export const version = 1;\n');
-  writeApp(dir, { port, plain: true });
-  const app = start(dir);
-  await waitFor(() => app.readyOf(1).length > 0, { what: 'v1', timeout: 30000 });
+  const { dir, port, app } = await startAt(1, { app: { plain: true } });
   const l = load(port);
   for (const v of [2, 3]) {
     put(dir, 'version.mjs', `export const version = ${v};\n`);
@@ -204,13 +195,10 @@ const [nodeMajor, nodeMinor] = process.versions.node.split('.').map(Number);
 const noEnvFile = nodeMajor < 20 || (nodeMajor === 20 && nodeMinor < 6) ? `node ${process.versions.node} has no --env-file` : false;
 
 test('--env-file: the edited file is seen after a restart; a value set outside the file still wins', { timeout: 120000, skip: noEnvFile }, async () => {
-  const dir = tempDir();
-  const port = await freePort();
-  put(dir, 'version.mjs', 'export const version = 1;\n');
-  put(dir, '.env', 'FOO=one\nBAR=from-file\n');
-  writeApp(dir, { port, trigger: 'change' });
-  const app = start(dir, { nodeArgs: ['--env-file=.env'], env: { BAR: 'outside' } });
-  await waitFor(() => app.readyOf(1).length > 0, { what: 'v1', timeout: 30000 });
+  const { dir, app } = await startAt(1, {
+    app: { trigger: 'change' }, files: { '.env': 'FOO=one\nBAR=from-file\n' },
+    nodeArgs: ['--env-file=.env'], env: { BAR: 'outside' },
+  });
   assert.equal(app.stateOf(1).FOO, 'one');
   assert.equal(app.stateOf(1).BAR, 'outside');
   // The env file is part of the program: editing it restarts.
@@ -224,14 +212,10 @@ test('--env-file: the edited file is seen after a restart; a value set outside t
 
 test('Type=notify-reload: a reload whose entry file is missing, or whose preflight fails, ends with READY=1 and a STATUS=', { timeout: 120000 }, async () => {
   const dir = tempDir();
-  const port = await freePort();
   const address = join(dir, 'notify.sock');
   const rx = await notifyReceiver(address, reaper);
   after(() => rx.stop());
-  put(dir, 'version.mjs', 'export const version = 1;\n');
-  writeApp(dir, { port, options: '{ retryInterval: 60000 }' });
-  const app = start(dir, { env: { NOTIFY_SOCKET: address } });
-  await waitFor(() => app.readyOf(1).length > 0, { what: 'v1', timeout: 30000 });
+  const { port, app } = await startAt(1, { dir, app: { options: '{ retryInterval: 60000 }' }, env: { NOTIFY_SOCKET: address } });
   const pid = app.child.pid;
   // 1. A refused preflight.
   put(dir, 'version.mjs', 'export const version = 2;\nnotDefinedAnywhere();\n');

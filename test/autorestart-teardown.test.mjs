@@ -2,19 +2,12 @@
 // once more while Node tears the environment down at exit. A C++ exception
 // from N-API there used to be std::terminate: SIGABRT at the end of a
 // program that had done nothing wrong.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fixtures, runNode, Reaper } from './helpers.mjs';
+import { fileScope, fixtures, runNode } from './helpers.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'pd-teardown-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('pd-teardown-');
 
 test('a watched file changed as the program ends: it ends normally, never SIGABRT', async () => {
   for (let i = 0; i < 5; i++) {

@@ -3,20 +3,13 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fixtures, Reaper } from './helpers.mjs';
+import { fileScope, fixtures } from './helpers.mjs';
 import { startService } from './workers-helpers.mjs';
 import { notifyReceiver } from './systemd-helpers.mjs';
 import { gracefulShutdown } from '../dist/monitor.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'graceful-test-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('graceful-test-');
 
 const app = join(fixtures, 'graceful-app.cjs');
 const start = (env) => startService(env, { script: app, reaper });

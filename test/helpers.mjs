@@ -196,13 +196,14 @@ export function startNode(file, { args = [], nodeArgs = [], cwd, env = process.e
 /**
  * A test file's Reaper and TempDirs, with the after() hook that kills what
  * the file started and removes its dirs. Call once, at the top of the file.
+ * With `prefix`, `dir` is one temp dir made now, for the whole file.
  */
-export function fileScope() {
+export function fileScope(prefix) {
   const reaper = new Reaper();
   const dirs = new TempDirs();
   after(async () => {
     await reaper.killAll();
     dirs.removeAll();
   });
-  return { reaper, dirs };
+  return { reaper, dirs, dir: prefix === undefined ? undefined : dirs.make(prefix) };
 }

@@ -4,21 +4,15 @@
 // the reference where it has the same behaviour.
 import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, readFileSync, realpathSync, symlinkSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Reaper, fixtures, root, isAlive, procStat, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, root, isAlive, procStat, waitFor } from './helpers.mjs';
 import { noNamespace, noTini, start, namespaceInit, parseReady } from './init-helpers.mjs';
 import { initImagePath } from '../dist/init.mjs';
 
 const prog = join(fixtures, 'init-prog.mjs');
-const reaper = new Reaper();
-const tmp = mkdtempSync(join(tmpdir(), 'posix-daemon-init-image-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(tmp, { recursive: true, force: true });
-});
+const { reaper, dir: tmp } = fileScope('posix-daemon-init-image-');
 const env = (options) => ({ ...process.env, FIXTURE_INIT: JSON.stringify(options) });
 const unshare = (...args) => ['unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', ...args]];
 

@@ -3,17 +3,11 @@
 // item 10). Checked with strace on a real process.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Reaper, fixtures, isAlive } from './helpers.mjs';
+import { fileScope, fixtures, isAlive } from './helpers.mjs';
 
-const reaper = new Reaper();
-const tmp = mkdtempSync(join(tmpdir(), 'posix-daemon-launch-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(tmp, { recursive: true, force: true });
-});
+const { reaper, dir: tmp } = fileScope('posix-daemon-launch-');
 
 test('a launched non-child is pinned by a pidfd; kill() goes through it and says false once the process is gone', { skip: !existsSync('/usr/bin/strace') && 'strace is not installed' }, async () => {
   const log = join(tmp, 'strace.log');

@@ -3,19 +3,13 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, existsSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Reaper, fixtures, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, waitFor } from './helpers.mjs';
 import { openLogFile, logFilesEnv, LOGS_ENV } from '../dist/index.mjs';
 
 const app = join(fixtures, 'logs-app.mjs');
-const reaper = new Reaper();
-const tmp = mkdtempSync(join(tmpdir(), 'posix-daemon-logs-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(tmp, { recursive: true, force: true });
-});
+const { reaper, dir: tmp } = fileScope('posix-daemon-logs-');
 
 const read = (p) => (existsSync(p) ? readFileSync(p, 'utf8') : '');
 

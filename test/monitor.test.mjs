@@ -2,18 +2,12 @@
 // shutdown. Real monitor and worker processes; small backoffs.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fixtures, runNode, Reaper, isAlive, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, runNode, isAlive, waitFor } from './helpers.mjs';
 import { selfMonitor, isMonitored, backoffDelay } from '../dist/monitor.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'monitor-test-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('monitor-test-');
 
 let runs = 0;
 async function monitorRun(plan, extra = {}) {

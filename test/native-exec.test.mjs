@@ -1,19 +1,13 @@
 // execve() preparing and undoing (issue 16, items 7 and 9).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { Reaper, fixtures, runNode, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, runNode, waitFor } from './helpers.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'native-exec-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('native-exec-');
 
 const hasPrlimit = spawnSync('prlimit', ['--version']).status === 0;
 

@@ -1,26 +1,20 @@
 // Native core hardening (issue 10 items 5, 6, 7, 9; issue 13's setpgid):
 // each defect reproduced against real processes, /proc, strace and RSS.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as posix from '../dist/posix.mjs';
-import { Reaper, fixtures, runNode, isAlive, procStat, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, runNode, isAlive, procStat, waitFor } from './helpers.mjs';
 
 const { addon } = createRequire(import.meta.url)('../dist/native.js');
 const sh = '/bin/sh';
 const strace = ['/usr/bin/strace', '/bin/strace'].find(existsSync);
 const bash = ['/bin/bash', '/usr/bin/bash'].find(existsSync);
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'native-hardening-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('native-hardening-');
 
 test('ExitWatcher for a PID that does not exist (ESRCH) frees what it allocated', async () => {
   // 300000 failed constructions used to keep their libuv handles (+96 MiB

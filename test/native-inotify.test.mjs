@@ -3,17 +3,11 @@
 // ends no inotify fd keeps the process alive.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Reaper, fixtures, runNode } from './helpers.mjs';
+import { fileScope, fixtures, runNode } from './helpers.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'native-inotify-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('native-inotify-');
 
 const script = join(fixtures, 'native-inotify-recreate.mjs');
 

@@ -1,20 +1,13 @@
 // sd_notify to a receiver that never reads (issue 16, item 8).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Reaper, fixtures, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, waitFor } from './helpers.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'native-notify-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('native-notify-');
 
 const hasPython = spawnSync('python3', ['--version']).status === 0;
 

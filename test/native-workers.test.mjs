@@ -3,17 +3,10 @@
 // handle it was using.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Reaper, fixtures, runNode } from './helpers.mjs';
+import { fileScope, fixtures, runNode } from './helpers.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'native-workers-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('native-workers-');
 
 const script = join(fixtures, 'native-workers.mjs');
 

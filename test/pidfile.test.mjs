@@ -3,19 +3,13 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Reaper, fixtures, isAlive, runNode, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, isAlive, runNode, waitFor } from './helpers.mjs';
 import { lockPidFile, readPidFile, stopDaemon, openProcess, lockPidFileForLaunch } from '../dist/index.mjs';
 
 const app = join(fixtures, 'pidfile-app.mjs');
-const reaper = new Reaper();
-const tmp = mkdtempSync(join(tmpdir(), 'posix-daemon-pidfile-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(tmp, { recursive: true, force: true });
-});
+const { reaper, dir: tmp } = fileScope('posix-daemon-pidfile-');
 let n = 0;
 const fresh = () => join(tmp, `t${++n}.pid`);
 

@@ -2,20 +2,14 @@
 // all against real processes, checked through /proc.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, openSync, closeSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, openSync, closeSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as posix from '../dist/posix.mjs';
-import { Reaper, procStat, procCwd, procFds, isAlive, waitFor, zombieChildren } from './helpers.mjs';
+import { fileScope, procStat, procCwd, procFds, isAlive, waitFor, zombieChildren } from './helpers.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'posix-test-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('posix-test-');
 const { WNOHANG } = posix.constants;
 const sh = '/bin/sh';
 

@@ -2,21 +2,14 @@
 // says systemd runs the program, it must not fork away (that breaks MAINPID
 // and Type=simple tracking): the program goes on in the same process, and
 // its report() tells systemd through the notify socket.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fixtures, runNode, Reaper, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, runNode, waitFor } from './helpers.mjs';
 import { notifyReceiver } from './systemd-helpers.mjs';
 import { daemonize } from '../dist/index.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'pd-sd-daemonize-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('pd-sd-daemonize-');
 
 const app = join(fixtures, 'systemd-daemonize-app.mjs');
 const cleanEnv = () => {

@@ -3,20 +3,13 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fixtures, root, runNode, Reaper, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, root, runNode, waitFor } from './helpers.mjs';
 import { notifyReceiver } from './systemd-helpers.mjs';
 import * as systemd from '../dist/systemd.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'pd-systemd-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('pd-systemd-');
 
 const dist = join(root, 'dist');
 const nodeSnippet = (code) => `const sd = require(${JSON.stringify(join(dist, 'systemd.js'))});\n${code}`;

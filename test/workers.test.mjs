@@ -3,19 +3,13 @@
 // event that says it happened.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, readlinkSync, readdirSync, existsSync, mkdirSync, rmdirSync, copyFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, readFileSync, readlinkSync, readdirSync, existsSync, mkdirSync, rmdirSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
-import { fixtures, root, Reaper, isAlive, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, root, isAlive, waitFor } from './helpers.mjs';
 import { startService, load } from './workers-helpers.mjs';
 
-const reaper = new Reaper();
-const dir = mkdtempSync(join(tmpdir(), 'workers-test-'));
-after(async () => {
-  await reaper.killAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { reaper, dir } = fileScope('workers-test-');
 
 let n = 0;
 function service(env = {}, opts = {}) {
