@@ -3,7 +3,7 @@
 // instance serves both `import` and `require`, so state such as a pending
 // readiness report or a registered exit watcher is never duplicated.
 import { createRequire } from 'node:module';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -38,4 +38,17 @@ for (const [subpath, target] of Object.entries(pkg.exports)) {
     `import * as cjs from './${base}.js';\n` +
     `declare const namespace: typeof cjs;\n` +
     `export default namespace;\n`);
+}
+
+// Declarations that name Node's types (NodeJS.Signals, node:net's Server,
+// ...) say where those come from: TypeScript >= 6 no longer includes every
+// @types package by default ("types": []), and a consumer who never listed
+// "node" would get "Cannot find namespace 'NodeJS'" from our files.
+const NODE_REF = '/// <reference types="node" />\n';
+for (const entry of readdirSync(join(root, 'dist'), { recursive: true })) {
+  const file = join(root, 'dist', String(entry));
+  if (!/\.d\.(m|c)?ts$/.test(file)) continue;
+  const text = readFileSync(file, 'utf8');
+  if (text.startsWith(NODE_REF) || !/\bNodeJS\.|\b(AbortSignal|Buffer)\b|from ['"]node:|import\(['"]node:/.test(text)) continue;
+  writeFileSync(file, NODE_REF + text);
 }

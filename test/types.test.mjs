@@ -14,8 +14,9 @@ import { fixtures, root } from './helpers.mjs';
 const tmp = mkdtempSync(join(tmpdir(), 'pd-edges-types-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
+let consumers = 0;
 function consumerProject() {
-  const dir = join(tmp, 'consumer');
+  const dir = join(tmp, `consumer-${++consumers}`);
   cpSync(join(fixtures, 'types'), dir, { recursive: true });
   mkdirSync(join(dir, 'node_modules'));
   symlinkSync(root, join(dir, 'node_modules', 'posix-daemon'), 'dir');
@@ -26,6 +27,13 @@ function consumerProject() {
 test('22: the public types compile for ESM and CJS consumers; fork({ file, fork }) does not', () => {
   const dir = consumerProject();
   const r = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir],
+    { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, `tsc failed:\n${r.stdout}${r.stderr}`);
+});
+
+test('the public types compile for a consumer with "types": [] (TypeScript >= 6\'s default): they reference Node\'s types themselves', () => {
+  const dir = consumerProject();
+  const r = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(dir, 'tsconfig.no-node-types.json')],
     { encoding: 'utf8', timeout: 120_000 });
   assert.equal(r.status, 0, `tsc failed:\n${r.stdout}${r.stderr}`);
 });
