@@ -17,6 +17,7 @@ import type { Server } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { debuglog } from 'node:util';
 import { addon } from './native';
+import { readyReached } from './ready-hook';
 import { invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
   validateAbortSignal, validateDuration, validateFdList, validateInteger, validateObject, validateOptionKeys,
@@ -95,13 +96,8 @@ function validateText(value: unknown, name: string): asserts value is string {
 /** `READY=1` (and `STATUS=`): startup, or a reload, is complete. */
 export function ready(status?: string): boolean {
   if (status !== undefined) validateText(status, 'status');
-  // An image a restart started is up (its bridge may end; in a bridge, the
-  // parent is told, and systemd is not). Loaded late: autorestart imports
-  // this module.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const bridge = require('./autorestart/bridge') as typeof import('./autorestart/bridge');
-  bridge.imageUp('ready()');
-  if (bridge.isBridge()) return false;
+  // An image a restart started is up (see ready-hook.ts).
+  if (!readyReached()) return false;
   return send(format({ READY: 1, STATUS: status }));
 }
 

@@ -232,3 +232,15 @@ test('a failed exec completes the reload with READY=1 and a status, so systemctl
     rx.stop();
   }
 });
+
+test('ready() in a program that only notifies leaves LISTEN_* alone and loads no restart machinery', () => {
+  const script = `
+    const systemd = require(${JSON.stringify(join(root, 'dist', 'systemd.js'))});
+    systemd.ready('up');
+    console.log(JSON.stringify({ fds: process.env.LISTEN_FDS ?? null, names: process.env.LISTEN_FDNAMES ?? null,
+      loaded: Object.keys(require.cache).filter((k) => /dist[\\\\/](sockets|autorestart)/.test(k)) }));`;
+  const out = execFileSync(process.execPath, ['-e', script], {
+    env: { ...process.env, LISTEN_FDS: '1', LISTEN_FDNAMES: 'web', NOTIFY_SOCKET: '' }, encoding: 'utf8',
+  });
+  assert.deepEqual(JSON.parse(out), { fds: '1', names: 'web', loaded: [] });
+});

@@ -26,7 +26,8 @@ import { closeSync, fstatSync } from 'node:fs';
 import { NO_SHARED_STAT } from '../fdfile';
 import { Socket } from 'node:net';
 import { debuglog } from 'node:util';
-import { childPids, fork, pipe, waitAsync } from '../posix';
+import { fork, pipe, waitAsync } from '../posix';
+import { readProcStat } from '../procstat';
 // initstatus and launch are loaded when first needed: every image a restart
 // starts loads this module (the guard preload), and initstatus pulls in
 // node:http and node:https.
@@ -37,6 +38,7 @@ const launchApi = (): Launch => require('../launch') as Launch;
 import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers, socketsWereHanded, type PassedSocket } from '../sockets';
 import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
+import { setReadyHook } from '../ready-hook';
 
 const debug = debuglog('posix-daemon');
 
@@ -109,6 +111,11 @@ export function imageUp(why: string): void {
 }
 
 if (socketsWereHanded()) void handedSocketsTaken().then(() => imageUp('took its sockets'));
+// systemd's ready(): this image is up; a bridge does not speak for the service.
+setReadyHook(() => {
+  imageUp('ready()');
+  return !isBridge();
+});
 
 // ---------------------------------------------------------------------------
 // The bridge's side.
@@ -220,8 +227,20 @@ export interface PreflightSpec {
 export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
   const { launch, isExitedError } = launchApi();
   const rx = await initstatus().receiver();
-  const [controlRead, controlWrite] = pipe();
-  const [errRead, errWrite] = pipe();
+  let controlRead: number | undefined;
+  let controlWrite: number | undefined;
+  let errRead: number;
+  let errWrite: number;
+  try {
+    [controlRead, controlWrite] = pipe();
+    [errRead, errWrite] = pipe();
+  } catch (err) {
+    // EMFILE and the like: nothing of this attempt stays open (a retry follows).
+    rx.close();
+    closeQuietly(controlRead);
+    closeQuietly(controlWrite);
+    throw err;
+  }
   const env: Record<string, string> = { ...spec.env };
   // The bridge must not speak for the service, hold its PID file or think
   // it inherited children.
@@ -242,7 +261,10 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
       }),
     });
   } catch (err) {
-    for (const fd of [controlRead, controlWrite, errRead, errWrite]) closeQuietly(fd);
+    // controlRead and errWrite are closed below, once: a second close could
+    // hit an fd number another thread has opened meanwhile.
+    closeQuietly(controlWrite);
+    closeQuietly(errRead);
     throw err;
   } finally {
     closeQuietly(controlRead);
@@ -319,7 +341,7 @@ function readBridgedEnv(): Bridged | undefined {
   const pid = Number(head);
   const timeout = Number(map.get('timeout'));
   // Untrusted: only our own child, only pipes.
-  if (!/^[1-9][0-9]*$/.test(head) || !childPids().includes(pid) || control === undefined || stderr === undefined ||
+  if (!/^[1-9][0-9]*$/.test(head) || readProcStat(pid)?.ppid !== process.pid || control === undefined || stderr === undefined ||
     !isPipe(control) || !isPipe(stderr)) {
     debug('bridge: %s=%j is not for this process: ignored', BRIDGED_ENV, value);
     return undefined;
