@@ -4,8 +4,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Reaper, fixtures, waitFor } from './helpers.mjs';
+import { pathToFileURL } from 'node:url';
+import { Reaper, fixtures, root, waitFor } from './helpers.mjs';
 import { App } from './fixtures/autorestart-harness.mjs';
 
 const reaper = new Reaper();
@@ -58,4 +61,61 @@ test('a second SIGHUP while the new image is still starting (not yet re-armed) f
   // Once the program armed it again, SIGHUP restarts as before.
   process.kill(app.pid, 'SIGHUP');
   await app.nextLine(new RegExp(`^ready 2 ${app.pid}$`), 'a restart after the held one');
+});
+
+test('an image whose top-level await never settles is up one preflightTimeout after the exec: a later crash ends it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pd-guard-timeout-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'app.mjs');
+  writeFileSync(file, `
+import { restartOnSignal } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href)};
+const gen = Number(process.env.GEN ?? 0);
+process.on('SIGUSR1', () => setImmediate(() => { throw new Error('crash in gen ' + gen); }));
+setInterval(() => {}, 1000);   // its work (a server would keep it alive)
+const restarting = restartOnSignal('SIGUSR2', { preflightTimeout: 1000, env: { ...process.env, GEN: String(gen + 1) } });
+console.log('ready ' + gen + ' ' + process.pid);   // armed first: the test signals on reading this
+// The main module's evaluation never ends: this await never settles.
+await restarting;
+`);
+  const app = new App([file], { reaper, env: { ...process.env, NODE_DEBUG: 'posix-daemon' }, cwd: dir });
+  await app.nextLine(/^ready 0 \d+$/, 'first start');
+  process.kill(app.pid, 'SIGUSR2');
+  await app.nextLine(new RegExp(`^ready 1 ${app.pid}$`), 'the new image');
+  await waitFor(() => /guard: up \(timeout\)/.test(app.stderr), { what: () => `the guard to time out: ${app.stderr}` });
+  process.kill(app.pid, 'SIGUSR1');
+  const r = await new Promise((resolve) => {
+    if (app.child.exitCode !== null || app.child.signalCode !== null) resolve({ code: app.child.exitCode });
+    else app.child.once('exit', (code) => resolve({ code }));
+  });
+  assert.equal(r.code, 1, app.stderr);
+  assert.match(app.stderr, /Error: crash in gen 1/);
+  assert.doesNotMatch(app.stderr, /failed at start-up/);
+});
+
+test('notifyOnChange and restartOnChange take the documented node_modules option', async () => {
+  const { notifyOnChange, restartOnChange } = await import('../dist/autorestart.mjs');
+  const ac = new AbortController();
+  const it = notifyOnChange({ node_modules: true, signal: ac.signal });
+  ac.abort();
+  await assert.rejects(it.next(), { name: 'AbortError' });
+  const pre = new AbortController();
+  pre.abort();
+  await assert.rejects(restartOnChange({ node_modules: true, signal: pre.signal }), { name: 'AbortError' });
+});
+
+const [major, minor] = process.versions.node.split('.').map(Number);
+test('restartOnChange under --env-file-if-exists with no such file: watches the program, no ENOENT', {
+  skip: major > 22 || (major === 22 && minor >= 9) ? false : 'no --env-file-if-exists before Node 22.9',
+}, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pd-env-if-exists-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'app.mjs');
+  writeFileSync(file, `
+import { restartOnChange } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href)};
+restartOnChange({ onError: (e) => console.log('ERROR ' + e.message) }).catch((e) => console.log('REJECTED ' + e.code + ' ' + e.message));
+setTimeout(() => { console.log('still watching'); process.exit(0); }, 500);
+`);
+  const app = new App(['--env-file-if-exists=.env.missing', file], { reaper, cwd: dir });
+  await app.nextLine(/^still watching$/, 'the program after its watch was set up');
+  assert.deepEqual(app.lines.filter((l) => /^(ERROR|REJECTED)/.test(l)), []);
 });

@@ -153,8 +153,11 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
   // image cannot know them: hand the list over. childPids() includes any
   // inherited ones not reaped yet, so nothing is lost across several execs.
   // A bridge is not an orphan to reap blindly: its own variable names it.
-  const bridges = new Set([pendingBridgePid(), guard.bridgePid].filter((p) => p !== undefined));
-  const children = childPids().filter((p) => !bridges.has(p));
+  // Only the bridge handed on is: an older one left pending (a failed
+  // start) that a new preflight replaced gets EOF on its control pipe (close-
+  // on-exec), drains, exits, and is an ordinary child of the next image.
+  const handedBridge = guard.bridgePid ?? pendingBridgePid();
+  const children = childPids().filter((p) => p !== handedBridge);
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
   if (argv[1] === '--require' && argv[2] === GUARD_PATH) childEnv[GUARD_ENV] = guardValue(guard);
   const cacheDir = flushCompileCache();
@@ -181,7 +184,7 @@ export function armRestartSignal(name: NodeJS.Signals, armed: boolean): void {
 }
 
 /** What the guard of the next image needs to know. */
-interface GuardInfo { trigger: GuardTrigger; bridgePid?: number }
+interface GuardInfo { trigger: GuardTrigger; bridgePid?: number; upTimeout: number }
 
 function guardValue(info: GuardInfo): string {
   const files = [...(startedGraph()?.files ?? [])];
@@ -192,7 +195,7 @@ function guardValue(info: GuardInfo): string {
   const own = files.filter((f) => !inNodeModules(f));
   let list = [...own, ...files.filter((f) => inNodeModules(f))];
   while (list.length > 0 && JSON.stringify(list).length > 64 * 1024) list = list.slice(0, Math.floor(list.length * 0.9));
-  return JSON.stringify({ ...info.trigger, hold: [...armedSignals.keys()], files: list, envFiles: envFilePaths() });
+  return JSON.stringify({ ...info.trigger, hold: [...armedSignals.keys()], files: list, upTimeout: info.upTimeout });
 }
 
 // The restart in progress, if any: a second trigger (signal, change, call)
@@ -245,7 +248,7 @@ export async function restartWith(options: RestartViaExecOptions, hooks: ExecHoo
   if (options.preflightTimeout !== undefined) validateDuration(options.preflightTimeout, 'options.preflightTimeout');
   if (options.onError !== undefined) validateFunction(options.onError, 'options.onError');
   if (!isMainThread) throw workerUnsupported('restartViaExec');
-  if (isBridge()) return never('restartViaExec');
+  if (isBridge()) return never('restartViaExec', options.signal);
   validateChildProcessAllowed(process.execPath);
   if (inFlight) {
     debug('autorestart: a restart is already in progress: joining it');
@@ -286,7 +289,7 @@ hooks: ExecHooks): Promise<never> {
       if (preflight) {
         try {
           bridge = await startPreflight({
-            argv, env: { ...childEnv, ...(pendingBridgeHandoff()?.env ?? {}) }, sockets: currentSockets(servers),
+            argv, env: childEnv, sockets: currentSockets(servers),
             timeout: preflightTimeout, drainTimeout,
           });
         } catch (err) {
@@ -318,7 +321,7 @@ hooks: ExecHooks): Promise<never> {
       // The PID-file lock is held by this PID and stays with it.
       execOnce(argv, childEnv,
         [...new Set([...keepFds, ...handoff.keepFds, ...heldPidFileFds(), ...(extra?.keepFds ?? [])])], compileCache,
-        { trigger: hooks.trigger ?? { trigger: 'call' }, bridgePid: bridge?.pid });
+        { trigger: hooks.trigger ?? { trigger: 'call' }, bridgePid: bridge?.pid, upTimeout: preflightTimeout });
     } catch (err) {
       bridge?.abandon();
       const cause = err instanceof Refused ? err.cause as Error : err as Error;
@@ -359,9 +362,15 @@ export function isRefusal(err: unknown): boolean {
 }
 
 /** Never settles: what a restart trigger is in a preflight/bridge, which must never restart. */
-export function never(what: string): Promise<never> {
+export function never(what: string, signal?: AbortSignal): Promise<never> {
   debug('autorestart: %s in a preflight/bridge: inactive', what);
-  return new Promise<never>(() => {});
+  // Inactive, but the caller's AbortSignal still ends it, as it would anywhere.
+  return new Promise<never>((_resolve, reject) => {
+    if (signal === undefined) return;
+    const onAbort = (): void => reject(abortError(signal.reason));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 function firstLine(err: Error): string {

@@ -33,10 +33,11 @@ import { debuglog } from 'node:util';
 import { GUARD_ENV, GUARD_PATH, completeReload, type GuardTrigger } from './exec';
 import { holdBridge, isBridge, reportStart, whenUp } from './bridge';
 import { socketsWereHanded } from '../sockets';
+import { toCatchableSignal } from '../validators';
 
 const debug = debuglog('posix-daemon');
 
-type GuardInfo = GuardTrigger & { files?: string[] };
+type GuardInfo = GuardTrigger & { files?: string[]; upTimeout: number };
 
 function hideFromExecArgv(): void {
   const argv = process.execArgv;
@@ -52,18 +53,30 @@ function hideFromExecArgv(): void {
   }
 }
 
+/** The restart's preflightTimeout when the variable has none. */
+const DEFAULT_UP_TIMEOUT = 10_000;
+
+/** A signal restartOnSignal can wait for (the variable comes from the environment). */
+function catchable(sig: unknown): sig is NodeJS.Signals {
+  try {
+    toCatchableSignal(sig, 'signal');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function readInfo(): GuardInfo {
   const raw = process.env[GUARD_ENV];
   delete process.env[GUARD_ENV];
   try {
     const v = JSON.parse(raw ?? '{}') as Record<string, unknown>;
     const files = Array.isArray(v.files) ? v.files.filter((f): f is string => typeof f === 'string' && f.startsWith('/')) : [];
-    if (v.trigger === 'signal' && typeof v.signal === 'string' && /^SIG[A-Z0-9]+$/.test(v.signal)) {
-      return { trigger: 'signal', signal: v.signal, files };
-    }
-    return { trigger: v.trigger === 'change' ? 'change' : 'call', files };
+    const upTimeout = Number.isSafeInteger(v.upTimeout) && (v.upTimeout as number) > 0 ? v.upTimeout as number : DEFAULT_UP_TIMEOUT;
+    if (v.trigger === 'signal' && catchable(v.signal)) return { trigger: 'signal', signal: v.signal, files, upTimeout };
+    return { trigger: v.trigger === 'change' ? 'change' : 'call', files, upTimeout };
   } catch {
-    return { trigger: 'call', files: [] };
+    return { trigger: 'call', files: [], upTimeout: DEFAULT_UP_TIMEOUT };
   }
 }
 
@@ -173,13 +186,8 @@ async function waitForFix(signals: NodeJS.Signals[]): Promise<void> {
   const runs: Array<Promise<never>> = [restartOnChange(options)];
   for (const sig of signals) {
     runs.push((async (): Promise<never> => {
-      for (;;) {
-        try {
-          return await restartOnSignal(sig, { env: startEnv, args: startArgs });
-        } catch (e) {
-          process.stderr.write(`posix-daemon: not restarting: ${(e as Error).message}\n`);
-        }
-      }
+      // Refusals are retried inside restartOnSignal; anything else ends this branch (no spin).
+      return restartOnSignal(sig, { env: startEnv, args: startArgs });
     })());
   }
   await Promise.race(runs).catch((e: Error) => process.stderr.write(`posix-daemon: waiting for a fix: ${e.message}\n`));
@@ -226,3 +234,8 @@ if (socketsWereHanded()) {
 } else {
   whenMainEvaluated(() => markUp('main module evaluated'));
 }
+// At the latest one preflight timeout after the exec: a version that no
+// longer takes every socket, or an ES module main whose top-level await
+// never settles (`await restartOnSignal()`), must not keep the guard for
+// good, or a crash hours later would pass for a failed start.
+setTimeout(() => markUp('timeout'), info.upTimeout).unref();

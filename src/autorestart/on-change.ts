@@ -2,11 +2,11 @@
  * restartOnChange: watch the program, settle, check, run the hook, drain,
  * check again, restart in place.
  */
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { abortError } from '../errors';
 import {
-  validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction,
+  validateArray, validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction,
   validateObject, validateOptionKeys,
 } from '../validators';
 import { isRefusal, mainScript, never, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
@@ -79,11 +79,12 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   validateObject(options as unknown, 'options');
   validateOptionKeys(options, 'options', [...NOTIFY_ON_CHANGE_KEYS, ...RESTART_VIA_EXEC_KEYS,
     'check', 'beforeRestart', 'beforeRestartTimeout']);
-  // The env files of `node --env-file` are part of the program.
-  const envFiles = envFilePaths();
+  // The env files of `node --env-file` are part of the program (those of
+  // --env-file-if-exists only when they exist: a watch needs a file).
+  const envFiles = envFilePaths().filter((f) => existsSync(f));
+  if (options.paths !== undefined) validateArray(options.paths, 'options.paths');
   const plan = parseWatchOptions(envFiles.length === 0 ? options
-    : { ...options, paths: [...(Array.isArray(options.paths) ? options.paths : []), ...envFiles] }, false);
-  if (options.paths !== undefined && !Array.isArray(options.paths)) parseWatchOptions(options, false);
+    : { ...options, paths: [...(options.paths ?? []), ...envFiles] }, false);
   const o = options;
   const check = o.check ?? true;
   validateBoolean(check, 'options.check');
@@ -102,7 +103,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   validateExecOptions(execOptions);
   if (o.preflight !== undefined) validateBoolean(o.preflight, 'options.preflight');
   if (o.preflightTimeout !== undefined) validateDuration(o.preflightTimeout, 'options.preflightTimeout');
-  if (isBridge()) return never('restartOnChange');
+  if (isBridge()) return never('restartOnChange', options.signal);
   validateChildProcessAllowed(process.execPath);
 
   const report = (err: Error): void => {

@@ -87,7 +87,7 @@ export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
   const abort = options.signal;
   if (abort?.aborted) throw abortError(abort.reason);
   if (options.onError !== undefined) validateFunction(options.onError, 'options.onError');
-  if (isBridge()) return never('restartOnSignal');
+  if (isBridge()) return never('restartOnSignal', options.signal);
   // process.on, not once: the listener stays until this call settles, so a
   // second delivery during the drain finds it (with once, it would hit the
   // default action and kill the process with requests in flight).

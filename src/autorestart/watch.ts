@@ -630,6 +630,12 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
   return { feed, files };
 }
 
+/** The keys of NotifyOnChangeOptions, for validateOptionKeys: every key, or tsc says which is missing. */
+const NOTIFY_ON_CHANGE_KEY_SET: Record<keyof NotifyOnChangeOptions, true> = {
+  polling: true, interval: true, paths: true, debounce: true, ignore: true, signal: true, persistent: true, node_modules: true,
+};
+export const NOTIFY_ON_CHANGE_KEYS = Object.keys(NOTIFY_ON_CHANGE_KEY_SET) as (keyof NotifyOnChangeOptions)[];
+
 /**
  * Watches the program's files and yields ONE `{ paths }` event per burst of
  * changes, once they have settled. Watched: the program's module graph
@@ -645,15 +651,21 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
  *
  * @example for await (const { paths } of notifyOnChange({ paths: ['config.json'] })) reload(paths);
  */
-/** The keys of NotifyOnChangeOptions, for validateOptionKeys. */
-export const NOTIFY_ON_CHANGE_KEYS: readonly (keyof NotifyOnChangeOptions)[] = [
-  'polling', 'interval', 'paths', 'debounce', 'ignore', 'signal', 'persistent',
-];
 
 export function notifyOnChange(options: NotifyOnChangeOptions = {}): AsyncIterableIterator<ChangeEvent> {
   if (options !== null && typeof options === 'object') validateOptionKeys(options, 'options', NOTIFY_ON_CHANGE_KEYS);
   const plan = parseWatchOptions(options, true);
-  // A preflight/bridge watches nothing: an iteration that never yields.
-  if (isBridge()) return new Feed<ChangeEvent>((a) => a);
+  // A preflight/bridge watches nothing: an iteration that never yields
+  // (but ends on the caller's signal, as it would anywhere).
+  if (isBridge()) {
+    const feed = new Feed<ChangeEvent>((a) => a);
+    const abort = plan.signal;
+    if (abort !== undefined) {
+      const onAbort = (): void => feed.fail(abortError(abort.reason));
+      if (abort.aborted) onAbort();
+      else abort.addEventListener('abort', onAbort, { once: true });
+    }
+    return feed;
+  }
   return startWatching(plan).feed;
 }
