@@ -107,13 +107,6 @@ export function implicitShutdown(signals: NodeJS.Signals[], timeout: number): vo
 
 export function gracefulShutdown(options: GracefulShutdownOptions = {}): GracefulShutdownHandle {
   validateObject(options as unknown, 'options');
-  if (implicit !== undefined) {
-    const { handle, signals: monitorSignals } = implicit;
-    implicit = undefined;
-    handle.uninstall();
-    const own = options.signals ?? ['SIGTERM', 'SIGINT'];
-    options = { ...options, signals: [...own, ...monitorSignals] };
-  }
   const { servers, signals = ['SIGTERM', 'SIGINT'], delay = 0, timeout = 10_000, onShutdown, exit = true } = options;
   if (servers !== undefined) {
     validateArray(servers, 'options.servers');
@@ -123,14 +116,22 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
       }
     });
   }
-  // From now on: a drain must reach the requests in flight when it starts.
-  for (const s of servers ?? []) trackResponses(s);
   validateArray(signals, 'options.signals');
-  const names = [...new Set(signals.map((s, i) => signalName(toSignalNumber(s, `options.signals[${i}]`)) as NodeJS.Signals))];
+  let names = [...new Set(signals.map((s, i) => signalName(toSignalNumber(s, `options.signals[${i}]`)) as NodeJS.Signals))];
   validateDuration(delay, 'options.delay');
   validateDuration(timeout, 'options.timeout');
   if (onShutdown !== undefined) validateFunction(onShutdown, 'options.onShutdown');
   validateBoolean(exit, 'options.exit');
+  // Only valid options replace the shutdown a worker got from selfMonitor:
+  // a throw above leaves it handling the monitor's signals.
+  if (implicit !== undefined) {
+    const { handle, signals: monitorSignals } = implicit;
+    implicit = undefined;
+    handle.uninstall();
+    names = [...new Set([...names, ...monitorSignals])];
+  }
+  // From now on: a drain must reach the requests in flight when it starts.
+  for (const s of servers ?? []) trackResponses(s);
 
   const ac = new AbortController();
   let done: Promise<void> | undefined;

@@ -58,10 +58,8 @@ const held = new Map<number, PidFileLock>();
 let exitHookInstalled = false;
 
 /** Is `path` still the file behind `fd`? (lstat: a symlink put there is not ours.) */
-const stillOurs = (fd: number, path: string): boolean => isFileOnFd(fd, path);
-
 function removeIfOurs(fd: number, path: string): void {
-  if (!stillOurs(fd, path)) return;
+  if (!isFileOnFd(fd, path)) return;
   try {
     unlinkSync(path);
   } catch {
@@ -137,7 +135,7 @@ function openLocked(path: string): { fd: number } {
     try {
       if (!fstatSync(fd, NO_SHARED_STAT).isFile()) throw invalidArgValue('path', path, 'must name a regular file');
       if (!addon.flock(fd, 'ex')) throw alreadyRunning(path, runningPid(fd));
-      if (stillOurs(fd, path)) return { fd };
+      if (isFileOnFd(fd, path)) return { fd };
       if (attempt >= 10) throw errnoException(11 /* EAGAIN */, 'flock', path);
     } catch (err) {
       closeSync(fd);
@@ -358,7 +356,7 @@ export function adoptPidFile(): PidFileLock | null {
   }
   const fd = Number(m[1]);
   const path = m[2];
-  if (fd < 3 || held.has(fd) || !stillOurs(fd, path) || !fstatSync(fd, NO_SHARED_STAT).isFile()) {
+  if (fd < 3 || held.has(fd) || !isFileOnFd(fd, path, { regularFile: true })) {
     const known = held.get(fd);
     if (known !== undefined) return known;
     debug('pidfile: %s does not name an inherited fd of %s; ignored', PIDFILE_ENV, path);
