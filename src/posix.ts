@@ -460,7 +460,7 @@ export function spawnDetached(file: string, args: string[] = [], options: SpawnD
   args = snapshot(args);
   validateArgs(args, 'args');
   validateObject(options as unknown, 'options');
-  validateOptionKeys(options, 'options', ['cwd', 'stdio', 'umask', 'keepFds', 'env']);
+  validateOptionKeys(options, 'options', ['cwd', 'stdio', 'umask', 'keepFds', 'env', 'argv0']);
   const env = options.env ?? (process.env as Record<string, string>);
   const inner: ExecPlan = {
     cwd: options.cwd ?? '/',

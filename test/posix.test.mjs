@@ -308,3 +308,10 @@ test('fork({ deathSignal }) is validated: a signal, a direct child only', () => 
   assert.throws(() => posix.fork({ fork: { file: sh }, deathSignal: 'SIGTERM' }),
     { code: 'ERR_INVALID_ARG_VALUE', message: /must not have 'deathSignal' with 'fork'/ });
 });
+
+test('spawnDetached({ argv0 }): the documented option is accepted and becomes argv[0]', async () => {
+  const pid = reaper.add(posix.spawnDetached('sleep', ['30'], { argv0: 'pd-argv0-sleeper' }));
+  await waitFor(() => { try { return readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('pd-argv0-sleeper\0'); } catch { return false; } },
+    { what: 'argv[0] of the detached sleep' });
+  process.kill(pid, 'SIGKILL');
+});
