@@ -132,11 +132,14 @@ std::vector<int> FdArray(const Napi::Value& v, const std::string& name, int min_
 
 CStrings::CStrings(std::vector<std::string> s) : strings_(std::move(s)) { Rebuild(); }
 
-CStrings::CStrings(CStrings&& o) noexcept : strings_(std::move(o.strings_)) { Rebuild(); }
+// A moved vector hands over its buffer: the strings (SSO ones included)
+// stay where they are, so the pointers move along and nothing allocates
+// (these are noexcept: an allocation failure here would terminate).
+CStrings::CStrings(CStrings&& o) noexcept : strings_(std::move(o.strings_)), ptrs_(std::move(o.ptrs_)) {}
 
 CStrings& CStrings::operator=(CStrings&& o) noexcept {
   strings_ = std::move(o.strings_);
-  Rebuild();
+  ptrs_ = std::move(o.ptrs_);
   return *this;
 }
 

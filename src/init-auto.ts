@@ -6,8 +6,13 @@
  * once more (in the init's child, where this module does nothing). For
  * options, use `init()` or the `posix-daemon-init` command.
  */
-import { execInitImage, initImageOptions, isUnderInit } from './init';
-
-if (process.pid === 1 && !isUnderInit()) {
-  execInitImage([...initImageOptions(), '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)]);
+// Only PID 1 loads the init (and with it the addon): every other process
+// this preload reaches (the program under the init, children that inherit
+// NODE_OPTIONS) pays nothing for it.
+if (process.pid === 1) {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { execInitImage, initImageOptions, isUnderInit } = require('./init') as typeof import('./init');
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { programArgv } = require('./relaunch') as typeof import('./relaunch');
+  if (!isUnderInit()) execInitImage([...initImageOptions(), '--', process.execPath, ...programArgv()]);
 }

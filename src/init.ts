@@ -22,7 +22,7 @@ import { addon, addonPath } from './native';
 import { featureUnavailable, invalidArgValue, workerUnsupported } from './errors';
 import { programArgv as thisProgramArgv } from './relaunch';
 import {
-  toSignalNumber, validateBoolean, validateChildProcessAllowed, validateDuration, validateInteger,
+  toCatchableSignal, toSignalNumber, validateBoolean, validateChildProcessAllowed, validateDuration, validateInteger,
   validateObject, validateOptionKeys,
 } from './validators';
 
@@ -97,8 +97,8 @@ export function initImageOptions(options: InitOptions = {}): string[] {
     out.push('-e', `${from}:${to}`);
   }
   for (const [from, to] of Object.entries(rewriteSignals)) {
-    const f = toSignalNumber(from, 'options.rewriteSignals');
-    if (f === 9 || f === 19) throw invalidArgValue('options.rewriteSignals', from, 'cannot be caught, so never forwarded');
+    // SIGKILL and SIGSTOP (by name: their numbers differ between architectures) are never forwarded.
+    const f = toSignalNumber(toCatchableSignal(from, 'options.rewriteSignals'), 'options.rewriteSignals');
     const t = to === null ? 0 : toSignalNumber(to, `options.rewriteSignals.${from}`);
     out.push('-r', `${f}:${t}`);
   }

@@ -8,8 +8,8 @@ import { debuglog } from 'node:util';
 import { abortError, invalidArgValue, outOfRange } from '../errors';
 import { addShutdownParticipant } from '../graceful';
 import {
-  signalName, toSignalNumber, validateAbortSignal, validateArray, validateChildProcessAllowed, validateDuration, validateFunction,
-  validateInteger, validateObject, validateString,
+  signalName, toCatchableSignal, toSignalNumber, validateAbortSignal, validateArray, validateChildProcessAllowed,
+  validateDuration, validateFunction, validateInteger, validateObject, validateOptionKeys, validateString,
 } from '../validators';
 import { isMonitored } from '../monitor';
 import { validateEnvKey } from './env-key';
@@ -22,9 +22,9 @@ import type { MonitorEvent, MonitorPromise, MonitorSocket, SelfMonitorOptions } 
 
 const debug = debuglog('posix-daemon');
 
-const KNOWN = new Set(['signal', 'shutdownSignal', 'shutdownTimeout', 'minBackoff', 'maxBackoff', 'onEvent', 'transport',
+const KNOWN = ['signal', 'shutdownSignal', 'shutdownTimeout', 'minBackoff', 'maxBackoff', 'onEvent', 'transport',
   'maxRestarts', 'restartWindow', 'workers', 'sockets', 'reloadOn', 'readyTimeout', 'maxMemory', 'memoryInterval',
-  'restartOnChange']);
+  'restartOnChange'];
 
 function validateSockets(sockets: unknown): MonitorSocket[] {
   validateArray(sockets, 'options.sockets');
@@ -74,9 +74,7 @@ async function start(envKey: string, options: SelfMonitorOptions,
     sockets(): Array<{ name: string; fd: number; port?: number; address?: string }> }) => void): Promise<void> {
   validateEnvKey(envKey);
   validateObject(options as unknown, 'options');
-  for (const key of Object.keys(options)) {
-    if (!KNOWN.has(key)) throw invalidArgValue(`options.${key}`, (options as Record<string, unknown>)[key], 'is not a selfMonitor option');
-  }
+  validateOptionKeys(options, 'options', KNOWN);
   const {
     signal, shutdownSignal = 'SIGINT', shutdownTimeout = 10_000, minBackoff = 1000, maxBackoff = 60_000,
     onEvent, transport = 'pipe', maxRestarts = 10, restartWindow = 60_000, workers, sockets = [], reloadOn,
@@ -98,8 +96,7 @@ async function start(envKey: string, options: SelfMonitorOptions,
   validateDuration(restartWindow, 'options.restartWindow');
   if (workers !== undefined && workers !== 'auto') validateInteger(workers, 'options.workers', 1, 4096);
   const socketSpecs = validateSockets(sockets);
-  const reloadName = reloadOn === undefined ? undefined : signalName(toSignalNumber(reloadOn, 'options.reloadOn')) as NodeJS.Signals;
-  if (reloadName === 'SIGKILL' || reloadName === 'SIGSTOP') throw invalidArgValue('options.reloadOn', reloadOn, 'cannot be caught');
+  const reloadName = reloadOn === undefined ? undefined : toCatchableSignal(reloadOn, 'options.reloadOn');
   const readyTimeout = options.readyTimeout ?? (workers === undefined ? 0 : 60_000);
   validateDuration(readyTimeout, 'options.readyTimeout');
   if (maxMemory !== 0) validateInteger(maxMemory, 'options.maxMemory', 1);
