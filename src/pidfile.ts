@@ -22,6 +22,7 @@ import { debuglog } from 'node:util';
 import { addon } from './native';
 import { errnoException, invalidArgValue } from './errors';
 import { isFileOnFd, NO_SHARED_STAT } from './fdfile';
+import { inBridge } from './restart-role';
 import { openProcess } from './process-handle';
 import { validateCString, validateDuration, validateInteger, validateObject, validateOptionKeys, toSignalNumber, signalName } from './validators';
 
@@ -179,10 +180,8 @@ function validatePath(path: unknown, name: string): string {
 export function lockPidFile(path: string): PidFileLock {
   const abs = validatePath(path, 'path');
   // A restart's preflight/bridge runs the program while the service (its
-  // parent) holds the lock: it takes none (loaded late: autorestart is
-  // optional and imports this module).
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  if ((require('./autorestart/bridge') as typeof import('./autorestart/bridge')).isBridge()) {
+  // parent) holds the lock: it takes none.
+  if (inBridge()) {
     debug('pidfile: %s: not locked in a restart\'s preflight/bridge', abs);
     return { path: abs, fd: -1, pid: process.ppid, release(): void {} };
   }

@@ -17,7 +17,7 @@ import type { Server } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { debuglog } from 'node:util';
 import { addon } from './native';
-import { readyReached } from './ready-hook';
+import { readyReached } from './restart-role';
 import { invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
   validateAbortSignal, validateDuration, validateFdList, validateInteger, validateObject, validateOptionKeys,
@@ -96,7 +96,7 @@ function validateText(value: unknown, name: string): asserts value is string {
 /** `READY=1` (and `STATUS=`): startup, or a reload, is complete. */
 export function ready(status?: string): boolean {
   if (status !== undefined) validateText(status, 'status');
-  // An image a restart started is up (see ready-hook.ts).
+  // An image a restart started is up (see restart-role.ts).
   if (!readyReached()) return false;
   return send(format({ READY: 1, STATUS: status }));
 }

@@ -38,7 +38,7 @@ const launchApi = (): Launch => require('../launch') as Launch;
 import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers, socketsWereHanded, type PassedSocket } from '../sockets';
 import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
-import { setReadyHook } from '../ready-hook';
+import { setInBridge, setReadyHook } from '../restart-role';
 
 const debug = debuglog('posix-daemon');
 
@@ -138,6 +138,7 @@ function readBridgeEnv(): BridgeRole | undefined {
 }
 
 const bridgeRole = readBridgeEnv();
+if (bridgeRole !== undefined) setInBridge();
 
 /**
  * Whether this process is the preflight/bridge of a restart: the next
