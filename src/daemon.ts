@@ -70,10 +70,12 @@ export interface DaemonizeOptions {
 export type DaemonizeResult = { foreground: true; pid: number } | { foreground: false };
 
 const KNOWN_ENV_MODES = ['minimal', 'inherit'];
-const OPTION_KEYS: readonly (keyof DaemonizeOptions)[] = [
-  'envKey', 'envValue', 'ready', 'signal', 'timeout', 'env', 'cwd', 'umask', 'stdout', 'stderr', 'keepFds',
-  'pidFile', 'reopenLogsOn', 'detach',
-];
+/** Every key of DaemonizeOptions (tsc says which is missing), for validateOptionKeys. */
+const OPTION_KEY_SET: Record<keyof DaemonizeOptions, true> = {
+  envKey: true, envValue: true, ready: true, signal: true, timeout: true, env: true, cwd: true, umask: true,
+  stdout: true, stderr: true, keepFds: true, pidFile: true, reopenLogsOn: true, detach: true,
+};
+const OPTION_KEYS = Object.keys(OPTION_KEY_SET);
 
 interface Normalized {
   envKey: string;

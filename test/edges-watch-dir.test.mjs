@@ -68,3 +68,36 @@ for (const polling of [false, true]) {
     }
   });
 }
+
+test('a directory of a watched tree deleted and made again, 4 times: a file written in it each time is seen each time', async () => {
+  const { setTimeout: sleep } = await import('node:timers/promises');
+  const root = join(tmp, 'recreate');
+  const gen = join(root, 'gen');
+  mkdirSync(gen, { recursive: true });
+  const ac = new AbortController();
+  const seen = [];
+  const it = notifyOnChange({ paths: [root], signal: ac.signal, debounce: 50 });
+  const loop = (async () => {
+    try {
+      for await (const e of it) seen.push(...e.paths);
+    } catch { /* aborted */ }
+  })();
+  for (let i = 0; i < 4; i++) {
+    rmSync(gen, { recursive: true, force: true });
+    mkdirSync(gen);
+    // The hub watches the new directory once it sees it (its parent's IN_CREATE).
+    await waitUntil(() => seen.includes(gen));
+    seen.length = 0;
+    writeFileSync(join(gen, `f${i}.js`), 'x');
+    await waitUntil(() => seen.includes(join(gen, `f${i}.js`)));
+  }
+  ac.abort();
+  await loop;
+
+  async function waitUntil(fn) {
+    for (let n = 0; !fn(); n++) {
+      if (n > 500) throw new Error(`not seen: ${JSON.stringify(seen)}`);
+      await sleep(20);
+    }
+  }
+});

@@ -203,6 +203,13 @@ function guardValue(info: GuardInfo): string {
 // the same servers.
 let inFlight: Promise<never> | undefined;
 
+/** The keys of RestartViaExecOptions, for validateOptionKeys: every key, or tsc says which is missing. */
+const RESTART_VIA_EXEC_KEY_SET: Record<keyof RestartViaExecOptions, true> = {
+  env: true, args: true, keepFds: true, retryInterval: true, signal: true, servers: true, drainTimeout: true,
+  compileCache: true, preflight: true, preflightTimeout: true, onError: true,
+};
+export const RESTART_VIA_EXEC_KEYS = Object.keys(RESTART_VIA_EXEC_KEY_SET) as (keyof RestartViaExecOptions)[];
+
 /**
  * Replaces the running image with a fresh one of the same program under the
  * same PID: `process.execPath`, `process.execArgv`, the main script, the
@@ -215,12 +222,6 @@ let inFlight: Promise<never> | undefined;
  * of a restart with `servers` did not come up. A call
  * while another restart is in progress joins that one (same promise).
  */
-/** The keys of RestartViaExecOptions, for validateOptionKeys. */
-export const RESTART_VIA_EXEC_KEYS: readonly (keyof RestartViaExecOptions)[] = [
-  'env', 'args', 'keepFds', 'retryInterval', 'signal', 'servers', 'drainTimeout', 'compileCache',
-  'preflight', 'preflightTimeout', 'onError',
-];
-
 export async function restartViaExec(options: RestartViaExecOptions = {}): Promise<never> {
   try {
     return await restartWith(options, {});

@@ -530,10 +530,18 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
     } else {
       watchDir(dir, (name, done) => {
         if (name === null) {
-          // The directory itself went away (or events were lost): its watch
-          // is gone; its parent's watch sees it if it is made again.
-          trees.delete(dir);
+          // The directory went away, came back, or events were lost. The hub
+          // keeps this subscription (it watches the directory again when it
+          // is made again), so the directory stays in `trees`: adding it
+          // again would subscribe twice. What is in it now is looked at anew.
           mark(dir, false);
+          let names: string[] = [];
+          try {
+            names = readdirSync(dir);
+          } catch {
+            // gone for now
+          }
+          for (const e of names) inTree(join(dir, e), false);
           return;
         }
         inTree(join(dir, name), done);
