@@ -3,7 +3,7 @@
  * named in an untrusted environment variable (log files, PID files) safe to
  * act on, and that tells whether a file was renamed or replaced under us.
  */
-import { fstatSync, lstatSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync } from 'node:fs';
 
 /**
  * Options for every fstatSync of an fd that may be a pipe or a socket.
@@ -29,5 +29,24 @@ export function isFileOnFd(fd: number, path: string, { regularFile = false } = {
     return (!regularFile || b.isFile()) && a.ino === b.ino && a.dev === b.dev;
   } catch {
     return false;
+  }
+}
+
+/** Whether `fd` is open on a pipe (false when it is closed or anything else). */
+export function isPipeFd(fd: number): boolean {
+  try {
+    return fstatSync(fd, NO_SHARED_STAT).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
+/** Closes `fd` if it is given and open; an fd already closed is no error. */
+export function closeQuietly(fd: number | undefined): void {
+  if (fd === undefined) return;
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
   }
 }

@@ -22,8 +22,7 @@
  * no sd_notify (NOTIFY_SOCKET is not passed on), no PID-file lock, no
  * watching, no restart triggers.
  */
-import { closeSync, fstatSync } from 'node:fs';
-import { NO_SHARED_STAT } from '../fdfile';
+import { closeQuietly, isPipeFd } from '../fdfile';
 import { Socket } from 'node:net';
 import { debuglog } from 'node:util';
 import { fork, pipe, waitAsync } from '../posix';
@@ -72,23 +71,6 @@ function fdField(map: Map<string, string>, key: string): number | undefined {
   return v !== undefined && /^[0-9]{1,9}$/.test(v) && Number(v) >= 3 ? Number(v) : undefined;
 }
 
-function isPipe(fd: number): boolean {
-  try {
-    return fstatSync(fd, NO_SHARED_STAT).isFIFO();
-  } catch {
-    return false;
-  }
-}
-
-function closeQuietly(fd: number | undefined): void {
-  if (fd === undefined) return;
-  try {
-    closeSync(fd);
-  } catch {
-    // already closed
-  }
-}
-
 // ---------------------------------------------------------------------------
 // "Up": an image (or a bridge) started by a restart with sockets is up once
 // it took every handed-over socket, or once it said so (systemd's ready()).
@@ -129,7 +111,7 @@ function readBridgeEnv(): BridgeRole | undefined {
   const control = fdField(map, 'control');
   const ready = map.get('ready');
   if (!/^[1-9][0-9]*$/.test(head) || Number(head) !== process.ppid || process.ppid <= 1 || control === undefined ||
-    ready === undefined || !/^fd:[0-9]{1,9}$/.test(ready) || !isPipe(control)) {
+    ready === undefined || !/^fd:[0-9]{1,9}$/.test(ready) || !isPipeFd(control)) {
     debug('bridge: %s=%j is not for this process: ignored', BRIDGE_ENV, value);
     return undefined;
   }
@@ -343,7 +325,7 @@ function readBridgedEnv(): Bridged | undefined {
   const timeout = Number(map.get('timeout'));
   // Untrusted: only our own child, only pipes.
   if (!/^[1-9][0-9]*$/.test(head) || readProcStat(pid)?.ppid !== process.pid || control === undefined || stderr === undefined ||
-    !isPipe(control) || !isPipe(stderr)) {
+    !isPipeFd(control) || !isPipeFd(stderr)) {
     debug('bridge: %s=%j is not for this process: ignored', BRIDGED_ENV, value);
     return undefined;
   }

@@ -226,13 +226,7 @@ export async function restartViaExec(options: RestartViaExecOptions = {}): Promi
   try {
     return await restartWith(options, {});
   } catch (err) {
-    if (isRefusal(err) && typeof options?.onError === 'function') {
-      try {
-        options.onError(err as Error);
-      } catch (hookErr) {
-        debug('autorestart: onError threw: %s', hookErr);
-      }
-    }
+    if (isRefusal(err) && typeof options?.onError === 'function') report(options.onError, err as Error);
     throw err;
   }
 }
@@ -363,6 +357,17 @@ export function isRefusal(err: unknown): boolean {
 }
 
 /** Never settles: what a restart trigger is in a preflight/bridge, which must never restart. */
+/** Hands an error that prevented a restart to `onError` (and debuglog); a throwing hook is only logged. */
+export function report(onError: ((err: Error) => void) | undefined, err: Error): void {
+  debug('autorestart: not restarting: %s', err.message);
+  if (onError === undefined) return;
+  try {
+    onError(err);
+  } catch (hookErr) {
+    debug('autorestart: onError threw: %s', hookErr);
+  }
+}
+
 export function never(what: string, signal?: AbortSignal): Promise<never> {
   debug('autorestart: %s in a preflight/bridge: inactive', what);
   // Inactive, but the caller's AbortSignal still ends it, as it would anywhere.

@@ -105,10 +105,6 @@ class ModuleGraph extends EventEmitter {
     };
   }
 
-  get tracking(): boolean {
-    return this.#users > 0;
-  }
-
   /** Adds what require.cache holds that is new (cheap when nothing is). */
   rescanRequireCache(): void {
     const keys = Object.keys(require.cache);

@@ -9,7 +9,7 @@ import {
   validateArray, validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction,
   validateObject, validateOptionKeys,
 } from '../validators';
-import { isRefusal, mainScript, never, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
+import { isRefusal, mainScript, never, report, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
 import { isBridge } from './bridge';
 import { envFilePaths } from './env-file';
 import { checkFile, isCheckable, warmUp } from './check';
@@ -106,16 +106,6 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   if (isBridge()) return never('restartOnChange', options.signal);
   validateChildProcessAllowed(process.execPath);
 
-  const report = (err: Error): void => {
-    debug('autorestart: not restarting: %s', err.message);
-    if (o.onError) {
-      try {
-        o.onError(err);
-      } catch (hookErr) {
-        debug('autorestart: onError threw: %s', hookErr);
-      }
-    }
-  };
   const main = mainScript();
   const { feed, files } = startWatching(plan, () => {
     baseline();
@@ -161,7 +151,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
       await checkProgram(change.paths);
     } catch (err) {
       if ((err as Error).name === 'AbortError') throw err;
-      report(err as Error);
+      report(o.onError, err as Error);
       continue;
     }
     if (o.beforeRestart) {
@@ -170,7 +160,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
       } catch (err) {
         // Bounded means bounded: a failing or hanging hook must not block
         // an upgrade forever. Report it and restart anyway.
-        report(err as Error);
+        report(o.onError, err as Error);
       }
     }
     try {
@@ -179,7 +169,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
       return await restartWith(execOptions, { verify: () => checkProgram(), trigger: { trigger: 'change' } });
     } catch (err) {
       if (!isRefusal(err)) throw err;
-      report(err as Error);
+      report(o.onError, err as Error);
       // Not restarted (the check or the preflight refused it): the servers
       // are serving again; wait for the next change.
     }

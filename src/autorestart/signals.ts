@@ -8,7 +8,7 @@ import {
   toCatchableSignal, validateAbortSignal, validateChildProcessAllowed, validateExecOptions, validateFunction,
   validateObject, validateOptionKeys,
 } from '../validators';
-import { armRestartSignal, isRefusal, never, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
+import { armRestartSignal, isRefusal, never, report, RESTART_VIA_EXEC_KEYS, restartWith, type RestartViaExecOptions } from './exec';
 import { isBridge } from './bridge';
 
 const debug = debuglog('posix-daemon');
@@ -131,16 +131,5 @@ export async function restartOnSignal(signal: NodeJS.Signals = 'SIGUSR2',
     // Reached only when no exec happened (abort, invalid options).
     process.removeListener(name, onSignal);
     armRestartSignal(name, false);
-  }
-}
-
-/** Hands an error that prevented a restart to `onError` (and debuglog). */
-export function report(onError: ((err: Error) => void) | undefined, err: Error): void {
-  debug('autorestart: not restarting: %s', err.message);
-  if (onError === undefined) return;
-  try {
-    onError(err);
-  } catch (hookErr) {
-    debug('autorestart: onError threw: %s', hookErr);
   }
 }

@@ -10,7 +10,7 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, writeSync } f
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { pipe } from '../posix';
-import { NO_SHARED_STAT } from '../fdfile';
+import { closeQuietly, NO_SHARED_STAT } from '../fdfile';
 import { BaseReceiver, eofError, type Outcome, type Receiver } from './common';
 
 const debug = debuglog('posix-daemon');
@@ -204,11 +204,4 @@ export function reportToFd(fd: number, message: string | null): 'delivered' | 'g
   return result;
 }
 
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // already closed
-  }
-}
 
