@@ -96,7 +96,12 @@ void Restore(SavedState& s) {
     if (SameFile(c)) fcntl(c.fd, F_SETFD, c.old_flags);
   }
   for (auto& sig : s.ignored) sigaction(sig.first, &sig.second, nullptr);
-  for (auto& c : s.status_flags) fcntl(c.fd, F_SETFL, c.old_flags);
+  // Only the O_NONBLOCK bit went, and only onto the same file: another
+  // thread may have put something else on 0-2 meanwhile (a log reopened
+  // with dup2), whose other status flags (O_APPEND) are not ours to set.
+  for (auto& c : s.status_flags) {
+    if (SameFile(c)) SetNonblocking(c.fd, (c.old_flags & O_NONBLOCK) != 0);
+  }
   for (auto& c : s.fd_flags) {
     if (SameFile(c)) fcntl(c.fd, F_SETFD, c.old_flags);
   }
@@ -172,9 +177,11 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   }
   // Stdio back to the blocking mode it had when the process started.
   for (int fd = 0; fd < 3; fd++) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) continue;
     int fl = SetNonblocking(fd, StdioWasNonblocking(fd));
     if (fl != -1 && (fl & O_NONBLOCK) != (StdioWasNonblocking(fd) ? O_NONBLOCK : 0)) {
-      saved.status_flags.push_back({fd, fl, 0, 0});
+      saved.status_flags.push_back({fd, fl, st.st_dev, st.st_ino});
     }
   }
   // Ignored signals: a no-op handler now, SIG_DFL in the new image.

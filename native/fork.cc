@@ -95,7 +95,7 @@ struct Plan {
 
 constexpr int kMaxNesting = 4;
 
-void CheckOpenFd(Napi::Env env, int fd, const std::string& name) {
+void CheckOpenFd(Napi::Env env, int fd) {
   if (!FdIsOpen(fd)) throw ErrnoError(env, EBADF, "fcntl");
 }
 
@@ -137,7 +137,7 @@ std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const s
     std::vector<int> fds = FdArray(v, name + ".stdio", 0);
     plan->stdio = StdioMode::kFds;
     for (int i = 0; i < 3; i++) {
-      CheckOpenFd(env, fds[i], name + ".stdio");
+      CheckOpenFd(env, fds[i]);
       plan->stdio_fds[i] = fds[i];
     }
   } else {
@@ -148,7 +148,7 @@ std::unique_ptr<Plan> ParsePlan(Napi::Env env, const Napi::Value& value, const s
   const bool has_keep_fds = !v.IsUndefined();
   if (has_keep_fds) {
     plan->keep_fds = FdArray(v, name + ".keepFds", 3);
-    for (int fd : plan->keep_fds) CheckOpenFd(env, fd, name + ".keepFds");
+    for (int fd : plan->keep_fds) CheckOpenFd(env, fd);
     std::sort(plan->keep_fds.begin(), plan->keep_fds.end());
     plan->keep_fds.erase(std::unique(plan->keep_fds.begin(), plan->keep_fds.end()),
                          plan->keep_fds.end());
