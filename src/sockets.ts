@@ -25,7 +25,7 @@ import { debuglog } from 'node:util';
 import { addon } from './native';
 import { dup } from './posix';
 import { invalidArgType, invalidArgValue } from './errors';
-import { validateDuration, validateObject, validateString } from './validators';
+import { isValidFdName, validateDuration, validateFdName, validateObject } from './validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -52,17 +52,6 @@ export interface InheritedSocket {
  * systemd's rule for FileDescriptorName= (fdname_is_valid): 1 to 255
  * printable ASCII characters, no ':' (the LISTEN_FDNAMES separator).
  */
-function isValidName(name: string): boolean {
-  return name.length > 0 && name.length <= 255 && /^[\x20-\x39\x3b-\x7e]+$/.test(name);
-}
-
-function validateName(value: unknown, name: string): asserts value is string {
-  validateString(value, name);
-  if (!isValidName(value)) {
-    throw invalidArgValue(name, value, 'must be 1 to 255 printable ASCII characters without ":" (a systemd FileDescriptorName)');
-  }
-}
-
 function isThisProcess(pid: string | undefined): boolean {
   return pid !== undefined && /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.pid;
 }
@@ -119,7 +108,7 @@ function readSystemdEnv(env: NodeJS.ProcessEnv): InheritedSocket[] {
   const names = LISTEN_FDNAMES === undefined ? [] : LISTEN_FDNAMES.split(':');
   const out: InheritedSocket[] = [];
   for (let i = 0; i < n; i++) {
-    const name = names[i] !== undefined && isValidName(names[i]) ? names[i] : 'unknown';
+    const name = names[i] !== undefined && isValidFdName(names[i]) ? names[i] : 'unknown';
     const s = adopt(LISTEN_FDS_START + i, name, 'LISTEN_FDS');
     if (s) out.push(s);
   }
@@ -155,7 +144,7 @@ function readHandoffEnv(value: string | undefined): InheritedSocket[] {
     } catch {
       // keeps '' and is refused below
     }
-    if (!m || !isValidName(name)) {
+    if (!m || !isValidFdName(name)) {
       debug('listenFds: %s item %j: ignored', HANDOFF_ENV, item);
       continue;
     }
@@ -407,7 +396,7 @@ export function listen(server: Server, options: ListenOptions & { name?: string 
     throw invalidArgType('server', 'net.Server', server);
   }
   validateObject(options as unknown, 'options');
-  if (options.name !== undefined) validateName(options.name, 'options.name');
+  if (options.name !== undefined) validateFdName(options.name, 'options.name');
   const hit = findInherited(options);
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
@@ -523,7 +512,7 @@ function serverEntries(servers: Array<Server | ServerHandoffEntry>): Array<{ ser
     if (!e.server.listening || handle?.fd === undefined || handle.fd < 0) {
       throw invalidArgValue(`options.servers[${i}]`, '[Server]', 'must be listening on a socket of its own');
     }
-    if (e.name !== undefined) validateName(e.name, `options.servers[${i}].name`);
+    if (e.name !== undefined) validateFdName(e.name, `options.servers[${i}].name`);
     return { server: e.server, name: e.name ?? socketName(e.server), fd: handle.fd };
   });
 }

@@ -20,7 +20,7 @@ import { addon } from './native';
 import { readyReached } from './restart-role';
 import { invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
-  validateAbortSignal, validateDuration, validateFdList, validateInteger, validateObject, validateOptionKeys,
+  validateAbortSignal, validateDuration, validateFdList, validateFdName, validateInteger, validateObject, validateOptionKeys,
   validateString,
 } from './validators';
 
@@ -67,16 +67,18 @@ function format(fields: unknown): string {
   return lines.join('\n');
 }
 
-function send(message: string): boolean {
+/** One datagram to NOTIFY_SOCKET, with `fds` attached (SCM_RIGHTS) when given; false when unset or undelivered. */
+function send(message: string, fds?: number[]): boolean {
   const address = process.env.NOTIFY_SOCKET;
   if (address === undefined || address === '') return false;
   try {
-    addon.sdNotify(address, message);
+    if (fds === undefined) addon.sdNotify(address, message);
+    else addon.sdNotifyFds(address, message, fds);
   } catch (err) {
-    debug('systemd: notify %j to %s failed: %s', message, address, (err as Error).message);
+    debug('systemd: notify %j (fds %j) to %s failed: %s', message, fds ?? [], address, (err as Error).message);
     return false;
   }
-  debug('systemd: notified %j', message);
+  debug('systemd: notified %j (fds %j)', message, fds ?? []);
   return true;
 }
 
@@ -232,14 +234,6 @@ export function extendTimeout(ms: number): boolean {
   return send(format({ EXTEND_TIMEOUT_USEC: Math.ceil(ms * 1000) }));
 }
 
-/** The rule for FDNAME= (systemd's fdname_is_valid), as in LISTEN_FDNAMES. */
-function validateFdName(value: unknown, name: string): asserts value is string {
-  validateString(value, name);
-  if (!(value.length > 0 && value.length <= 255 && /^[\x20-\x39\x3b-\x7e]+$/.test(value))) {
-    throw invalidArgValue(name, value, 'must be 1 to 255 printable ASCII characters without ":" (a systemd FileDescriptorName)');
-  }
-}
-
 /**
  * `FDSTORE=1` + `FDNAME=<name>` with the fds attached: systemd keeps
  * duplicates of them in the unit's file descriptor store (the unit needs
@@ -254,17 +248,7 @@ export function storeFds(fds: number | number[], name: string): boolean {
   validateFdList(list, 'fds', 0);
   if (list.length === 0 || list.length > 253) throw invalidArgValue('fds', fds, 'must hold 1 to 253 fds');
   validateFdName(name, 'name');
-  const address = process.env.NOTIFY_SOCKET;
-  if (address === undefined || address === '') return false;
-  const message = format({ FDSTORE: 1, FDNAME: name });
-  try {
-    addon.sdNotifyFds(address, message, list);
-  } catch (err) {
-    debug('systemd: notify %j with fds %j to %s failed: %s', message, list, address, (err as Error).message);
-    return false;
-  }
-  debug('systemd: notified %j with fds %j', message, list);
-  return true;
+  return send(format({ FDSTORE: 1, FDNAME: name }), list);
 }
 
 interface HandleWithFd { fd?: number }

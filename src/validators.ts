@@ -265,3 +265,16 @@ export function validateOptionKeys(options: object, name: string, known: readonl
         : `is not an option (the options are: ${known.join(', ')})`);
   }
 }
+
+/** systemd's fdname_is_valid: a FileDescriptorName, as in LISTEN_FDNAMES and FDNAME=. */
+export function isValidFdName(name: string): boolean {
+  return name.length > 0 && name.length <= 255 && /^[\x20-\x39\x3b-\x7e]+$/.test(name);
+}
+
+/** Throws ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE unless `value` is a valid FileDescriptorName. */
+export function validateFdName(value: unknown, name: string): asserts value is string {
+  validateString(value, name);
+  if (!isValidFdName(value)) {
+    throw invalidArgValue(name, value, 'must be 1 to 255 printable ASCII characters without ":" (a systemd FileDescriptorName)');
+  }
+}
