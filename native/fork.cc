@@ -409,7 +409,9 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
 }
 
 [[noreturn]] void RunChild(const Plan* plan, ChildContext* ctx, int level) {
-  ResetSignals();
+  // Level 0 comes from Node; a deeper level from an intermediate that did
+  // this already and installed nothing since (it inherits the result).
+  if (level == 0) ResetSignals();
 
   if (plan->setsid && setsid() == -1) Fail(*ctx, level, kStageSetsid, errno);
   if (plan->setpgid && setpgid(0, 0) == -1) Fail(*ctx, level, kStageSetpgid, errno);

@@ -122,20 +122,17 @@ void LoopHandle::Closed(uv_handle_t* uh) {
 // callbacks. A C callback: nothing may be thrown out of it.
 void LoopHandle::TearDown(napi_async_cleanup_hook_handle hook, void* arg) {
   auto* state = static_cast<State*>(arg);
-  std::vector<LoopHandle*> open;
-  try {
-    open.assign(state->open.begin(), state->open.end());
-  } catch (...) {
-  }
-  for (LoopHandle* h : open) {
-    if (state->open.count(h) == 0) continue;  // an owner closed it meanwhile
+  // No copy of the set (an allocation that could fail and leave every
+  // handle open): Close() takes each out of it, so this loop ends.
+  while (!state->open.empty()) {
+    LoopHandle* h = *state->open.begin();
     if (h->on_teardown_ != nullptr && h->owner_ != nullptr) {
       try {
         h->on_teardown_(h->owner_);
       } catch (...) {
       }
     }
-    if (state->open.count(h) != 0) h->Close();
+    if (state->open.count(h) != 0) h->Close();  // unless its owner closed it
   }
   if (state->closing == 0) {
     napi_remove_async_cleanup_hook(hook);
