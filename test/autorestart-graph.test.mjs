@@ -4,12 +4,12 @@
 // again right before it.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Reaper, root } from './helpers.mjs';
-import { App } from './fixtures/autorestart-harness.mjs';
+import { App, autorestartUrl } from './fixtures/autorestart-harness.mjs';
 import { writeGraphApp, lib } from './fixtures/autorestart-graph-app.mjs';
 
 const reaper = new Reaper();
@@ -130,4 +130,43 @@ test('a file broken while beforeRestart runs is never exec\'d: the restart is ca
   app.send('go');
   await app.nextLine(/^ready e3 c1 1 (\d+)$/, 'restarted into the good version');
   assert.equal(app.child.exitCode, null);
+});
+
+// A change made on the very turn restartOnChange()/notifyOnChange() returned
+// (the program says it is up, a deploy tool writes at once) is not lost: the
+// files already loaded are watched before the call returns. Here the program
+// itself edits its imported module right after the call, which no watch
+// added a turn later could ever see (dep.mjs lives in a directory of its
+// own: nothing else there is watched before the module graph is).
+test('a change on the turn the watch was asked for is seen: restartOnChange restarts into it, notifyOnChange yields it', { timeout: 60000 }, async () => {
+  const dir = tmpDir();
+  mkdirSync(join(dir, 'lib'));
+  writeFileSync(join(dir, 'lib', 'dep.mjs'), 'export const version = 1;\n');
+  writeFileSync(join(dir, 'restart.mjs'), `
+import { writeFileSync } from 'node:fs';
+import { restartOnChange } from ${JSON.stringify(autorestartUrl)};
+import { version } from './lib/dep.mjs';
+console.log('ready ' + version + ' ' + process.pid);
+restartOnChange({ persistent: true, onError: (e) => console.log('error ' + e.message) });
+if (version === 1) writeFileSync(new URL('./lib/dep.mjs', import.meta.url), 'export const version = 2;\\n');
+`);
+  writeFileSync(join(dir, 'notify.mjs'), `
+import { writeFileSync } from 'node:fs';
+import { notifyOnChange } from ${JSON.stringify(autorestartUrl)};
+import { version } from './lib/dep.mjs';
+const changes = notifyOnChange({ persistent: true });
+writeFileSync(new URL('./lib/dep.mjs', import.meta.url), 'export const version = ' + (version + 1) + ';\\n');
+for await (const { paths } of changes) {
+  console.log('change ' + paths.map((p) => p.split('/').pop()).join(','));
+  break;
+}
+`);
+  const restarting = new App([join(dir, 'restart.mjs')], { reaper, cwd: dir });
+  await restarting.nextLine(/^ready 1 /, 'first start');
+  const m = await restarting.nextLine(/^ready 2 (\d+)$/, 'a restart into version 2');
+  assert.equal(Number(m[1]), restarting.pid, 'same PID');
+
+  writeFileSync(join(dir, 'lib', 'dep.mjs'), 'export const version = 1;\n');
+  const notified = new App([join(dir, 'notify.mjs')], { reaper, cwd: dir });
+  await notified.nextLine(/^change dep\.mjs$/, 'the change of dep.mjs');
 });

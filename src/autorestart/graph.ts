@@ -105,6 +105,18 @@ class ModuleGraph extends EventEmitter {
     };
   }
 
+  /**
+   * Adds what is loaded now (V8's scripts and require.cache), without
+   * installing the load hook: a watcher calls it synchronously, so that a
+   * file changed right after restartOnChange()/notifyOnChange() returned
+   * is already watched (the hook, which can cost tens of ms, comes a turn
+   * later with track()).
+   */
+  snapshotNow(): void {
+    this.#snapshot();
+    this.rescanRequireCache();
+  }
+
   /** Adds what require.cache holds that is new (cheap when nothing is). */
   rescanRequireCache(): void {
     const keys = Object.keys(require.cache);

@@ -604,11 +604,14 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
   } catch (err) {
     feed.fail(err);
   }
-  // The module graph: everything loaded so far, and from now on. Started
-  // on the next turn of the event loop: the snapshot and, on Node < 22.15,
-  // module.register's loader thread cost a few tens of ms that the
-  // program's own start-up (its first line of output) should not wait for.
-  // Nothing is lost meanwhile: the snapshot sees what was loaded before it.
+  // The module graph: everything loaded so far, and from now on. What is
+  // loaded already is watched now: the program may print that it is up,
+  // and a deploy tool change a file, on this very turn (a watch added a
+  // turn later missed such a change: the file had already been written).
+  // The load hook, and on Node < 22.15 module.register's loader thread,
+  // cost a few tens of ms that the program's own start-up (its first line
+  // of output) should not wait for: they come on the next turn, with a
+  // second snapshot for what was loaded meanwhile.
   const fromGraph = (path: string): void => {
     if (!plan.nodeModules && inNodeModules(path)) return;
     try {
@@ -617,6 +620,11 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
       debug('autorestart: cannot watch %s: %s', path, (err as Error).message);
     }
   };
+  if (!closed) {
+    const graph = moduleGraph();
+    graph.snapshotNow();
+    for (const f of graph.files) fromGraph(f);
+  }
   const startGraph = setImmediate(() => {
     const graph = moduleGraph();
     const untrack = graph.track();
