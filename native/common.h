@@ -74,6 +74,11 @@ int CloexecAllExcept(const int* keep, size_t nkeep, int fd_limit);
 // pidfd_open(2): an fd that refers to process `pid` for good (Linux >= 5.3,
 // close-on-exec). -1 with errno (ENOSYS where the platform has none).
 int PidfdOpen(pid_t pid);
+// pipe(2) with both ends close-on-exec: atomically with pipe2 on Linux;
+// elsewhere pipe + fcntl (another thread's fork+exec in between could
+// inherit the ends there; in a forked child there is no other thread).
+// -1 with errno.
+int PipeCloexec(int fds[2]);
 // Sets or clears O_NONBLOCK (a no-op when already so). Returns the previous
 // file status flags, or -1 with errno.
 int SetNonblocking(int fd, bool on);

@@ -51,6 +51,17 @@ int PidfdOpen(pid_t pid) {
 #endif
 }
 
+int PipeCloexec(int fds[2]) {
+#ifdef __linux__
+  return pipe2(fds, O_CLOEXEC);
+#else
+  if (pipe(fds) == -1) return -1;
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  return 0;
+#endif
+}
+
 int SetNonblocking(int fd, bool on) {
   int fl = fcntl(fd, F_GETFL);
   if (fl == -1) return -1;

@@ -308,11 +308,10 @@ void LiftAboveStdio(int* fd, ChildContext* ctx, int level) {
   *fd = moved;
 }
 
-// Puts the plan's stdio on 0-2. `src[i]` is left as the fd that went to i.
-void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
-  src[0] = 0;
-  src[1] = 1;
-  src[2] = 2;
+// Puts the plan's stdio on 0-2, and notes which of 0-2 are no longer
+// Node's own.
+void ApplyStdio(const Plan* plan, ChildContext* ctx, int level) {
+  int src[3] = {0, 1, 2};
   int null_fd = -1;
   if (plan->stdio == StdioMode::kIgnore) {
     null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -339,9 +338,12 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
       if (flags != -1 && (flags & FD_CLOEXEC)) fcntl(i, F_SETFD, flags & ~FD_CLOEXEC);
     } else if (dup2(src[i], i) == -1) {
       Fail(*ctx, level, kStageDup, errno);
-    } else {
-      ctx->stdio_is_nodes[i] = false;
     }
+    // Anything but Node's own fd i there (/dev/null may have landed on a
+    // slot Node had closed, and then needed no dup2).
+    const bool kept = plan->stdio == StdioMode::kInherit ||
+                      (plan->stdio == StdioMode::kFds && plan->stdio_fds[i] == i);
+    if (!kept) ctx->stdio_is_nodes[i] = false;
   }
   // Close-on-exec anyway; closing it keeps intermediates' fd tables small.
   // Not when it landed on 0-2 itself (Node had that slot closed): it is
@@ -361,13 +363,7 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
   const bool next_execs = plan->next->next == nullptr;
   int report[2] = {-1, -1};
   if (next_execs) {
-#ifdef __linux__
-    if (pipe2(report, O_CLOEXEC) == -1) Fail(*ctx, level, kStagePipe, errno);
-#else
-    if (pipe(report) == -1) Fail(*ctx, level, kStagePipe, errno);
-    fcntl(report[0], F_SETFD, FD_CLOEXEC);
-    fcntl(report[1], F_SETFD, FD_CLOEXEC);
-#endif
+    if (PipeCloexec(report) == -1) Fail(*ctx, level, kStagePipe, errno);
   }
   pid_t pid = ForkInChild();
   if (pid == -1) Fail(*ctx, level, kStageFork, errno);
@@ -432,21 +428,16 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
 
   LiftAboveStdio(&ctx->status_fd, ctx, level);
   LiftAboveStdio(&ctx->exec_report_fd, ctx, level);
-  int src[3];
-  ApplyStdio(plan, ctx, level, src);
+  ApplyStdio(plan, ctx, level);
 
   if (plan->next) RunIntermediate(plan, ctx, level);
 
-  if (plan->stdio != StdioMode::kIgnore) {
-    // Node's own stdio, inherited, goes back to the mode the process started
-    // with: Node may have made a pipe or tty non-blocking, which most
-    // programs can't handle. Fds the plan (or an outer level) chose are left
-    // as they are.
-    for (int i = 0; i < 3; i++) {
-      if (ctx->stdio_is_nodes[i] && (src[i] == i || plan->stdio == StdioMode::kInherit)) {
-        SetNonblocking(i, ctx->stdio_nonblocking_at_load[i]);
-      }
-    }
+  // Node's own stdio, inherited, goes back to the mode the process started
+  // with: Node may have made a pipe or tty non-blocking, which most programs
+  // can't handle. Fds the plan (or an outer level) chose are left as they
+  // are.
+  for (int i = 0; i < 3; i++) {
+    if (ctx->stdio_is_nodes[i]) SetNonblocking(i, ctx->stdio_nonblocking_at_load[i]);
   }
 
   int err = CloexecAllExcept(plan->keep_fds.data(), plan->keep_fds.size(), ctx->fd_limit);
@@ -467,13 +458,8 @@ void ApplyStdio(const Plan* plan, ChildContext* ctx, int level, int src[3]) {
 int MakeStatusChannel(int fds[2]) {
 #ifdef __linux__
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) == 0) return 0;
-  return pipe2(fds, O_CLOEXEC);
-#else
-  if (pipe(fds) == -1) return -1;
-  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-  return 0;
 #endif
+  return PipeCloexec(fds);
 }
 
 // read(2) of the status channel; an fd passed with the bytes lands in

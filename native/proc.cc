@@ -114,13 +114,7 @@ Napi::Value GetFdFlags(const Napi::CallbackInfo& info) {
 // explicitly (keepFds), so no other program inherits it by accident.
 Napi::Value Pipe(const Napi::CallbackInfo& info) {
   int fds[2];
-#ifdef __linux__
-  if (pipe2(fds, O_CLOEXEC) == -1) throw ErrnoError(info.Env(), errno, "pipe");
-#else
-  if (pipe(fds) == -1) throw ErrnoError(info.Env(), errno, "pipe");
-  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-  fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-#endif
+  if (PipeCloexec(fds) == -1) throw ErrnoError(info.Env(), errno, "pipe");
   Napi::Array out = Napi::Array::New(info.Env(), 2);
   out.Set(0u, fds[0]);
   out.Set(1u, fds[1]);

@@ -145,6 +145,49 @@ test('stdio fds, cwd, umask and keepFds reach the exec\'d program', () => {
   assert.ok(!open.includes(dropped), `dropped fd ${dropped} not in ${fds}`);
 });
 
+// Node makes a pipe on stdout non-blocking; most programs cannot cope with
+// that (a write that would block fails with EAGAIN), so an exec'd program
+// gets Node's stdio back in the mode it had when the process started. An fd
+// the plan chose is the caller's business and keeps its mode.
+test('the exec\'d program gets Node\'s stdio back blocking (also through an intermediate); an fd the plan chose keeps O_NONBLOCK', async () => {
+  const posixPath = new URL('../dist/posix.js', import.meta.url).pathname;
+  const chosen = join(dir, 'nonblocking.txt');
+  const child = spawn(process.execPath, ['-e', `
+    const p = require(${JSON.stringify(posixPath)});
+    const fs = require('node:fs');
+    const mode = (text) => (parseInt(/^flags:\\s+(\\d+)/m.exec(text)[1], 8) & fs.constants.O_NONBLOCK) ? 'nonblocking' : 'blocking';
+    const show = 'cat /proc/self/fdinfo/1';
+    const run = (plan) => { const r = p.waitpid(p.fork(plan)); if (r.exitCode !== 0) throw new Error(JSON.stringify(r)); };
+    process.stdout.write('');  // Node's stdout pipe is set up (and non-blocking) from here on
+    const node = mode(fs.readFileSync('/proc/self/fdinfo/1', 'latin1'));
+    const out = [];
+    const seen = (n) => ${JSON.stringify(join(dir, 'fdinfo-'))} + n;
+    // The program writes elsewhere and renames: a complete file or none.
+    const program = (n) => ({ file: '/bin/sh', args: ['-c', show + ' > ' + seen(n) + '.tmp && mv ' + seen(n) + '.tmp ' + seen(n)] });
+    const read = (n) => {
+      // The exec level of a nested plan is not our child: wait for its file.
+      for (let i = 0; i < 1000 && !fs.existsSync(seen(n)); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      return mode(fs.readFileSync(seen(n), 'latin1'));
+    };
+    run(program(1));
+    out.push(read(1));
+    p.fork({ setsid: true, fork: program(2) });  // returns the exec level's PID, not a child of ours
+    out.push(read(2));
+    const fd = fs.openSync(${JSON.stringify(chosen)}, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NONBLOCK);
+    run({ stdio: [0, fd, 2], file: '/bin/sh', args: ['-c', show] });
+    out.push(mode(fs.readFileSync(${JSON.stringify(chosen)}, 'latin1')));
+    console.log(JSON.stringify({ node, out }));
+  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+  reaper.add(child.pid);
+  let text = '';
+  child.stdout.on('data', (d) => { text += d; });
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  assert.equal(code, 0);
+  const seen = JSON.parse(text);
+  assert.equal(seen.node, 'nonblocking', 'Node made its stdout pipe non-blocking (else this test proves nothing)');
+  assert.deepEqual(seen.out, ['blocking', 'blocking', 'nonblocking']);
+});
+
 test('waitAsync resolves for an exiting child while the event loop keeps running, with no thread added', async () => {
   const threads = () => readdirSync('/proc/self/task').length;
   const before = threads();
