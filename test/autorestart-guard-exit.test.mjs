@@ -33,8 +33,9 @@ if (version === 2) {
 } else {
   const server = http.createServer((req, res) => res.end('ok'));
   await listen(server, { port: ${port}, host: '127.0.0.1' });
-  console.log('READY ' + version);
+  // Armed before READY: the test signals on reading it.
   restartOnSignal('SIGUSR2', { servers: [server], preflight: false });
+  console.log('READY ' + version);
 }
 `);
     const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
@@ -42,7 +43,8 @@ if (version === 2) {
     await waitFor(() => app.out.includes('READY 1'), { what: 'v1', timeout: 30000 });
     put(dir, 'version.mjs', 'export const version = 2;\n');
     process.kill(app.child.pid, 'SIGUSR2');
-    await waitFor(() => app.out.includes('ENDING'), { what: 'the next image', timeout: 30000 });
+    await waitFor(() => app.out.includes('ENDING'), {
+      what: () => `the next image (exit ${app.child.exitCode ?? app.child.signalCode}; ${app.err})`, timeout: 30000 });
     const r = await Promise.race([exited, new Promise((resolve) => {
       // The guard says so at once when it keeps the process: no need to wait longer.
       const t = setInterval(() => { if (/waiting for/.test(app.err)) { clearInterval(t); resolve('kept'); } }, 20);
