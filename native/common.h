@@ -52,7 +52,9 @@ std::vector<std::string> CurrentEnviron();
 // Highest fd worth probing one by one: the highest open fd plus headroom (at
 // least the soft RLIMIT_NOFILE), or the hard limit when fds can't be listed.
 // Not capped at the soft limit: fds above a lowered limit stay open.
-// Computed in the parent, used by the child's last-resort loop.
+// Computed in the parent, used by the child's last-resort loop; where
+// close_range(CLOSE_RANGE_CLOEXEC) works (probed once) that loop is never
+// reached, and this is just the soft limit, without listing the fds.
 int ScanFdLimit();
 // Open fds, from /proc/self/fd (Linux) or /dev/fd (macOS), else a probe loop
 // up to the hard RLIMIT_NOFILE.
