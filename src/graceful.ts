@@ -17,9 +17,9 @@ import type { Server } from 'node:net';
 import { debuglog } from 'node:util';
 import { drain, listenedServers, trackResponses } from './sockets';
 import { stopping } from './systemd';
-import { invalidArgType } from './errors';
 import {
   signalName, toSignalNumber, validateArray, validateBoolean, validateDuration, validateFunction, validateObject,
+  validateServer,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -110,11 +110,7 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
   const { servers, signals = ['SIGTERM', 'SIGINT'], delay = 0, timeout = 10_000, onShutdown, exit = true } = options;
   if (servers !== undefined) {
     validateArray(servers, 'options.servers');
-    servers.forEach((s, i) => {
-      if (s === null || typeof s !== 'object' || typeof (s as Server).close !== 'function') {
-        throw invalidArgType(`options.servers[${i}]`, 'net.Server', s);
-      }
-    });
+    servers.forEach((s, i) => validateServer(s, `options.servers[${i}]`));
   }
   validateArray(signals, 'options.signals');
   let names = [...new Set(signals.map((s, i) => signalName(toSignalNumber(s, `options.signals[${i}]`)) as NodeJS.Signals))];

@@ -25,7 +25,9 @@ import { debuglog } from 'node:util';
 import { addon } from './native';
 import { dup } from './posix';
 import { invalidArgType, invalidArgValue } from './errors';
-import { isValidFdName, validateDuration, validateFdName, validateObject } from './validators';
+import {
+  isValidFdName, listeningServerFd, validateDuration, validateFdName, validateObject, validateServer,
+} from './validators';
 
 const debug = debuglog('posix-daemon');
 
@@ -392,9 +394,7 @@ export interface ListenResult {
  * Resolves once listening.
  */
 export function listen(server: Server, options: ListenOptions & { name?: string }): Promise<ListenResult> {
-  if (server === null || typeof server !== 'object' || typeof server.listen !== 'function') {
-    throw invalidArgType('server', 'net.Server', server);
-  }
+  validateServer(server, 'server', 'listen');
   validateObject(options as unknown, 'options');
   if (options.name !== undefined) validateFdName(options.name, 'options.name');
   const hit = findInherited(options);
@@ -436,8 +436,6 @@ export interface Handoff {
   /** The exec failed: the servers listen again on their sockets. */
   resume(): Promise<void>;
 }
-
-interface HandleWithFd { fd?: number }
 
 /**
  * Prepares listening servers for an exec without refusing or resetting
@@ -507,13 +505,10 @@ export function currentSockets(servers: Array<Server | ServerHandoffEntry>): Pas
 function serverEntries(servers: Array<Server | ServerHandoffEntry>): Array<{ server: Server; name: string; fd: number }> {
   return servers.map((s, i) => {
     const e = (s as ServerHandoffEntry).server !== undefined ? s as ServerHandoffEntry : { server: s as Server };
-    if (!e.server || typeof e.server.close !== 'function') throw invalidArgType(`options.servers[${i}]`, 'net.Server', s);
-    const handle = (e.server as unknown as { _handle?: HandleWithFd })._handle;
-    if (!e.server.listening || handle?.fd === undefined || handle.fd < 0) {
-      throw invalidArgValue(`options.servers[${i}]`, '[Server]', 'must be listening on a socket of its own');
-    }
+    validateServer(e.server, `options.servers[${i}]`, 'close', s);
+    const fd = listeningServerFd(e.server, `options.servers[${i}]`);
     if (e.name !== undefined) validateFdName(e.name, `options.servers[${i}].name`);
-    return { server: e.server, name: e.name ?? socketName(e.server), fd: handle.fd };
+    return { server: e.server, name: e.name ?? socketName(e.server), fd };
   });
 }
 

@@ -20,8 +20,8 @@ import { addon } from './native';
 import { readyReached } from './restart-role';
 import { invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
-  validateAbortSignal, validateDuration, validateFdList, validateFdName, validateInteger, validateObject, validateOptionKeys,
-  validateString,
+  listeningServerFd, validateAbortSignal, validateDuration, validateFdList, validateFdName, validateInteger, validateObject,
+  validateOptionKeys, validateServer, validateString,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -251,7 +251,6 @@ export function storeFds(fds: number | number[], name: string): boolean {
   return send(format({ FDSTORE: 1, FDNAME: name }), list);
 }
 
-interface HandleWithFd { fd?: number }
 
 /**
  * Stores a listening server's socket in systemd's file descriptor store
@@ -262,13 +261,8 @@ interface HandleWithFd { fd?: number }
  * port is never closed and connections queued meanwhile are served.
  */
 export function storeSocket(server: Server, name?: string): boolean {
-  if (server === null || typeof server !== 'object' || typeof server.address !== 'function') {
-    throw invalidArgType('server', 'net.Server', server);
-  }
-  const fd = (server as unknown as { _handle?: HandleWithFd })._handle?.fd;
-  if (!server.listening || fd === undefined || fd < 0) {
-    throw invalidArgValue('server', '[Server]', 'must be listening on a socket of its own');
-  }
+  validateServer(server, 'server', 'address');
+  const fd = listeningServerFd(server, 'server');
   if (name === undefined) {
     // Loaded here, not at the top: loading sockets.ts takes LISTEN_FDS from
     // the environment, which a program using only sd_notify may want itself.

@@ -1,6 +1,7 @@
 // Argument validation with Node's error codes and messages (modelled on
 // lib/internal/validators.js), shared by every public entry point.
 import { fstatSync } from 'node:fs';
+import type { Server } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { NO_SHARED_STAT } from './fdfile';
 import { accessDenied, errnoException, invalidArgType, invalidArgValue, outOfRange, unknownSignal } from './errors';
@@ -195,10 +196,7 @@ export function validateExecOptions(options: unknown): ExecOptions {
     const name = `options.servers[${i}]`;
     const entry = s !== null && typeof s === 'object' && (s as { server?: unknown }).server !== undefined
       ? s as { server: unknown; name?: unknown } : { server: s };
-    const server = entry.server as { close?: unknown } | null;
-    if (server === null || typeof server !== 'object' || typeof server.close !== 'function') {
-      throw invalidArgType(name, 'net.Server', s);
-    }
+    validateServer(entry.server, name, 'close', s);
     if (entry.name !== undefined) validateString(entry.name, `${name}.name`);
   });
   validateDuration(drainTimeout, 'options.drainTimeout');
@@ -277,4 +275,29 @@ export function validateFdName(value: unknown, name: string): asserts value is s
   if (!isValidFdName(value)) {
     throw invalidArgValue(name, value, 'must be 1 to 255 printable ASCII characters without ":" (a systemd FileDescriptorName)');
   }
+}
+
+/**
+ * Throws ERR_INVALID_ARG_TYPE unless `value` looks like a net.Server (an
+ * object with the method the caller will use). `received` is what the
+ * message shows (a `{ server, name }` entry rather than its server).
+ */
+export function validateServer(value: unknown, name: string, method: 'close' | 'listen' | 'address' = 'close',
+  received: unknown = value): asserts value is Server {
+  if (value === null || typeof value !== 'object' || typeof (value as Record<string, unknown>)[method] !== 'function') {
+    throw invalidArgType(name, 'net.Server', received);
+  }
+}
+
+/**
+ * The fd of a listening server's own socket, or ERR_INVALID_ARG_VALUE: a
+ * server not listening, or listening on a handle with no fd (a cluster
+ * worker's, or a pipe name), has nothing to hand over or store.
+ */
+export function listeningServerFd(server: Server, name: string): number {
+  const fd = (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  if (!server.listening || fd === undefined || fd < 0) {
+    throw invalidArgValue(name, '[Server]', 'must be listening on a socket of its own');
+  }
+  return fd;
 }

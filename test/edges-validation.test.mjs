@@ -218,3 +218,19 @@ test("22: a level that forks again refuses what only an exec takes, as its type 
       { code: 'ERR_INVALID_ARG_VALUE', message: new RegExp(`'${key}' with 'fork'`) });
   }
 });
+
+// One rule for "a server" wherever one is taken: the same code and message
+// from listen(), storeSocket(), gracefulShutdown() and the restart options;
+// a server that does not listen has no socket to hand over or to store.
+test('a server argument: ERR_INVALID_ARG_TYPE "must be net.Server" everywhere; not listening: ERR_INVALID_ARG_VALUE', async () => {
+  const { listen, gracefulShutdown } = await import('../dist/monitor.mjs');
+  const { storeSocket } = await import('../dist/systemd.mjs');
+  const type = (name) => ({ code: 'ERR_INVALID_ARG_TYPE', message: new RegExp(`^The "${name.replace(/[[\]]/g, '\\$&')}" (argument|property) must be net\\.Server\\. Received`) });
+  assert.throws(() => listen({}, { port: 0 }), type('server'));
+  assert.throws(() => storeSocket(42), type('server'));
+  assert.throws(() => gracefulShutdown({ servers: [null] }), type('options.servers[0]'));
+  await assert.rejects(restartViaExec({ servers: [{ server: 'x', name: 'web' }] }), type('options.servers[0]'));
+  const idle = createServer();
+  const notListening = { code: 'ERR_INVALID_ARG_VALUE', message: /must be listening on a socket of its own/ };
+  assert.throws(() => storeSocket(idle), notListening);
+});
