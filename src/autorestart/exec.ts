@@ -23,7 +23,7 @@ import { EXEC_CHILDREN_ENV } from './zombies';
 import { isBridge, pendingBridgeHandoff, pendingBridgePid, startPreflight, type Bridge } from './bridge';
 import { envFilePaths, envFileValues } from './env-file';
 import { inNodeModules, startedGraph } from './graph';
-import { GUARD_ENV } from './guard-hold';
+import { GUARD_ENV, releaseHeldSignal } from './guard-hold';
 
 /** The preload that guards an image started by a restart (see guard.ts). */
 export const GUARD_PATH = join(__dirname, 'guard.js');
@@ -176,11 +176,16 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
  */
 const armedSignals = new Map<NodeJS.Signals, number>();
 
-/** restartOnSignal() arms (true) or disarms (false) one of its signals. */
+/**
+ * restartOnSignal() (or a monitor's reloadOn) arms (true) or disarms (false)
+ * one of its signals; when arming, call it after adding the listener: in an
+ * image a restart started, the guard's hold of that signal ends here.
+ */
 export function armRestartSignal(name: NodeJS.Signals, armed: boolean): void {
   const n = (armedSignals.get(name) ?? 0) + (armed ? 1 : -1);
   if (n > 0) armedSignals.set(name, n);
   else armedSignals.delete(name);
+  if (armed) releaseHeldSignal(name);
 }
 
 /** What the guard of the next image needs to know. */

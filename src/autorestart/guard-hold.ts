@@ -5,7 +5,10 @@
  * and SIGUSR2: terminate), and the program arms restartOnSignal again only
  * when its start reaches that line; a second `kill -HUP` in between would
  * end the service. Held here, a delivery folds into the restart that is
- * starting. Kept apart from the guard's other imports so the holder is in
+ * starting. A signal is held until the program arms it again (its start
+ * may go on long after the image counts as up: a top-level await, an init
+ * after listen()), or one preflightTimeout after the exec at the latest (a
+ * version that no longer restarts on it). Kept apart from the guard's other imports so the holder is in
  * place as early as a preload can be: what is left is Node's own start-up,
  * which resets every signal's mask and disposition before any JavaScript
  * runs (nothing from outside can keep a signal blocked or ignored there).
@@ -42,7 +45,21 @@ export function heldRestartSignals(): NodeJS.Signals[] {
   return [...held];
 }
 
-/** The program's own listeners (restartOnSignal again, or none) decide from now on. */
+/**
+ * The program armed `sig` again (restartOnSignal, a monitor's reloadOn):
+ * its own listener is in place, so the hold of that signal ends. Called
+ * after that listener was added: removing the holder first would leave the
+ * signal with no listener, and Node would restore its default action.
+ */
+export function releaseHeldSignal(sig: NodeJS.Signals): void {
+  const i = held.indexOf(sig);
+  if (i === -1) return;
+  held.splice(i, 1);
+  process.removeListener(sig, holder);
+  debug('guard: %s armed again by the program: no longer held', sig);
+}
+
+/** Every hold ends: the program's own listeners (or none) decide from now on. */
 export function releaseHeldSignals(): void {
   for (const sig of held.splice(0)) process.removeListener(sig, holder);
 }

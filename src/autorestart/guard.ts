@@ -94,16 +94,16 @@ const realExit = process.exit;
 const STOP = Symbol('posix-daemon guard: process.exit() before the image was up');
 
 // The restart signals the image before was armed for are held (see
-// guard-hold.ts) until this image is up; then the program's own listeners
-// decide, a turn later, so code run right after the sockets were taken
-// installs them first.
+// guard-hold.ts) until the program arms each again, and at the latest
+// until the up timeout below; not until the image is up: a program may
+// arm its restart signal long after (an ES main's top-level await counts
+// as evaluated at once on Node 22 and later).
 const held = heldRestartSignals();
 
 function markUp(why: string): void {
   if (up || failed) return;
   up = true;
   debug('guard: up (%s)', why);
-  setImmediate(releaseSignals);
   process.removeListener('uncaughtException', onUncaught);
   process.removeListener('beforeExit', onBeforeExit);
   if (process.exit === guardedExit) process.exit = realExit;
@@ -238,4 +238,9 @@ if (socketsWereHanded()) {
 // longer takes every socket, or an ES module main whose top-level await
 // never settles (`await restartOnSignal()`), must not keep the guard for
 // good, or a crash hours later would pass for a failed start.
-setTimeout(() => markUp('timeout'), info.upTimeout).unref();
+// The holds end then too: a version that no longer restarts on a signal
+// gets that signal's default action back.
+setTimeout(() => {
+  markUp('timeout');
+  releaseSignals();
+}, info.upTimeout).unref();
