@@ -40,16 +40,20 @@ async function main(): Promise<void> {
     await report(process.env[ENV_KEY], err as Error);
     process.exit(1);
   }
+  // Armed before the report: whoever started us may stop us as soon as the
+  // foreground has printed our PID.
+  const stop = new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+
   // Ready: the foreground prints our PID and exits. Without --background the
   // variable is unset and this is a no-op, as in Go.
   await report(process.env[ENV_KEY]);
   const addr = server.address();
   console.log(`listening on ${typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : addr}`);
 
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  await stop;
   server.close();
 }
 

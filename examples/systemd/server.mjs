@@ -20,11 +20,10 @@ const server = http.createServer((_req, res) => {
 const { inherited, name } = await listen(server, { name: 'web', port: 8080, host: '127.0.0.1' });
 console.log(`generation ${generation}, pid ${process.pid}: serving on "${name}" (${inherited ? 'inherited socket' : 'bound here'})`);
 
-ready(`generation ${generation}, serving`); // READY=1: start (or reload) complete
-startWatchdog();                            // WATCHDOG=1 every WatchdogSec/2, if enabled
-
 // systemctl reload (Type=notify-reload sends SIGHUP): drain, RELOADING=1,
 // exec this program again in place; the new image's ready() ends the reload.
+// Armed before READY=1, as is SIGTERM: systemd may send either as soon as
+// it knows the service is up.
 restartOnSignal('SIGHUP', { servers: [server] })
   .catch((err) => console.error(`restart failed: ${err.message}`));
 
@@ -32,3 +31,6 @@ process.once('SIGTERM', () => {
   stopping();
   server.close(() => process.exit(0));
 });
+
+ready(`generation ${generation}, serving`); // READY=1: start (or reload) complete
+startWatchdog();                            // WATCHDOG=1 every WatchdogSec/2, if enabled

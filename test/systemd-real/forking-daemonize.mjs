@@ -9,6 +9,7 @@ if (r.foreground) {
   process.exit(0);
 }
 console.log(`PD ${JSON.stringify({ event: 'daemon', pid: process.pid, ppid: process.ppid })}`);
-await report(process.env.PD_DAEMON);
+// SIGTERM armed before the report: `systemctl stop` may follow it at once.
 const keep = setInterval(() => {}, 1 << 30);
 process.once('SIGTERM', () => { clearInterval(keep); process.exit(0); });
+await report(process.env.PD_DAEMON);

@@ -14,6 +14,7 @@ if (process.env.PD_FAIL === '1') {
   await report(process.env.PD_DAEMON, err);
   process.exit(1);
 }
-await report(process.env.PD_DAEMON);
+// SIGTERM armed before the report: `systemctl stop` may follow it at once.
 const keep = setInterval(() => {}, 1 << 30);
 process.once('SIGTERM', () => { clearInterval(keep); process.exit(0); });
+await report(process.env.PD_DAEMON);

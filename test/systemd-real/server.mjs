@@ -20,14 +20,16 @@ const fd = server._handle.fd;
 say('listening', { inherited: r.inherited, name: r.name, fd, ino: fstatSync(fd).ino });
 if (process.env.PD_STORE === '1') say('stored', { sent: storeSocket(server) });
 
-ready(`generation ${generation}, serving`);
-startWatchdog();
+// Everything systemd may trigger is armed before READY=1: from then on
+// `systemctl reload`/`stop` (SIGHUP/SIGTERM) and a test's edit may come.
 const servers = [server];
 const onError = (err) => say('restart-error', { message: err.message });
 restartOnSignal('SIGHUP', { servers }).catch(onError);
 if (process.env.PD_WATCH === '1') restartOnChange({ servers, onError }).catch(onError);
-
 process.once('SIGTERM', () => {
   stopping();
   server.close(() => process.exit(0));
 });
+
+ready(`generation ${generation}, serving`);
+startWatchdog();

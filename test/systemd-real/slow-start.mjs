@@ -9,6 +9,7 @@ for (let i = 0; i < steps; i++) {
   if (process.env.PD_EXTEND !== '0') extendTimeout(stepMs * 2);
   await sleep(stepMs);  // a slow migration, say
 }
-ready('started slowly');
+// SIGTERM armed before READY=1: `systemctl stop` may follow it at once.
 const keep = setInterval(() => {}, 1 << 30);
 process.once('SIGTERM', () => { clearInterval(keep); process.exit(0); });
+ready('started slowly');
