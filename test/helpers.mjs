@@ -2,6 +2,7 @@
 // process registers it with a Reaper and kills it in an after() hook:
 // daemons outlive their parent, so nothing else would.
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { after } from 'node:test';
 import { mkdtempSync, readFileSync, readlinkSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -206,4 +207,42 @@ export function fileScope(prefix) {
     dirs.removeAll();
   });
   return { reaper, dirs, dir: prefix === undefined ? undefined : dirs.make(prefix) };
+}
+
+/** The lowest port of the kernel's ephemeral range (what listen(0) and every outgoing connection take ports from). */
+function ephemeralLow() {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+function canListen(port, host) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen({ port, host, exclusive: true }, () => s.close(() => resolve(true)));
+  });
+}
+
+let hasIPv6;
+
+/**
+ * A loopback port free now on 127.0.0.1 (and ::1 where there is one),
+ * picked at random BELOW the ephemeral range. A port listen(0) gave is in
+ * that range, and until the test binds it again any outgoing connection
+ * may take it as its local port (another test file's load client: files
+ * run in parallel): EADDRINUSE, seen in CI. Below the range only another
+ * test's random pick can collide.
+ */
+export async function freePort() {
+  hasIPv6 ??= await canListen(0, '::1');
+  const high = ephemeralLow() - 1;
+  const low = Math.max(1024, high - 15000);
+  for (let i = 0; i < 200; i++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (await canListen(port, '127.0.0.1') && (!hasIPv6 || await canListen(port, '::1'))) return port;
+  }
+  throw new Error(`no free loopback port between ${low} and ${high}`);
 }

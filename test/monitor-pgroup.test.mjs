@@ -5,9 +5,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { readdirSync } from 'node:fs';
-import { fixtures, Reaper, isAlive, procStat, waitFor } from './helpers.mjs';
+import { fixtures, freePort, Reaper, isAlive, procStat, waitFor } from './helpers.mjs';
 import { join } from 'node:path';
 
 const app = join(fixtures, 'monitor-pgroup.cjs');
@@ -53,14 +52,6 @@ function groupMembers(pgid) {
     const st = procStat(pid);
     return st !== null && st.state !== 'Z' && st.pgrp === pgid;
   });
-}
-
-async function freePort() {
-  const s = createServer();
-  await new Promise((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 test('the worker leads its own process group; on abort the whole group is stopped, grandchildren included', async () => {

@@ -12,11 +12,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Reaper, root, isAlive, procEnv, waitFor } from './helpers.mjs';
+import { freePort, Reaper, root, isAlive, procEnv, waitFor } from './helpers.mjs';
 import { childPids } from '../dist/posix.mjs';
 
 const reaper = new Reaper();
@@ -45,14 +44,6 @@ function snippets() {
   return out;
 }
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts a program; `lines` collects its output, `exited` resolves with { code, signal }. */
 function start(cmd, args, { cwd = project, env = process.env } = {}) {

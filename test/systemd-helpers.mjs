@@ -1,7 +1,6 @@
 // Helpers for the systemd tests: a notify socket with SO_PASSCRED (python3)
 // and free loopback ports.
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { join } from 'node:path';
 import { fixtures, waitFor } from './helpers.mjs';
 
@@ -30,8 +29,4 @@ export async function notifyReceiver(address, reaper) {
   };
 }
 
-export function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
+export { freePort } from './helpers.mjs';

@@ -3,22 +3,15 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { rmSync } from 'node:fs';
-import { fixtures, Reaper, waitFor } from './helpers.mjs';
+import { fixtures, freePort, Reaper, waitFor } from './helpers.mjs';
 import { listenFds, restartOnSignal } from '../dist/autorestart.mjs';
 
 const reaper = new Reaper();
 after(() => reaper.killAll());
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
 
 test('200 in-place restarts under a small load loop lose no request; PID and port stay', { timeout: 240000 }, async () => {
   const port = await freePort();
