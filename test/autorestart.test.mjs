@@ -7,6 +7,7 @@ import {
   mkdtempSync, writeFileSync, renameSync, unlinkSync, rmSync, readdirSync, readlinkSync, readFileSync,
   linkSync, copyFileSync, appendFileSync, truncateSync,
 } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -163,14 +164,40 @@ describe('notifyOnChange', () => {
     t.after(() => it.return());
     assert.ok(statWatchers() > before);
     const p = it.next();
-    await sleep(50);  // let the poller take its first stat
-    writeFileSync(file, 'v2 longer');
+    writeFileSync(file, 'v2 longer');  // at once: before the poller's own first stat, maybe
     assert.deepEqual((await p).value, { paths: [file] });
     writeFileSync(join(dir, 'n'), 'v3');
     renameSync(join(dir, 'n'), file);
     assert.deepEqual((await it.next()).value, { paths: [file] });
     await it.return();
     assert.equal(statWatchers(), before);
+  });
+
+  // fs.watchFile takes its first stat on libuv's threadpool. Here that pool
+  // (one thread) is kept busy in open() of a FIFO while the program writes
+  // the watched file: the first stat sees the new content as its starting
+  // point, and fs.watchFile alone never reports the change.
+  test('polling mode: a change made before fs.watchFile took its first stat is still reported', { timeout: 60000 }, async () => {
+    const dir = tmpDir();
+    const file = join(dir, 'config.json');
+    const fifo = join(dir, 'gate');
+    writeFileSync(file, '{}');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
+    writeFileSync(join(dir, 'prog.mjs'), `
+import { open, openSync, closeSync, writeFileSync } from 'node:fs';
+import { notifyOnChange } from ${JSON.stringify(autorestartUrl)};
+const [file, fifo] = process.argv.slice(2);
+open(fifo, 'r', (err, fd) => { if (!err) closeSync(fd); });  // the pool's one thread waits here
+const changes = notifyOnChange({ paths: [file], polling: true, interval: 100, persistent: true });
+writeFileSync(file, '{ "changed": true }');
+closeSync(openSync(fifo, 'w'));  // the pool goes on: fs.watchFile's first stat sees the new content
+for await (const { paths } of changes) {
+  console.log('change ' + paths.includes(file));
+  break;
+}
+`);
+    const app = new App([join(dir, 'prog.mjs'), file, fifo], { reaper, cwd: dir, env: { ...process.env, UV_THREADPOOL_SIZE: '1' } });
+    await app.nextLine(/^change true$/, 'the change');
   });
 });
 

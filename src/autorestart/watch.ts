@@ -563,13 +563,27 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
       }
     }
   };
-  // Polling mode: fs.watchFile on each path once.
+  // Polling mode: fs.watchFile on each path once. fs.watchFile takes its
+  // first stat later, on libuv's threadpool: a change made before that
+  // stat would be its starting point and never reported. So one look, a
+  // poll interval on, against a fingerprint taken now.
   const polled = new Set<string>();
+  const pollFile = (path: string, listener: () => void): void => {
+    const before = fingerprintSync(path);
+    watchFile(path, { persistent: plan.persistent, interval: plan.interval }, listener);
+    const catchUp = setTimeout(() => {
+      if (!closed && fingerprintSync(path) !== before) listener();
+    }, plan.interval);
+    if (!plan.persistent) catchUp.unref();
+    feed.onClose(() => {
+      clearTimeout(catchUp);
+      unwatchFile(path, listener);
+    });
+  };
   const watchPolled = (path: string, listener: () => void): void => {
     if (polled.has(path)) return;
     polled.add(path);
-    watchFile(path, { persistent: plan.persistent, interval: plan.interval }, listener);
-    feed.onClose(() => unwatchFile(path, listener));
+    pollFile(path, listener);
   };
 
   const add = (target: string): void => {
@@ -583,9 +597,7 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
     if (plan.polling) {
       // fs.watchFile stats the path, so a file replaced by rename or deleted
       // and recreated is followed naturally.
-      const listener = (): void => mark(target, false);
-      watchFile(target, { persistent: plan.persistent, interval: plan.interval }, listener);
-      feed.onClose(() => unwatchFile(target, listener));
+      pollFile(target, () => mark(target, false));
       return;
     }
     const dir = dirname(target);
