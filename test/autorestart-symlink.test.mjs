@@ -29,12 +29,12 @@ const server = http.createServer((req, res) => res.end('ok\\n'));
 const result = await listen(server, { port: ${port}, host: '127.0.0.1', name: 'web' });
 // Armed before LISTEN: the test signals as soon as it reads it.
 restartOnSignal('SIGUSR2', { servers: [server], onError: (err) => console.log('REFUSED ' + err.message) });
+process.on('SIGTERM', () => process.exit(0));
 console.log('LISTEN ' + JSON.stringify({
   pid: process.pid, bridge: isBridge(), result,
   resolved: import.meta.resolve('posix-daemon/autorestart'),
   copies: Object.keys(require.cache).filter((k) => k.endsWith('/dist/sockets.js')),
 }));
-process.on('SIGTERM', () => process.exit(0));
 `);
   const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
   const { child } = app;

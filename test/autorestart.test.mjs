@@ -10,7 +10,6 @@ import {
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   notifyOnChange, restartOnChange, restartViaExec, cleanUpChildZombies, notifyOnSighup, notifyOnSigterm,
 } from '../dist/autorestart.mjs';
