@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  Reaper, fixtures, root, isAlive, zombieChildren, procStat, procEnv, procFds, procCwd, procStatus, runNode, waitFor,
+  Reaper, fixtures, root, isAlive, zombieChildren, procStat, procEnv, procFds, procCwd, procStatus, runNode, straceCalls, waitFor,
 } from './helpers.mjs';
 import { daemonize } from '../dist/index.mjs';
 import { childPids, getsid } from '../dist/posix.mjs';
@@ -427,25 +427,7 @@ test('strace: fork/clone → setsid → fork/clone → execve', async (t) => {
   const pid = daemonPid(r.stdout);
   track(pid);
 
-  // Join "<unfinished ...>" / "<... resumed>" halves, then keep process-level calls.
-  const lines = [];
-  const pending = new Map();
-  for (const raw of readFileSync(log, 'utf8').split('\n')) {
-    const m = /^(\d+)\s+(.*)$/.exec(raw);
-    if (!m) continue;
-    const [, p, text] = m;
-    if (text.endsWith('<unfinished ...>')) {
-      pending.set(p, text.replace(/\s*<unfinished \.\.\.>$/, ''));
-      continue;
-    }
-    const resumed = /^<\.\.\. \w+ resumed>(.*)$/.exec(text);
-    if (resumed) {
-      lines.push({ pid: Number(p), text: (pending.get(p) ?? '') + resumed[1] });
-      pending.delete(p);
-      continue;
-    }
-    lines.push({ pid: Number(p), text });
-  }
+  const lines = straceCalls(log);
   const isProcessClone = (l) => /^(clone3?|fork|vfork)\(/.test(l.text) && !l.text.includes('CLONE_THREAD') &&
     /= (\d+)$/.test(l.text);
   const childOf = (l) => Number(/= (\d+)$/.exec(l.text)[1]);

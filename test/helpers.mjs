@@ -246,3 +246,32 @@ export async function freePort() {
   }
   throw new Error(`no free loopback port between ${low} and ${high}`);
 }
+
+/**
+ * The calls of an `strace -f -o log` file as { pid, text }, each call's
+ * "<unfinished ...>" and "<... resumed>" halves joined and placed where the
+ * call STARTED: a clone's result may be logged after its child's first
+ * calls (its execve, say), but the clone came first.
+ */
+export function straceCalls(log) {
+  const calls = [];
+  const pending = new Map();
+  for (const raw of readFileSync(log, 'utf8').split('\n')) {
+    const m = /^(\d+)\s+(.*)$/.exec(raw);
+    if (!m) continue;
+    const [, p, text] = m;
+    if (text.endsWith('<unfinished ...>')) {
+      pending.set(p, calls.push({ pid: Number(p), text: text.replace(/\s*<unfinished \.\.\.>$/, '') }) - 1);
+      continue;
+    }
+    const resumed = /^<\.\.\. \w+ resumed>(.*)$/.exec(text);
+    if (resumed) {
+      if (pending.has(p)) calls[pending.get(p)].text += resumed[1];
+      else calls.push({ pid: Number(p), text: resumed[1] });
+      pending.delete(p);
+      continue;
+    }
+    calls.push({ pid: Number(p), text });
+  }
+  return calls;
+}

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as posix from '../dist/posix.mjs';
-import { fileScope, fixtures, runNode, isAlive, procStat, waitFor } from './helpers.mjs';
+import { fileScope, fixtures, runNode, isAlive, procStat, straceCalls, waitFor } from './helpers.mjs';
 
 const { addon } = createRequire(import.meta.url)('../dist/native.js');
 const sh = '/bin/sh';
@@ -135,21 +135,7 @@ test('strace: every wait4 names a child its caller forked itself; Node waits onl
     assert.deepEqual(run.zombies, [], `subreaper ${run.subreaper}: nothing left unreaped`);
   }
 
-  // Join "<unfinished ...>" / "<... resumed>" halves.
-  const calls = [];
-  const pending = new Map();
-  for (const raw of readFileSync(log, 'utf8').split('\n')) {
-    const m = /^(\d+)\s+(.*)$/.exec(raw);
-    if (!m) continue;
-    const [, pid, text] = m;
-    if (text.endsWith('<unfinished ...>')) {
-      pending.set(pid, text.replace(/\s*<unfinished \.\.\.>$/, ''));
-      continue;
-    }
-    const resumed = /^<\.\.\. \w+ resumed>(.*)$/.exec(text);
-    calls.push({ pid: Number(pid), text: resumed ? (pending.get(pid) ?? '') + resumed[1] : text });
-    if (resumed) pending.delete(pid);
-  }
+  const calls = straceCalls(log);
   const forkedBy = new Map();  // pid -> set of process children it cloned
   for (const c of calls) {
     const m = /^(clone3?|fork|vfork)\(.*= (\d+)$/.exec(c.text);
