@@ -9,6 +9,16 @@ function withCode<E extends Error>(err: E, code: string): NodeError<E> {
   return err as NodeError<E>;
 }
 
+/**
+ * An Error with `code` (and any other own properties), for this library's
+ * own failures: ERR_RESTART_REFUSED, ERR_MONITOR_RESTART_LIMIT, ETIMEDOUT...
+ */
+export function codedError<P extends object = object>(message: string, code: string, props?: P,
+  options?: { cause?: unknown }): NodeError<Error> & P {
+  const err = withCode(options === undefined ? new Error(message) : new Error(message, options), code);
+  return Object.assign(err, props) as NodeError<Error> & P;
+}
+
 const classRegExp = /^([A-Z][a-z0-9]*)+$/;
 const kTypes = ['string', 'function', 'number', 'object', 'Function', 'Object', 'boolean', 'bigint', 'symbol'];
 

@@ -13,7 +13,7 @@
 import { debuglog } from 'node:util';
 import { waitAsync, type Wait4Result } from './posix';
 import { inheritedPipeFd, pendingPipeReceiver, type Receiver } from './initstatus';
-import { abortError } from './errors';
+import { abortError, codedError } from './errors';
 import { openProcess, type ProcessHandle } from './process-handle';
 
 const debug = debuglog('posix-daemon');
@@ -100,10 +100,8 @@ export function isExitedError(err: unknown): boolean {
 }
 
 function timeoutError(what: string, pid: number, ms: number): Error {
-  const err = new Error(`${what} (pid ${pid}) did not report readiness within ${ms} ms`) as Error & { code: string; pid: number };
+  const err = codedError(`${what} (pid ${pid}) did not report readiness within ${ms} ms`, 'ETIMEDOUT', { pid });
   err.name = 'TimeoutError';
-  err.code = 'ETIMEDOUT';
-  err.pid = pid;
   return err;
 }
 

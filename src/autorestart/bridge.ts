@@ -22,6 +22,7 @@
  * no sd_notify (NOTIFY_SOCKET is not passed on), no PID-file lock, no
  * watching, no restart triggers.
  */
+import { codedError } from '../errors';
 import { closeQuietly, isPipeFd } from '../fdfile';
 import { Socket } from 'node:net';
 import { debuglog } from 'node:util';
@@ -176,14 +177,8 @@ export interface PreflightError extends Error {
 function refused(pid: number, why: string, cause: unknown, exitCode: number | null, signalCode: NodeJS.Signals | null,
   stderr: string): PreflightError {
   const tail = stderr.trim() === '' ? '' : `\n--- its stderr (end) ---\n${stderr.trimEnd()}`;
-  const err = new Error(`restart refused: the new version (preflight pid ${pid}) ${why}; the running version goes on${tail}`,
-    { cause }) as PreflightError;
-  err.code = 'ERR_RESTART_REFUSED';
-  err.pid = pid;
-  err.exitCode = exitCode;
-  err.signalCode = signalCode;
-  err.stderr = stderr;
-  return err;
+  return codedError(`restart refused: the new version (preflight pid ${pid}) ${why}; the running version goes on${tail}`,
+    'ERR_RESTART_REFUSED', { pid, exitCode, signalCode, stderr }, { cause }) as PreflightError;
 }
 
 /** A bridge that came up: what the exec passes on, or how to give it up. */

@@ -4,7 +4,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { debuglog } from 'node:util';
-import { abortError } from '../errors';
+import { abortError, codedError } from '../errors';
 import {
   validateArray, validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction,
   validateObject, validateOptionKeys,
@@ -44,8 +44,7 @@ async function runBeforeRestart(hook: (signal: AbortSignal) => unknown, timeout:
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      const err = new Error(`beforeRestart() did not finish within ${timeout} ms`) as Error & { code: string };
-      err.code = 'ETIMEDOUT';
+      const err = codedError(`beforeRestart() did not finish within ${timeout} ms`, 'ETIMEDOUT');
       ac.abort(err);
       reject(err);
     }, timeout);

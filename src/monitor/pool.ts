@@ -10,7 +10,7 @@ import { debuglog } from 'node:util';
 import { ready as sdReady, reloading as sdReloading, status as sdStatus, startWatchdog, notifyError } from '../systemd';
 import { isExitedError } from '../launch';
 import { restartOnChange } from '../autorestart/on-change';
-import { abortError } from '../errors';
+import { abortError, codedError } from '../errors';
 import { backoffDelay } from '../monitor';
 import { closeSockets, openSockets, workerHandoff, type HeldSocket } from './sockets';
 import { adoptWorker, endRemains, rssOf, startWorker, stopWorker, type Worker, type WorkerContext } from './worker';
@@ -55,11 +55,8 @@ interface Slot {
 }
 
 function restartLimitError(slot: number, n: number, window: number, max: number): Error {
-  const err = new Error(`worker slot ${slot} was restarted ${n} times within ${window} ms (maxRestarts ${max}): giving up`) as
-    Error & { code: string; slot: number };
-  err.code = 'ERR_MONITOR_RESTART_LIMIT';
-  err.slot = slot;
-  return err;
+  return codedError(`worker slot ${slot} was restarted ${n} times within ${window} ms (maxRestarts ${max}): giving up`,
+    'ERR_MONITOR_RESTART_LIMIT', { slot });
 }
 
 export class Pool {

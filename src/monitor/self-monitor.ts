@@ -5,7 +5,7 @@
  */
 import { armRestartSignal } from '../autorestart/exec';
 import { debuglog } from 'node:util';
-import { abortError, invalidArgValue, outOfRange } from '../errors';
+import { abortError, codedError, invalidArgValue, outOfRange } from '../errors';
 import { addShutdownParticipant } from '../graceful';
 import {
   signalName, toCatchableSignal, toSignalNumber, validateAbortSignal, validateArray, validateChildProcessAllowed,
@@ -119,10 +119,7 @@ async function start(envKey: string, options: SelfMonitorOptions,
   signal?.addEventListener('abort', onCallerAbort, { once: true });
   if (signal?.aborted) onCallerAbort();
   const signals = stopOnSignals((sig) => {
-    const reason = new Error(`selfMonitor received ${sig}`) as Error & { code: string; signal: NodeJS.Signals };
-    reason.code = 'ERR_MONITOR_SIGNALED';
-    reason.signal = sig;
-    stop.abort(reason);
+    stop.abort(codedError(`selfMonitor received ${sig}`, 'ERR_MONITOR_SIGNALED', { signal: sig }));
   });
   const emit = (event: MonitorEvent): void => {
     debug('monitor: %j', event);

@@ -6,6 +6,7 @@
  * that ends is started again at once (as in Go), within the restart budget.
  */
 import { setTimeout as delay } from 'node:timers/promises';
+import { codedError } from '../errors';
 import { isExitedError } from '../launch';
 import { backoffDelay } from '../monitor';
 import { endRemains, startWorker, stopWorker, type Worker, type WorkerContext } from './worker';
@@ -80,9 +81,8 @@ export async function runSingle(cfg: SingleConfig, signal: AbortSignal): Promise
     restarts = restarts.filter((t) => t > now - cfg.restartWindow);
     restarts.push(now);
     if (restarts.length <= cfg.maxRestarts) return;
-    const err = new Error(`the worker was restarted ${restarts.length} times within ${cfg.restartWindow} ms ` +
-      `(maxRestarts ${cfg.maxRestarts}): giving up`) as Error & { code: string };
-    err.code = 'ERR_MONITOR_RESTART_LIMIT';
+    const err = codedError(`the worker was restarted ${restarts.length} times within ${cfg.restartWindow} ms ` +
+      `(maxRestarts ${cfg.maxRestarts}): giving up`, 'ERR_MONITOR_RESTART_LIMIT');
     emit({ type: 'gave-up', error: err });
     throw err;
   }
