@@ -19,8 +19,10 @@ if (files.length === 0) {
 }
 // Test files run two at a time where node:test can (Node >= 20.10): most of
 // a test's time is spent waiting on real processes, not on the CPU. Every
-// test uses its own temp dirs, port 0 and its own process names, so files
-// do not interfere. POSIX_DAEMON_TEST_CONCURRENCY overrides (1: serial).
+// test uses its own temp dirs, its own ports (freePort() in helpers.mjs)
+// and its own process names, so files do not interfere.
+// POSIX_DAEMON_TEST_CONCURRENCY overrides (1: serial; 4 makes a loaded
+// machine, which is how the races of the last CI runs were found).
 const [major, minor] = process.versions.node.split('.').map(Number);
 const concurrency = process.env.POSIX_DAEMON_TEST_CONCURRENCY ?? '2';
 const flags = major > 20 || (major === 20 && minor >= 10) ? [`--test-concurrency=${concurrency}`] : [];
