@@ -15,19 +15,21 @@
  */
 import type { Server } from 'node:net';
 import { debuglog } from 'node:util';
-import { drain, listenedServers, trackResponses } from './sockets';
+import { closeAll, closeIdle, drain, enterPhase, knownServers, trackResponses } from './lifecycle';
 import { stopping } from './systemd';
 import {
   signalName, toSignalNumber, validateArray, validateBoolean, validateDuration, validateFunction, validateObject,
-  validateServer,
+  validateOptionKeys, validateServer,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
 
 export interface GracefulShutdownOptions {
   /**
-   * Servers to drain. Default: every server listening through `listen()`
-   * at the time of the signal (a worker's sockets from its monitor).
+   * Servers to drain. Default: every server that serves in this process at
+   * the time of the signal, however it listens (`listen()`, a plain
+   * `server.listen()`, Express, Fastify, `listen({ fd })`), and every
+   * server a restart is draining at that moment.
    */
   servers?: Server[];
   /** Signals that start the shutdown. Default ['SIGTERM', 'SIGINT']. */
@@ -64,20 +66,19 @@ export function addShutdownParticipant(p: Participant): () => void {
   return () => participants.delete(p);
 }
 
-interface HttpLike { closeIdleConnections?: () => void; closeAllConnections?: () => void }
-
-/** Stops accepting on `servers` and lets them drain (the sockets.ts drain); idle connections close after `idleGrace`. */
+/**
+ * Stops accepting on `servers` and lets them drain (lifecycle.ts's drain:
+ * a drain already under way, a restart's, is joined); idle connections
+ * close after `idleGrace`.
+ */
 export async function drainServers(servers: Server[], timeout: number, idleGrace: number): Promise<void> {
-  const open = servers.filter((s) => s.listening);
   // drain() answers requests on keep-alive connections with "Connection:
   // close" and leaves idle ones alone for a moment: closing a connection the
   // client is just sending a request on costs that request. After the grace,
   // connections still idle are closed.
-  const idle = setTimeout(() => {
-    for (const s of open) (s as unknown as HttpLike).closeIdleConnections?.();
-  }, Math.min(idleGrace, timeout));
+  const idle = setTimeout(() => closeIdle(servers), Math.min(idleGrace, timeout));
   try {
-    await Promise.all(open.map((s) => drain(s, timeout)));
+    await Promise.all(servers.map((s) => drain(s, timeout)));
   } finally {
     clearTimeout(idle);
   }
@@ -105,8 +106,15 @@ export function implicitShutdown(signals: NodeJS.Signals[], timeout: number): vo
   implicit = { handle: gracefulShutdown({ signals, timeout, [kWorker]: true } as GracefulShutdownOptions), signals };
 }
 
+/** The keys of GracefulShutdownOptions, for validateOptionKeys. */
+const GRACEFUL_KEY_SET: Record<keyof GracefulShutdownOptions, true> = {
+  servers: true, signals: true, delay: true, timeout: true, onShutdown: true, exit: true,
+};
+const GRACEFUL_KEYS = Object.keys(GRACEFUL_KEY_SET);
+
 export function gracefulShutdown(options: GracefulShutdownOptions = {}): GracefulShutdownHandle {
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', GRACEFUL_KEYS);
   const { servers, signals = ['SIGTERM', 'SIGINT'], delay = 0, timeout = 10_000, onShutdown, exit = true } = options;
   if (servers !== undefined) {
     validateArray(servers, 'options.servers');
@@ -144,6 +152,8 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
     debug('gracefulShutdown: %s', reason instanceof Error ? reason.message : reason);
     // A worker stopping is not the service stopping.
     if (!(options as { [kWorker]?: boolean })[kWorker]) stopping();
+    // No restart starts from here on, and one under way gives up before its exec.
+    enterPhase('stopping', reason instanceof Error ? reason.message : String(reason));
     ac.abort(reason);
     const deadline = new AbortController();
     let forced = false;
@@ -151,7 +161,7 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
       forced = true;
       debug('gracefulShutdown: not done within %d ms: closing every connection', timeout);
       deadline.abort(new Error(`graceful shutdown timed out after ${timeout} ms`));
-      for (const s of servers ?? listenedServers()) (s as unknown as HttpLike).closeAllConnections?.();
+      closeAll(servers ?? knownServers());
       if (exit) process.exit(1);
     }, timeout);
     try {
@@ -159,7 +169,7 @@ export function gracefulShutdown(options: GracefulShutdownOptions = {}): Gracefu
       const left = Math.max(0, timeout - (Date.now() - started));
       await Promise.all([
         // The drain's own deadline comes after ours: a cut connection is a forced end (exit 1).
-        drainServers(servers ?? listenedServers(), left + 1000, 1000),
+        drainServers(servers ?? knownServers(), left + 1000, 1000),
         ...[...participants].map((p) => p(deadline.signal, exit).catch((err: Error) => debug('gracefulShutdown: %s', err.message))),
       ]);
       if (onShutdown) await onShutdown();

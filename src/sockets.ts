@@ -19,14 +19,17 @@
  * a `child_process` does not inherit them, and the variables are removed
  * from `process.env`.
  */
-import { Server as NetServer, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import type { Server, ListenOptions } from 'node:net';
 import { debuglog } from 'node:util';
 import { addon } from './native';
+import {
+  addServer, drain, setListenRewrite, upWhenListening, whenServerListens,
+} from './lifecycle';
 import { dup } from './posix';
 import { invalidArgType, invalidArgValue } from './errors';
 import {
-  isValidFdName, listeningServerFd, validateDuration, validateFdName, validateObject, validateServer,
+  isValidFdName, listeningServerFd, validateDuration, validateFdName, validateObject, validateOptionKeys, validateServer,
 } from './validators';
 
 const debug = debuglog('posix-daemon');
@@ -180,13 +183,12 @@ function readInherited(): InheritedSocket[] {
 let inherited: InheritedSocket[] = readInherited();
 
 // ---------------------------------------------------------------------------
-// Plain `server.listen(port)` (Express's `app.listen(port)`) in an image a
-// restart started: the address is already bound, by the very socket handed
-// over, so binding anew fails with EADDRINUSE. While handed-over sockets are
-// waiting, a listen() on the address of one of them takes it instead. Only
-// in a process that was handed sockets: nothing is patched otherwise.
-
-const originalListen = NetServer.prototype.listen as (this: Server, ...args: unknown[]) => Server;
+// Plain `server.listen(port)` (Express's `app.listen(port)`, Fastify's
+// `app.listen()`) in an image a restart started: the address is already
+// bound, by the very socket handed over, so binding anew fails with
+// EADDRINUSE. While handed-over sockets are waiting, a listen() on the
+// address of one of them takes it instead (lifecycle.ts owns the one
+// wrapper of net.Server.prototype.listen and asks here).
 
 /** What a plain listen(...) call asks for, as Node reads its arguments; undefined for fds and handles. */
 function plainListenRequest(args: unknown[]): { options: ListenOptions; callback?: unknown } | undefined {
@@ -210,25 +212,38 @@ function plainListenRequest(args: unknown[]): { options: ListenOptions; callback
   return undefined;
 }
 
-function listenTakingHanded(this: Server, ...args: unknown[]): Server {
+function listenTakingHanded(server: Server, args: unknown[]): unknown[] | undefined {
   const req = handed.size === 0 ? undefined : plainListenRequest(args);
   const hit = req === undefined ? undefined
     : inherited.find((s) => handed.has(s.fd) && addressMatches(req.options, s));
-  if (req === undefined || hit === undefined) return originalListen.apply(this, args);
-  taken(hit, this);
-  if (hit.name !== 'unknown') serverNames.set(this, hit.name);
+  if (req === undefined || hit === undefined) return undefined;
+  taken(hit);
+  if (hit.name !== 'unknown') serverNames.set(server, hit.name);
   debug('listen: a plain listen(%j) takes the handed-over fd %d (%s)', req.options, hit.fd, hit.name);
   const { backlog, signal } = req.options as ListenOptions & { signal?: AbortSignal };
-  return originalListen.call(this, { fd: hit.fd, backlog, signal }, ...(req.callback ? [req.callback] : []));
+  return [{ fd: hit.fd, backlog, signal }, ...(req.callback ? [req.callback] : [])];
 }
 
-if (handed.size > 0) NetServer.prototype.listen = listenTakingHanded as typeof NetServer.prototype.listen;
+if (handed.size > 0) {
+  setListenRewrite(listenTakingHanded);
+  // An image a restart started is up once it took its sockets, not at its first listen.
+  upWhenListening(false);
+}
+
+// However a server came to listen on an inherited socket (`listen({ fd })`
+// with an fd from listenFds(), `listen(handle)`), it took it: a restart's
+// preflight counts it, and the socket is no longer listed as free.
+whenServerListens((server) => {
+  const fd = (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  const hit = fd === undefined ? undefined : inherited.find((s) => s.fd === fd);
+  if (hit === undefined) return;
+  debug('listen: a server listens on the inherited fd %d (%s)', hit.fd, hit.name);
+  if (hit.name !== 'unknown' && !serverNames.has(server)) serverNames.set(server, hit.name);
+  taken(hit);
+});
 
 /** The name each server's socket travels under across a restart (sticky). */
 const serverNames = new WeakMap<Server, string>();
-
-/** Servers that took an inherited socket, in this image: what a bridge drains when it ends. */
-const takers = new Set<Server>();
 
 /** Whether sockets were handed to this image by a restart (or to this bridge by its parent). */
 export function socketsWereHanded(): boolean {
@@ -246,45 +261,12 @@ export function handedSocketsTaken(): Promise<void> {
   return new Promise((resolve) => handedWaiters.push(resolve));
 }
 
-function taken(s: InheritedSocket, server?: Server): void {
+function taken(s: InheritedSocket): void {
   inherited = inherited.filter((x) => x !== s);
-  if (server !== undefined) takers.add(server);
   if (handed.delete(s.fd)) {
     handedTaken++;
     if (handed.size === 0) for (const w of handedWaiters.splice(0)) w();
   }
-}
-
-/** The servers of this image that took an inherited socket. */
-export function inheritedServers(): Server[] {
-  return [...takers];
-}
-
-/** Responses not finished yet, per HTTP server that is tracked (listen(), gracefulShutdown). */
-const inFlight = new WeakMap<Server, Set<DrainableResponse>>();
-
-/**
- * Keeps the set of `server`'s unfinished responses (HTTP servers; a no-op
- * for others), so that a drain can tell the requests already in flight to
- * close their connection too, not only the ones that come after it.
- */
-export function trackResponses(server: Server): void {
-  if (inFlight.has(server)) return;
-  const set = new Set<DrainableResponse>();
-  inFlight.set(server, set);
-  server.prependListener('request' as 'connection', ((_req: unknown, res: DrainableResponse) => {
-    set.add(res);
-    res.once('finish', () => set.delete(res));
-    res.once('close', () => set.delete(res));
-  }) as never);
-}
-
-/** Servers listening through listen(), until they close: what gracefulShutdown drains by default. */
-const listened = new Set<Server>();
-
-/** The servers listen() started that are still open. */
-export function listenedServers(): Server[] {
-  return [...listened];
 }
 
 /**
@@ -375,6 +357,11 @@ function findInherited(options: ListenOptions & { name?: string }): InheritedSoc
   return inherited.find((s) => addressMatches(options, s));
 }
 
+/** net.Server's listen options (Node 18 to 26), and our `name`. */
+const LISTEN_OPTION_KEYS = [
+  'port', 'host', 'path', 'backlog', 'exclusive', 'readableAll', 'writableAll', 'ipv6Only', 'signal', 'reusePort', 'name',
+];
+
 export interface ListenResult {
   /** Whether an inherited socket was taken over (else a new one was bound). */
   inherited: boolean;
@@ -396,6 +383,7 @@ export interface ListenResult {
 export function listen(server: Server, options: ListenOptions & { name?: string }): Promise<ListenResult> {
   validateServer(server, 'server', 'listen');
   validateObject(options as unknown, 'options');
+  validateOptionKeys(options, 'options', LISTEN_OPTION_KEYS);
   if (options.name !== undefined) validateFdName(options.name, 'options.name');
   const hit = findInherited(options);
   return new Promise((resolve, reject) => {
@@ -406,18 +394,16 @@ export function listen(server: Server, options: ListenOptions & { name?: string 
       // A name systemd gave (FileDescriptorName=) wins; else the caller's.
       const name = hit !== undefined && hit.name !== 'unknown' ? hit.name : options.name ?? hit?.name;
       if (name !== undefined) serverNames.set(server, name);
-      listened.add(server);
-      trackResponses(server);
-      server.once('close', () => listened.delete(server));
+      addServer(server);
       resolve({ inherited: hit !== undefined, ...(hit ? { fd: hit.fd } : {}), name: socketName(server) });
     };
     if (hit !== undefined) {
-      taken(hit, server);
+      taken(hit);
       debug('listen: %j takes inherited fd %d (%s)', options.name ?? options.port ?? options.path, hit.fd, hit.name);
-      originalListen.call(server, { fd: hit.fd, backlog: options.backlog }, done);
+      server.listen({ fd: hit.fd, backlog: options.backlog }, done);
     } else {
       const { name: _drop, ...rest } = options;
-      originalListen.call(server, rest, done);
+      server.listen(rest, done);
     }
   });
 }
@@ -509,52 +495,5 @@ function serverEntries(servers: Array<Server | ServerHandoffEntry>): Array<{ ser
     const fd = listeningServerFd(e.server, `options.servers[${i}]`);
     if (e.name !== undefined) validateFdName(e.name, `options.servers[${i}].name`);
     return { server: e.server, name: e.name ?? socketName(e.server), fd };
-  });
-}
-
-interface HttpLike {
-  closeIdleConnections?: () => void;
-  closeAllConnections?: () => void;
-}
-
-interface DrainableResponse {
-  shouldKeepAlive: boolean;
-  headersSent: boolean;
-  once(event: 'finish' | 'close', cb: () => void): unknown;
-}
-
-/**
- * Stops `server` accepting and resolves once its connections ended: in-flight
- * requests finish (answered with "Connection: close"), idle keep-alive
- * connections close; after `timeout` ms the rest are closed.
- */
-export function drain(server: Server, timeout: number): Promise<void> {
-  return new Promise((resolve) => {
-    const http = server as unknown as HttpLike;
-    let timer: NodeJS.Timeout | undefined;
-    // Closing an idle keep-alive connection races the client's next request
-    // on it (the client sees ECONNRESET), so connections are not closed from
-    // this side: every response during the drain says "Connection: close"
-    // and the server ends the connection after it, which the client expects.
-    const onRequest = (_req: unknown, res: DrainableResponse): void => {
-      if (!res.headersSent) res.shouldKeepAlive = false;
-    };
-    server.prependListener('request' as 'connection', onRequest as never);
-    for (const res of inFlight.get(server) ?? []) onRequest(undefined, res);
-    // net.Server's close, not http.Server's: Node >= 19's http close() also
-    // closes idle connections at once, with exactly that race.
-    // 'close' comes once every connection has ended.
-    NetServer.prototype.close.call(server, () => {
-      if (timer) clearTimeout(timer);
-      server.removeListener('request' as 'connection', onRequest as never);
-      resolve();
-    });
-    timer = setTimeout(() => {
-      debug('handoff: drain timed out after %d ms; closing remaining connections', timeout);
-      server.removeListener('request' as 'connection', onRequest as never);
-      http.closeIdleConnections?.();
-      http.closeAllConnections?.();
-      resolve();
-    }, timeout);
   });
 }

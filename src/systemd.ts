@@ -13,6 +13,7 @@
  * stays full for 2 ms (in all, EINTR included) costs the datagram, never
  * more loop time: it is dropped, false returned.
  */
+import { markUp } from './lifecycle';
 import type { Server } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { debuglog } from 'node:util';
@@ -100,6 +101,7 @@ export function ready(status?: string): boolean {
   if (status !== undefined) validateText(status, 'status');
   // An image a restart started is up (see restart-role.ts).
   if (!readyReached()) return false;
+  markUp('ready()');
   return send(format({ READY: 1, STATUS: status }));
 }
 

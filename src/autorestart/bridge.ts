@@ -35,7 +35,8 @@ type Initstatus = typeof import('../initstatus');
 type Launch = typeof import('../launch');
 const initstatus = (): Initstatus => require('../initstatus') as Initstatus;
 const launchApi = (): Launch => require('../launch') as Launch;
-import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers, socketsWereHanded, type PassedSocket } from '../sockets';
+import { handedSocketsTaken, handoffValue, HANDOFF_ENV, socketsWereHanded, type PassedSocket } from '../sockets';
+import { drain, knownServers, markUp } from '../lifecycle';
 import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
 import { setInBridge, setReadyHook } from '../restart-role';
@@ -90,6 +91,7 @@ export function imageUp(why: string): void {
   if (up) return;
   up = true;
   debug('autorestart: this image is up (%s)', why);
+  markUp(why);
   for (const fn of upWaiters.splice(0)) fn();
 }
 
@@ -154,8 +156,8 @@ if (bridgeRole !== undefined) {
   control.on('error', () => {});
   // EOF: the new image is up (or everyone else is gone). Drain and leave.
   control.once('close', () => {
-    debug('bridge: control pipe closed: draining %d server(s) and exiting', inheritedServers().length);
-    void Promise.all(inheritedServers().map((s) => drain(s, role.drainTimeout))).then(() => process.exit(0));
+    debug('bridge: control pipe closed: draining %d server(s) and exiting', knownServers().length);
+    void Promise.all(knownServers().map((s) => drain(s, role.drainTimeout))).then(() => process.exit(0));
   });
   control.unref();
 }
