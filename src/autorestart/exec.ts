@@ -14,7 +14,8 @@ import { notify, ready, reloading } from '../systemd';
 import { heldPidFileFds } from '../pidfile';
 import { childPids, execve } from '../posix';
 import { isSea, mainScript, programArgv } from '../relaunch';
-import { abortError, workerUnsupported } from '../errors';
+import { abortError, codedError, workerUnsupported } from '../errors';
+import { enterPhase, isStopping, phase } from '../lifecycle';
 import {
   validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction, validateObject,
   validateOptionKeys,
@@ -99,6 +100,12 @@ export { isSea, mainScript };
 
 /** The pre-exec check or the preflight failed: give up this restart, do not retry it. */
 class Refused extends Error {}
+/** gracefulShutdown began: this restart gives up (the servers are its to drain, not to resume). */
+class Stopped extends Error {}
+
+function stoppingError(): Error {
+  return codedError('restart not started: the process is shutting down', 'ERR_SHUTTING_DOWN');
+}
 
 function isSystemError(err: unknown): err is NodeJS.ErrnoException {
   return err instanceof Error && typeof (err as NodeJS.ErrnoException).errno === 'number' &&
@@ -227,13 +234,18 @@ export const RESTART_VIA_EXEC_KEYS = Object.keys(RESTART_VIA_EXEC_KEY_SET) as (k
  * of a restart with `servers` did not come up. A call
  * while another restart is in progress joins that one (same promise).
  */
-export async function restartViaExec(options: RestartViaExecOptions = {}): Promise<never> {
-  try {
-    return await restartWith(options, {});
-  } catch (err) {
-    if (isRefusal(err) && typeof options?.onError === 'function') report(options.onError, err as Error);
+export function restartViaExec(options: RestartViaExecOptions = {}): Promise<never> {
+  const run = restartWith(options, {}).catch((err: Error) => {
+    // Reported here, once: a trigger that drops the promise still leaves a trace.
+    if (err?.name !== 'AbortError') report(typeof options?.onError === 'function' ? options.onError : undefined, err);
     throw err;
-  }
+  });
+  // A restart that does not happen leaves the running version serving: the
+  // caller awaiting this promise gets the error, and one that dropped it
+  // (`process.on('SIGUSR2', () => restartViaExec(...))`) must not end the
+  // service through an unhandled rejection.
+  run.catch(() => {});
+  return run;
 }
 
 /** restartViaExec with restartOnChange's hooks. */
@@ -250,6 +262,7 @@ export async function restartWith(options: RestartViaExecOptions, hooks: ExecHoo
   if (!isMainThread) throw workerUnsupported('restartViaExec');
   if (isBridge()) return never('restartViaExec', options.signal);
   validateChildProcessAllowed(process.execPath);
+  if (isStopping()) throw stoppingError();
   if (inFlight) {
     debug('autorestart: a restart is already in progress: joining it');
     return inFlight;
@@ -270,9 +283,16 @@ hooks: ExecHooks): Promise<never> {
   // Type=notify-reload: the reload starts now, and every way out of this
   // attempt ends it (READY=1 + STATUS=), or the new image's ready() does.
   let reloadSent = reloading();
+  enterPhase('reloading', 'a restart begins');
+  // Every way out of this loop but the exec leaves the version running up
+  // again, unless it is stopping (then it stays stopping).
+  const backUp = (): void => {
+    if (phase() === 'reloading' || phase() === 'draining') enterPhase('up', 'the restart did not happen');
+  };
   for (let attempt = 1; ; attempt++) {
     if (signal?.aborted) {
       if (reloadSent) ready('restart aborted; the running version goes on');
+      backUp();
       throw abortError(signal.reason);
     }
     let handoff: Handoff | undefined;
@@ -299,6 +319,8 @@ hooks: ExecHooks): Promise<never> {
           throw Object.assign(new Refused(), { cause: err });
         }
       }
+      if (isStopping()) throw new Stopped();
+      enterPhase('draining', 'the servers stop accepting for the exec');
       // Even with no servers: inherited sockets no listen() took travel on.
       handoff = await handOffServers(servers, drainTimeout);
       // Last look at the program after the hook and the drain, which take
@@ -310,6 +332,9 @@ hooks: ExecHooks): Promise<never> {
           throw Object.assign(new Refused(), { cause: err });
         }
       }
+      // A SIGTERM during the drain: gracefulShutdown waited for the same
+      // drain and ends the process; this image must not exec after all.
+      if (isStopping()) throw new Stopped();
       if (!reloadSent) reloadSent = reloading();
       const older = pendingBridgeHandoff();
       const extra = bridge ?? older;
@@ -324,6 +349,11 @@ hooks: ExecHooks): Promise<never> {
         { trigger: hooks.trigger ?? { trigger: 'call' }, bridgePid: bridge?.pid, upTimeout: preflightTimeout });
     } catch (err) {
       bridge?.abandon();
+      if (err instanceof Stopped) {
+        debug('autorestart: the process is stopping: no exec');
+        throw stoppingError();
+      }
+      backUp();
       const cause = err instanceof Refused ? err.cause as Error : err as Error;
       if (reloadSent) {
         completeReload(err instanceof Refused ? `reload refused: ${firstLine(cause).replace(/^restart refused: /, '')}`
@@ -364,8 +394,13 @@ export function isRefusal(err: unknown): boolean {
 /** Never settles: what a restart trigger is in a preflight/bridge, which must never restart. */
 /** Hands an error that prevented a restart to `onError` (and debuglog); a throwing hook is only logged. */
 export function report(onError: ((err: Error) => void) | undefined, err: Error): void {
-  debug('autorestart: not restarting: %s', err.message);
-  if (onError === undefined) return;
+  debug('autorestart: not restarting: %s', err?.message);
+  if (onError === undefined) {
+    // Nobody asked for it: one line on stderr (the new version's own output,
+    // its stack trace included, was forwarded already), the service goes on.
+    process.stderr.write(`posix-daemon: ${firstLine(err)}\n`);
+    return;
+  }
   try {
     onError(err);
   } catch (hookErr) {
