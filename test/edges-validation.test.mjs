@@ -234,3 +234,20 @@ test('a server argument: ERR_INVALID_ARG_TYPE "must be net.Server" everywhere; n
   const notListening = { code: 'ERR_INVALID_ARG_VALUE', message: /must be listening on a socket of its own/ };
   assert.throws(() => storeSocket(idle), notListening);
 });
+
+// Issue 22, item 9: a misspelt option is refused, with the likely one named,
+// as every other entry point does.
+test('gracefulShutdown and listen refuse unknown option keys (timout, nme, hots)', async () => {
+  const { listen, gracefulShutdown } = await import('../dist/monitor.mjs');
+  assert.throws(() => gracefulShutdown({ timout: 1000 }),
+    { code: 'ERR_INVALID_ARG_VALUE', message: /options\.timout' is not an option \(did you mean 'options\.timeout'\?\)/ });
+  const server = createServer();
+  assert.throws(() => listen(server, { port: 0, nme: 'web' }),
+    { code: 'ERR_INVALID_ARG_VALUE', message: /options\.nme' is not an option \(did you mean 'options\.name'\?\)/ });
+  assert.throws(() => listen(server, { port: 0, hots: '127.0.0.1' }),
+    { code: 'ERR_INVALID_ARG_VALUE', message: /options\.hots' is not an option \(did you mean 'options\.host'\?\)/ });
+  assert.equal(server.listening, false);
+  // Every option Node's listen takes is still accepted.
+  await listen(server, { port: 0, host: '127.0.0.1', backlog: 10, exclusive: true, ipv6Only: false });
+  server.close();
+});
