@@ -37,7 +37,7 @@ export interface DaemonizeOptions {
   signal?: AbortSignal;
   /** Milliseconds to wait for readiness (0 or absent: no limit); then the daemon is killed. */
   timeout?: number;
-  /** 'minimal' (default: PATH, USER, HOME), 'inherit' (process.env), or exactly this object; envKey is always added. */
+  /** 'minimal' (default: PATH, USER, HOME, and NODE_OPTIONS, NODE_DEBUG when set), 'inherit' (process.env), or exactly this object; envKey is always added. */
   env?: 'minimal' | 'inherit' | Record<string, string>;
   /** Working directory of the daemon; default '/'. */
   cwd?: string;
@@ -172,7 +172,9 @@ function buildEnv(mode: Normalized['env'], key: string, value: string, ours: Rec
     env = {};
     // NODE_OPTIONS is part of how the program was started (a preload such
     // as `--import tsx` or `--require ./setup.cjs`), like execArgv.
-    for (const k of ['PATH', 'USER', 'HOME', 'NODE_OPTIONS']) {
+    // NODE_DEBUG is how the user asked to see what happens: the daemon's
+    // own lines (NODE_DEBUG=posix-daemon) are those that explain a failure.
+    for (const k of ['PATH', 'USER', 'HOME', 'NODE_OPTIONS', 'NODE_DEBUG']) {
       const v = process.env[k];
       if (v !== undefined) env[k] = v;
     }

@@ -1,0 +1,105 @@
+// daemonize(): issue 22's items on the daemon and its readiness, each
+// reproduced with real daemons, checked through /proc, real sockets and files.
+import { test, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import http from 'node:http';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileScope, fixtures, freePort, isAlive, procEnv, procStat, runNode, waitFor } from './helpers.mjs';
+import { openProcess } from '../dist/index.mjs';
+import { childPids } from '../dist/posix.mjs';
+
+const app = join(fixtures, 'daemon-app.mjs');
+const ENV_KEY = 'POSIX_DAEMON_TEST_DAEMON';
+const { reaper, dir } = fileScope('posix-daemon-issue22-');
+const tmp = realpathSync(dir);
+
+const baseEnv = {
+  PATH: process.env.PATH ?? '/usr/bin:/bin',
+  HOME: process.env.HOME ?? '/root',
+  USER: 'posix-daemon-tester',
+  LEAK_ME: 'secret',
+};
+
+function run(mode, opts = {}, { env = baseEnv, ...rest } = {}) {
+  return runNode(app, [mode, JSON.stringify(opts)], { env, reaper, ...rest });
+}
+
+function daemonPid(r) {
+  const m = /^PID (\d+)$/m.exec(r.stdout);
+  assert.ok(m, `expected a PID line, got: ${r.stdout} ${r.stderr}`);
+  return reaper.add(Number(m[1]));
+}
+
+function failure(r) {
+  const m = /^ERROR (\d+) (.*)$/m.exec(r.stdout);
+  assert.ok(m, `expected an ERROR line, got: ${r.stdout} ${r.stderr}`);
+  return { pid: Number(m[1]), ...JSON.parse(m[2]) };
+}
+
+/** Resolves once `pid` has ended (a pidfd); the limit is a safety net. */
+function ended(pid, limit = 20000) {
+  let h;
+  try {
+    h = openProcess(pid);
+  } catch (err) {
+    if (err.code === 'ESRCH') return Promise.resolve();
+    throw err;
+  }
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`process ${pid} is still running`)), limit);
+  });
+  return Promise.race([h.exited, late]).finally(() => { clearTimeout(timer); h.close(); });
+}
+
+/** The daemon connects here before it does what its mode says: the test learns its PID while the foreground waits. */
+async function gate() {
+  const waiting = [];
+  const conns = [];
+  const server = createServer((s) => {
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('error', () => {});
+    s.on('data', (d) => {
+      buf += d;
+      const m = /DAEMON (\d+)\n/.exec(buf);
+      if (m && !s.pid) {
+        s.pid = reaper.add(Number(m[1]));
+        const w = waiting.shift();
+        if (w) w(s);
+        else conns.push(s);
+      }
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  after(() => server.close());
+  return {
+    port: server.address().port,
+    next: () => (conns.length > 0 ? Promise.resolve(conns.shift()) : new Promise((r) => waiting.push(r))),
+  };
+}
+
+async function stop(pid) {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  await ended(pid);
+}
+
+describe('item 11: NODE_DEBUG reaches the daemon', () => {
+  test("NODE_DEBUG=posix-daemon with env: 'minimal': the daemon's own debug lines are in its stderr file", async () => {
+    const log = join(tmp, 'debug.err');
+    const r = await run('serve', { stderr: log }, { env: { ...baseEnv, NODE_DEBUG: 'posix-daemon' } });
+    assert.equal(r.code, 0, r.stderr);
+    const pid = daemonPid(r);
+    assert.equal(procEnv(pid).NODE_DEBUG, 'posix-daemon');
+    const lines = readFileSync(log, 'utf8').split('\n').filter((l) => l.startsWith(`POSIX-DAEMON ${pid}: `));
+    assert.ok(lines.some((l) => /daemonize: .* running in the background/.test(l)), `debug lines of the daemon, got:\n${lines.join('\n')}`);
+    assert.equal(procEnv(pid).LEAK_ME, undefined, 'nothing else leaks');
+    await stop(pid);
+  });
+});
