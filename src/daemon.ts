@@ -11,7 +11,7 @@ import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from '
 import { adoptInheritedPipe, receiver, REPORTED_PREFIX, SERVICE_MANAGER_ADDRESS } from './initstatus';
 import { underServiceManager } from './systemd';
 import { isExitedError, launch } from './launch';
-import { adoptLifeline, createLifeline, openStderrCapture, type Lifeline, type StderrCapture } from './lifeline';
+import { adoptLifeline, createLifeline, openStderrCapture, splitLifeline, type Lifeline, type StderrCapture } from './lifeline';
 import { isEvalProgram, relaunchArgs, relaunchNodeOptions } from './relaunch';
 import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile } from './pidfile';
 import { adoptLogFiles, logFilesEnv, openLogFile, reopenLogsOn } from './logs';
@@ -254,8 +254,12 @@ export async function daemonize(options: DaemonizeOptions): Promise<DaemonizeRes
  * picks up the same state (the PID file's fd is kept, the log paths are in
  * the environment).
  */
-function background(o: Normalized, current: string): DaemonizeResult {
+function background(o: Normalized, value: string): DaemonizeResult {
   debug('daemonize: %s is set, running in the background (pid %d)', o.envKey, process.pid);
+  // The lifeline rides at the end of the value: cut off before the program
+  // reads the address (report()) and before anything it starts inherits it.
+  const { address: current, lifeline } = splitLifeline(value);
+  if (lifeline !== undefined) process.env[o.envKey] = current;
   if (o.pidFile !== undefined) {
     // The lock the foreground took and handed over; if the daemon was started
     // some other way (envKey set by hand), it locks the file itself.
@@ -264,7 +268,7 @@ function background(o: Normalized, current: string): DaemonizeResult {
   adoptLogFiles();
   if (o.reopenLogsOn !== undefined) installReopenLogs(o.reopenLogsOn);
   protectReadinessFd(current);
-  adoptLifeline(() => process.env[o.envKey]?.startsWith(REPORTED_PREFIX) === true);
+  adoptLifeline(lifeline, () => process.env[o.envKey]?.startsWith(REPORTED_PREFIX) === true);
   return { foreground: false };
 }
 
@@ -309,10 +313,9 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
     throw err;
   }
   const envValue = o.envValue ?? rx!.address;
-  const env = buildEnv(o.env, o.envKey, envValue, {
+  const env = buildEnv(o.env, o.envKey, lifeline.carry(envValue), {
     ...pidFile?.env,
     ...logFilesEnv({ stdout: o.stdout, stderr: o.stderr }),
-    ...lifeline.env,
   });
 
   let daemon;

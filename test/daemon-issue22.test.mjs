@@ -103,3 +103,26 @@ describe('item 11: NODE_DEBUG reaches the daemon', () => {
     await stop(pid);
   });
 });
+
+describe("item 12: the daemon's environment is PATH, USER, HOME and the key", () => {
+  test('no POSIX_DAEMON_LIFELINE in /proc/PID/environ; the lifeline still works', async () => {
+    const g = await gate();
+    const fg = run('hang', { gatePort: g.port });
+    const d = await g.next();
+    assert.deepEqual(Object.keys(procEnv(d.pid)).sort(), ['HOME', 'PATH', ENV_KEY, 'USER'].sort());
+    // The lifeline is still there: the daemon ends with its foreground.
+    const fgPid = reaper.add(procStat(d.pid).ppid);
+    process.kill(fgPid, 'SIGKILL');
+    await fg;
+    await ended(d.pid);
+    d.destroy();
+  });
+
+  test('a ready daemon: the same four variables', async () => {
+    const r = await run('serve');
+    assert.equal(r.code, 0, r.stderr);
+    const pid = daemonPid(r);
+    assert.deepEqual(Object.keys(procEnv(pid)).sort(), ['HOME', 'PATH', ENV_KEY, 'USER'].sort());
+    await stop(pid);
+  });
+});
