@@ -13,7 +13,7 @@ import { underServiceManager } from './systemd';
 import { isExitedError, launch } from './launch';
 import { adoptLifeline, createLifeline, openStderrCapture, splitLifeline, type Lifeline, type StderrCapture } from './lifeline';
 import { isEvalProgram, relaunchArgs, relaunchNodeOptions } from './relaunch';
-import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile } from './pidfile';
+import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile, type PidFileLock } from './pidfile';
 import { adoptLogFiles, logFilesEnv, openLogFile, reopenLogsOn } from './logs';
 import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
@@ -260,15 +260,20 @@ function background(o: Normalized, value: string): DaemonizeResult {
   // reads the address (report()) and before anything it starts inherits it.
   const { address: current, lifeline } = splitLifeline(value);
   if (lifeline !== undefined) process.env[o.envKey] = current;
+  let handed: PidFileLock | null = null;
   if (o.pidFile !== undefined) {
     // The lock the foreground took and handed over; if the daemon was started
     // some other way (envKey set by hand), it locks the file itself.
-    if (adoptPidFile() === null) lockPidFile(o.pidFile);
+    handed = adoptPidFile();
+    if (handed === null) lockPidFile(o.pidFile);
   }
   adoptLogFiles();
   if (o.reopenLogsOn !== undefined) installReopenLogs(o.reopenLogsOn);
   protectReadinessFd(current);
-  adoptLifeline(lifeline, () => process.env[o.envKey]?.startsWith(REPORTED_PREFIX) === true);
+  // A foreground that dies before we are ready cannot remove the PID file it
+  // made for us (its timeout path does), and we end by a signal, which skips
+  // the clean-exit hook: the launch failed, so the file goes now (item 10).
+  adoptLifeline(lifeline, () => process.env[o.envKey]?.startsWith(REPORTED_PREFIX) === true, () => handed?.release());
   return { foreground: false };
 }
 

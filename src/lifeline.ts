@@ -237,8 +237,9 @@ let adopted = false;
  * (`lifeline`: what splitLifeline() cut off the envKey's value).
  * `reported()` says whether this process already reported (then an EOF is
  * a foreground that died just after our report, not before it).
+ * `abandoned()` runs when the foreground died first, before we end.
  */
-export function adoptLifeline(lifeline: string | undefined, reported: () => boolean): void {
+export function adoptLifeline(lifeline: string | undefined, reported: () => boolean, abandoned: () => void = () => {}): void {
   if (lifeline === undefined) {
     if (!adopted) dropInheritedCapture();
     return;
@@ -285,6 +286,11 @@ export function adoptLifeline(lifeline: string | undefined, reported: () => bool
     // group and a handler of the program gets to clean up (the PID file);
     // SIGKILL if we are still here 10 s later.
     debug('daemonize: the foreground died before we were ready: ending');
+    try {
+      abandoned();
+    } catch (err) {
+      debug('daemonize: cleaning up: %s', (err as Error).message);
+    }
     setTimeout(() => process.kill(process.pid, 'SIGKILL'), 10_000).unref();
     process.kill(process.pid, 'SIGTERM');
   });

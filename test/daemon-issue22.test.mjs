@@ -90,6 +90,26 @@ async function stop(pid) {
   await ended(pid);
 }
 
+describe('item 10: a foreground that dies while it waits leaves no PID file', () => {
+  for (const signal of ['SIGINT', 'SIGKILL']) {
+    test(`${signal} to the foreground waiting for a not-ready daemon: no PID file is left behind`, async () => {
+      const pidFile = join(tmp, `fg-${signal}.pid`);
+      const g = await gate();
+      const fg = run('hang', { gatePort: g.port, pidFile });
+      const d = await g.next();
+      const fgPid = reaper.add(procStat(d.pid).ppid);
+      // The daemon holds the file, with its own PID, while the foreground waits.
+      assert.equal(readFileSync(pidFile, 'utf8').trim(), String(d.pid));
+      process.kill(fgPid, signal);
+      const r = await fg;
+      assert.equal(r.signal, signal);
+      await ended(d.pid);
+      assert.equal(existsSync(pidFile), false, 'the PID file is gone with the daemon');
+      d.destroy();
+    });
+  }
+});
+
 describe('item 11: NODE_DEBUG reaches the daemon', () => {
   test("NODE_DEBUG=posix-daemon with env: 'minimal': the daemon's own debug lines are in its stderr file", async () => {
     const log = join(tmp, 'debug.err');
