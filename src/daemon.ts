@@ -352,6 +352,8 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
     if (capture !== null) {
       withStderr(err, capture.tail());
       capture.close();
+    } else if (o.stderr !== undefined) {
+      withStderrFile(err, resolvePath(o.stderr));
     }
     debug('daemonize: daemon %d not ready (%s), killed: %o', daemon.pid, (err as Error)?.message, r && { code: r.exitCode, signal: r.signal });
     throw err;
@@ -383,6 +385,21 @@ function withStderr(err: unknown, tail: string): void {
     }
   } catch (e) {
     debug('daemonize: cannot attach stderr to %o: %s', err, (e as Error).message);
+  }
+}
+
+/**
+ * With a `stderr` file, the error says where the daemon's own account of its
+ * failure is: `err.stderrFile`, and at the end of the message (not for an
+ * abort: the caller stopped it, the daemon did not fail).
+ */
+function withStderrFile(err: unknown, path: string): void {
+  if (!(err instanceof Error) || err.name === 'AbortError') return;
+  try {
+    Object.defineProperty(err, 'stderrFile', { value: path, enumerable: true, configurable: true, writable: true });
+    err.message += `; its stderr is in ${path}`;
+  } catch (e) {
+    debug('daemonize: cannot attach the stderr file to %o: %s', err, (e as Error).message);
   }
 }
 

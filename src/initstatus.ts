@@ -20,7 +20,7 @@
 import { debuglog } from 'node:util';
 import { abortError, invalidArgType, invalidArgValue } from './errors';
 import { validateAbortSignal, validateObject, validateOptionKeys } from './validators';
-import { REPORTED_PREFIX, type Receiver, type ReceiverOptions } from './initstatus/common';
+import { REPORTED_PREFIX, wireProps, type Receiver, type ReceiverOptions } from './initstatus/common';
 import { forgetInheritedPipe, PipeReceiver, reportToFd } from './initstatus/pipe';
 import { HttpReceiver, reportToUrl } from './initstatus/http';
 import { reportToServiceManager, SERVICE_MANAGER_ADDRESS } from './initstatus/sd-notify';
@@ -98,15 +98,17 @@ export async function report(address: string | undefined, status?: null | Error 
     return false;
   }
   const message = statusMessage(status);
+  // An Error's code, errno, syscall… go along: the parent gets an error it can test.
+  const props = status instanceof Error ? wireProps(status) : null;
   let result: 'delivered' | 'gone' | 'failed';
   const m = /^fd:(\d+)$/.exec(address);
   if (address === SERVICE_MANAGER_ADDRESS) {
     result = reportToServiceManager(status ?? null);
   } else if (m !== null) {
     const fd = Number(m[1]);
-    result = Number.isSafeInteger(fd) && fd <= 2 ** 31 - 1 ? reportToFd(fd, message) : 'failed';
+    result = Number.isSafeInteger(fd) && fd <= 2 ** 31 - 1 ? reportToFd(fd, message, props) : 'failed';
   } else {
-    result = await reportToUrl(address, message);
+    result = await reportToUrl(address, message, props);
   }
   // A receiver that is gone will not come back: don't try again later (and
   // never write to whatever reuses the fd number or port).

@@ -146,3 +146,46 @@ describe("item 12: the daemon's environment is PATH, USER, HOME and the key", ()
     await stop(pid);
   });
 });
+
+describe("item 20: a daemon's failure keeps its code, and says where its log is", () => {
+  async function busyPort() {
+    const busy = createServer();
+    await new Promise((r) => busy.listen(0, '127.0.0.1', r));
+    after(() => busy.close());
+    return busy.address().port;
+  }
+
+  for (const transport of ['pipe', 'http']) {
+    test(`EADDRINUSE reaches the foreground as an error with code, errno, syscall, address and port (${transport})`, async () => {
+      const port = await busyPort();
+      // The default readiness pipe, or Go's shape with an http receiver.
+      const r = await run('listen', { port, ...(transport === 'http' ? { transport } : {}) });
+      assert.equal(r.code, 1);
+      const e = failure(r);
+      assert.equal(e.code, 'EADDRINUSE');
+      assert.equal(e.syscall, 'listen');
+      assert.equal(typeof e.errno, 'number');
+      assert.ok(e.errno < 0);
+      assert.equal(e.address, '127.0.0.1');
+      assert.equal(e.port, port);
+      assert.match(e.message, /EADDRINUSE/);
+      assert.equal(isAlive(e.pid), false);
+    });
+  }
+
+  test('with a stderr file, the error names it (stderrFile and the message)', async () => {
+    const port = await busyPort();
+    const log = join(tmp, 'eaddrinuse.err');
+    const r = await run('listen', { port, stderr: log });
+    const e = failure(r);
+    assert.equal(e.code, 'EADDRINUSE');
+    assert.equal(e.stderrFile, log);
+    assert.ok(e.message.includes(log), e.message);
+    assert.match(readFileSync(log, 'utf8'), /cannot listen: .*EADDRINUSE/);
+    // Also when it dies before a report.
+    const crash = failure(await run('crash', { stderr: log }));
+    assert.equal(crash.code, 'ERR_DAEMON_EXITED');
+    assert.equal(crash.stderrFile, log);
+    assert.ok(crash.message.includes(log), crash.message);
+  });
+});
