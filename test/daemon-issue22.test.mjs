@@ -189,3 +189,52 @@ describe("item 20: a daemon's failure keeps its code, and says where its log is"
     assert.ok(crash.message.includes(log), crash.message);
   });
 });
+
+describe('item 7: daemonize() + selfMonitor({ workers }): the daemon is ready once every worker is', () => {
+  const script = join(fixtures, 'daemon-workers.mjs');
+  // Should a test fail, the daemon's monitor would keep its workers: find
+  // every copy of the program by its command line, so the reaper stops them.
+  after(() => {
+    for (const p of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+      try {
+        if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(script)) reaper.add(Number(p));
+      } catch {
+        // gone
+      }
+    }
+  });
+
+  function get(port) {
+    return new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+  }
+
+  test("the README's two snippets composed: the foreground returns once both workers serve", async () => {
+    const port = await freePort();
+    const r = await runNode(script, [JSON.stringify({ port, workers: 2 })], { env: baseEnv, reaper });
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    const pid = daemonPid(r);
+    const workers = childPids(pid);
+    for (const w of workers) reaper.add(w);
+    assert.equal(workers.length, 2, 'two workers, both started before the foreground returned');
+    // They serve the monitor's socket now: no retry needed.
+    const m = /^hello from (\d+)$/m.exec(await get(port));
+    assert.ok(m && workers.includes(Number(m[1])), 'a worker answered');
+    await stop(pid);
+    for (const w of workers) await ended(w);
+  });
+
+  test("a pool that cannot come up: the foreground rejects with the monitor's error and nothing is left", async () => {
+    const port = await freePort();
+    const r = await runNode(script, [JSON.stringify({ port, workers: 2, fail: 'exit', maxRestarts: 1 })], { env: baseEnv, reaper });
+    assert.equal(r.code, 1, `${r.stdout}\n${r.stderr}`);
+    const e = failure(r);
+    assert.equal(e.code, 'ERR_MONITOR_RESTART_LIMIT', e.message);
+    assert.match(e.message, /giving up/);
+    await ended(e.pid);
+  });
+});
