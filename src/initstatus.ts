@@ -20,7 +20,7 @@
 import { debuglog } from 'node:util';
 import { abortError, invalidArgType, invalidArgValue } from './errors';
 import { validateAbortSignal, validateObject, validateOptionKeys } from './validators';
-import { REPORTED_PREFIX, wireProps, type Receiver, type ReceiverOptions } from './initstatus/common';
+import { loggable, REPORTED_PREFIX, wireProps, type Receiver, type ReceiverOptions } from './initstatus/common';
 import { forgetInheritedPipe, PipeReceiver, reportToFd } from './initstatus/pipe';
 import { HttpReceiver, reportToUrl } from './initstatus/http';
 import { reportToServiceManager, SERVICE_MANAGER_ADDRESS } from './initstatus/sd-notify';
@@ -94,7 +94,7 @@ export async function report(address: string | undefined, status?: null | Error 
   if (status === '') throw invalidArgValue('status', status, 'must be null for "ready" or a non-empty message');
   if (address === undefined || address === '') return false;
   if (address.startsWith(REPORTED_PREFIX) || delivered.has(address)) {
-    debug('initstatus report: %s already reported, not reporting again', address);
+    debug('initstatus report: %s already reported, not reporting again', loggable(address));
     return false;
   }
   const message = statusMessage(status);

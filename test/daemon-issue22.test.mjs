@@ -238,3 +238,18 @@ describe('item 7: daemonize() + selfMonitor({ workers }): the daemon is ready on
     await ended(e.pid);
   });
 });
+
+describe('item 24: no readiness secret where it does not belong', () => {
+  test('NODE_DEBUG=posix-daemon never prints the HTTP receiver\'s token (foreground nor daemon)', async () => {
+    const log = join(tmp, 'http-debug.err');
+    const r = await run('ok', { transport: 'http', stderr: log }, { env: { ...baseEnv, NODE_DEBUG: 'posix-daemon' } });
+    assert.equal(r.code, 0, r.stderr);
+    const pid = daemonPid(r);
+    const token = /^http:\/\/127\.0\.0\.1:\d+\/([A-Za-z0-9_-]{20,})/.exec(procEnv(pid)[ENV_KEY])?.[1];
+    assert.ok(token, procEnv(pid)[ENV_KEY]);
+    assert.match(r.stderr, /POSIX-DAEMON \d+: initstatus http http:\/\/127\.0\.0\.1:\d+\/…: ready/, 'the receiver logs, without its token');
+    assert.equal(r.stderr.includes(token), false, `the foreground's debug lines hold the token:\n${r.stderr}`);
+    assert.equal(readFileSync(log, 'utf8').includes(token), false, "the daemon's debug lines hold the token");
+    await stop(pid);
+  });
+});

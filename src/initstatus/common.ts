@@ -29,6 +29,16 @@ export interface ReceiverOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * An address as debug lines show it: an http(s) receiver's path is its
+ * secret (whoever reads a log must not be able to post a status), so only
+ * `scheme://host:port/…` is shown; `fd:N` and the like are not secret.
+ */
+export function loggable(address: string): string {
+  const m = /^(https?:\/\/[^/]*)\/./i.exec(address);
+  return m !== null ? `${m[1]}/…` : address;
+}
+
 /** Prefix written over an address in process.env once a report went out. */
 export const REPORTED_PREFIX = 'reported:';
 
@@ -128,7 +138,7 @@ export abstract class BaseReceiver implements Receiver {
   protected settle(o: Outcome): void {
     if (this.outcome !== null) return;  // first status wins
     this.outcome = o;
-    debug('initstatus %s %s: %s', this.transport, this.address, o.ok ? 'ready' : String((o as { error: unknown }).error));
+    debug('initstatus %s %s: %s', this.transport, loggable(this.address), o.ok ? 'ready' : String((o as { error: unknown }).error));
     this.ownerSignal?.removeEventListener('abort', this.onOwnerAbort);
     this.teardown();
     for (const w of this.waiters) {

@@ -9,7 +9,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type * as net from 'node:net';
 import { debuglog } from 'node:util';
-import { BaseReceiver, reportedError, type WireProps } from './common';
+import { BaseReceiver, loggable, reportedError, type WireProps } from './common';
 
 const debug = debuglog('posix-daemon');
 
@@ -75,7 +75,7 @@ export class HttpReceiver extends BaseReceiver {
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     if (!this.isOurPath(req.url)) {
       // Not the child (it was told the token): no status, the wait goes on.
-      debug('initstatus http %s: %s to an unknown path: 404', this.address.replace(/\/[^/]*$/, '/…'), req.method);
+      debug('initstatus http %s: %s to an unknown path: 404', loggable(this.address), req.method);
       res.writeHead(404, { 'Content-Length': '0', Connection: 'close' }).end();
       return;
     }
@@ -126,12 +126,12 @@ export function reportToUrl(address: string, message: string | null, props: Wire
   try {
     url = new URL(address);
   } catch {
-    debug('initstatus report: not a URL: %s', address);
+    debug('initstatus report: not a URL: %s', loggable(address));
     return Promise.resolve('failed');
   }
   const mod = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : null;
   if (mod === null) {
-    debug('initstatus report: unsupported address %s', address);
+    debug('initstatus report: unsupported address %s', loggable(address));
     return Promise.resolve('failed');
   }
   // The receiver cuts a body over the cap: cut it here, on a character
@@ -156,12 +156,12 @@ export function reportToUrl(address: string, message: string | null, props: Wire
     }, (res) => {
       res.resume();
       const ok = res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300;
-      if (!ok) debug('initstatus report: %s answered %d', address, res.statusCode);
+      if (!ok) debug('initstatus report: %s answered %d', loggable(address), res.statusCode);
       finish(ok ? 'delivered' : 'failed');
     });
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', (err: NodeJS.ErrnoException) => {
-      debug('initstatus report: POST %s: %s', address, err.code ?? err.message);
+      debug('initstatus report: POST %s: %s', loggable(address), err.code ?? err.message);
       finish(err.code === 'ECONNREFUSED' ? 'gone' : 'failed');
     });
     req.end(body);
