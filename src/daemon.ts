@@ -11,6 +11,7 @@ import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from '
 import { adoptInheritedPipe, receiver, REPORTED_PREFIX, SERVICE_MANAGER_ADDRESS } from './initstatus';
 import { underServiceManager } from './systemd';
 import { setDaemonKey } from './daemon-ready';
+import { claimEnvKey } from './monitor/env-key';
 import { isExitedError, launch } from './launch';
 import { adoptLifeline, createLifeline, openStderrCapture, splitLifeline, type Lifeline, type StderrCapture } from './lifeline';
 import { isEvalProgram, relaunchArgs, relaunchNodeOptions } from './relaunch';
@@ -272,6 +273,7 @@ function background(o: Normalized, value: string): DaemonizeResult {
   if (o.reopenLogsOn !== undefined) installReopenLogs(o.reopenLogsOn);
   protectReadinessFd(current);
   setDaemonKey(o.envKey);  // a selfMonitor() here reports for us once its workers are ready
+  claimEnvKey(o.envKey);  // ours: programs we start must not take themselves for the daemon
   // A foreground that dies before we are ready cannot remove the PID file it
   // made for us (its timeout path does), and we end by a signal, which skips
   // the clean-exit hook: the launch failed, so the file goes now (item 10).

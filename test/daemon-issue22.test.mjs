@@ -253,3 +253,45 @@ describe('item 24: no readiness secret where it does not belong', () => {
     await stop(pid);
   });
 });
+
+describe("item 24: the readiness variables are not inherited by the program's own children", () => {
+  test("a daemon's child_process.fork(__filename) does not take itself for the daemon", async () => {
+    const probeFile = join(tmp, 'fork-probe.json');
+    const r = await run('fork-probe', { probeFile });
+    assert.equal(r.code, 0, r.stderr);
+    const pid = daemonPid(r);
+    const probe = JSON.parse(await waitFor(() => existsSync(probeFile) && readFileSync(probeFile, 'utf8'), { what: 'the probe' }));
+    assert.notEqual(probe.pid, pid);
+    assert.equal(probe.key, null, `the child saw ${ENV_KEY}=${probe.key}`);
+    await stop(pid);
+  });
+
+  test('an in-place exec of the daemon keeps the key: the new image is still the daemon', async () => {
+    const probeFile = join(tmp, 'exec-probe.json');
+    const r = await run('exec-probe', { probeFile });
+    assert.equal(r.code, 0, r.stderr);
+    const pid = daemonPid(r);
+    const probe = JSON.parse(await waitFor(() => existsSync(probeFile) && readFileSync(probeFile, 'utf8'), { what: 'the probe' }));
+    assert.equal(probe.pid, pid, 'the same process');
+    assert.equal(probe.foreground, false);
+    assert.match(probe.key, /^reported:fd:\d+$/);
+    await stop(pid);
+  });
+
+  test("a worker's child_process.fork(__filename) sees neither the worker's key nor the daemon's", async () => {
+    const script = join(fixtures, 'daemon-workers.mjs');
+    const port = await freePort();
+    const probeFile = join(tmp, 'worker-probe');
+    const r = await runNode(script, [JSON.stringify({ port, workers: 1, probeFile })], { env: baseEnv, reaper });
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    const pid = daemonPid(r);
+    const [worker] = childPids(pid);
+    reaper.add(worker);
+    const file = `${probeFile}.${worker}`;
+    const probe = JSON.parse(await waitFor(() => existsSync(file) && readFileSync(file, 'utf8'), { what: 'the probe' }));
+    assert.equal(probe.app, null, `the child saw APP_WORKER=${probe.app}`);
+    assert.equal(probe.daemon, null, `the child saw MYAPP_DAEMON=${probe.daemon}`);
+    await stop(pid);
+    await ended(worker);
+  });
+});
