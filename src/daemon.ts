@@ -10,10 +10,12 @@ import { NO_SHARED_STAT } from './fdfile';
 import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
 import { adoptInheritedPipe, receiver, REPORTED_PREFIX, SERVICE_MANAGER_ADDRESS } from './initstatus';
 import { underServiceManager } from './systemd';
+import { setDaemonKey } from './daemon-ready';
+import { claimEnvKey } from './monitor/env-key';
 import { isExitedError, launch } from './launch';
-import { adoptLifeline, createLifeline, openStderrCapture, type Lifeline, type StderrCapture } from './lifeline';
+import { adoptLifeline, createLifeline, openStderrCapture, splitLifeline, type Lifeline, type StderrCapture } from './lifeline';
 import { isEvalProgram, relaunchArgs, relaunchNodeOptions } from './relaunch';
-import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile } from './pidfile';
+import { adoptPidFile, lockPidFile, lockPidFileForLaunch, type LaunchPidFile, type PidFileLock } from './pidfile';
 import { adoptLogFiles, logFilesEnv, openLogFile, reopenLogsOn } from './logs';
 import { abortError, invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
@@ -37,7 +39,7 @@ export interface DaemonizeOptions {
   signal?: AbortSignal;
   /** Milliseconds to wait for readiness (0 or absent: no limit); then the daemon is killed. */
   timeout?: number;
-  /** 'minimal' (default: PATH, USER, HOME), 'inherit' (process.env), or exactly this object; envKey is always added. */
+  /** 'minimal' (default: PATH, USER, HOME, and NODE_OPTIONS, NODE_DEBUG when set), 'inherit' (process.env), or exactly this object; envKey is always added. */
   env?: 'minimal' | 'inherit' | Record<string, string>;
   /** Working directory of the daemon; default '/'. */
   cwd?: string;
@@ -172,7 +174,9 @@ function buildEnv(mode: Normalized['env'], key: string, value: string, ours: Rec
     env = {};
     // NODE_OPTIONS is part of how the program was started (a preload such
     // as `--import tsx` or `--require ./setup.cjs`), like execArgv.
-    for (const k of ['PATH', 'USER', 'HOME', 'NODE_OPTIONS']) {
+    // NODE_DEBUG is how the user asked to see what happens: the daemon's
+    // own lines (NODE_DEBUG=posix-daemon) are those that explain a failure.
+    for (const k of ['PATH', 'USER', 'HOME', 'NODE_OPTIONS', 'NODE_DEBUG']) {
       const v = process.env[k];
       if (v !== undefined) env[k] = v;
     }
@@ -252,17 +256,28 @@ export async function daemonize(options: DaemonizeOptions): Promise<DaemonizeRes
  * picks up the same state (the PID file's fd is kept, the log paths are in
  * the environment).
  */
-function background(o: Normalized, current: string): DaemonizeResult {
+function background(o: Normalized, value: string): DaemonizeResult {
   debug('daemonize: %s is set, running in the background (pid %d)', o.envKey, process.pid);
+  // The lifeline rides at the end of the value: cut off before the program
+  // reads the address (report()) and before anything it starts inherits it.
+  const { address: current, lifeline } = splitLifeline(value);
+  if (lifeline !== undefined) process.env[o.envKey] = current;
+  let handed: PidFileLock | null = null;
   if (o.pidFile !== undefined) {
     // The lock the foreground took and handed over; if the daemon was started
     // some other way (envKey set by hand), it locks the file itself.
-    if (adoptPidFile() === null) lockPidFile(o.pidFile);
+    handed = adoptPidFile();
+    if (handed === null) lockPidFile(o.pidFile);
   }
   adoptLogFiles();
   if (o.reopenLogsOn !== undefined) installReopenLogs(o.reopenLogsOn);
   protectReadinessFd(current);
-  adoptLifeline(() => process.env[o.envKey]?.startsWith(REPORTED_PREFIX) === true);
+  setDaemonKey(o.envKey);  // a selfMonitor() here reports for us once its workers are ready
+  claimEnvKey(o.envKey);  // ours: programs we start must not take themselves for the daemon
+  // A foreground that dies before we are ready cannot remove the PID file it
+  // made for us (its timeout path does), and we end by a signal, which skips
+  // the clean-exit hook: the launch failed, so the file goes now (item 10).
+  adoptLifeline(lifeline, () => process.env[o.envKey]?.startsWith(REPORTED_PREFIX) === true, () => handed?.release());
   return { foreground: false };
 }
 
@@ -307,10 +322,9 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
     throw err;
   }
   const envValue = o.envValue ?? rx!.address;
-  const env = buildEnv(o.env, o.envKey, envValue, {
+  const env = buildEnv(o.env, o.envKey, lifeline.carry(envValue), {
     ...pidFile?.env,
     ...logFilesEnv({ stdout: o.stdout, stderr: o.stderr }),
-    ...lifeline.env,
   });
 
   let daemon;
@@ -342,6 +356,8 @@ async function foreground(o: Normalized): Promise<DaemonizeResult> {
     if (capture !== null) {
       withStderr(err, capture.tail());
       capture.close();
+    } else if (o.stderr !== undefined) {
+      withStderrFile(err, resolvePath(o.stderr));
     }
     debug('daemonize: daemon %d not ready (%s), killed: %o', daemon.pid, (err as Error)?.message, r && { code: r.exitCode, signal: r.signal });
     throw err;
@@ -373,6 +389,21 @@ function withStderr(err: unknown, tail: string): void {
     }
   } catch (e) {
     debug('daemonize: cannot attach stderr to %o: %s', err, (e as Error).message);
+  }
+}
+
+/**
+ * With a `stderr` file, the error says where the daemon's own account of its
+ * failure is: `err.stderrFile`, and at the end of the message (not for an
+ * abort: the caller stopped it, the daemon did not fail).
+ */
+function withStderrFile(err: unknown, path: string): void {
+  if (!(err instanceof Error) || err.name === 'AbortError') return;
+  try {
+    Object.defineProperty(err, 'stderrFile', { value: path, enumerable: true, configurable: true, writable: true });
+    err.message += `; its stderr is in ${path}`;
+  } catch (e) {
+    debug('daemonize: cannot attach the stderr file to %o: %s', err, (e as Error).message);
   }
 }
 

@@ -20,7 +20,7 @@
 import { debuglog } from 'node:util';
 import { abortError, invalidArgType, invalidArgValue } from './errors';
 import { validateAbortSignal, validateObject, validateOptionKeys } from './validators';
-import { REPORTED_PREFIX, type Receiver, type ReceiverOptions } from './initstatus/common';
+import { loggable, REPORTED_PREFIX, wireProps, type Receiver, type ReceiverOptions } from './initstatus/common';
 import { forgetInheritedPipe, PipeReceiver, reportToFd } from './initstatus/pipe';
 import { HttpReceiver, reportToUrl } from './initstatus/http';
 import { reportToServiceManager, SERVICE_MANAGER_ADDRESS } from './initstatus/sd-notify';
@@ -94,19 +94,21 @@ export async function report(address: string | undefined, status?: null | Error 
   if (status === '') throw invalidArgValue('status', status, 'must be null for "ready" or a non-empty message');
   if (address === undefined || address === '') return false;
   if (address.startsWith(REPORTED_PREFIX) || delivered.has(address)) {
-    debug('initstatus report: %s already reported, not reporting again', address);
+    debug('initstatus report: %s already reported, not reporting again', loggable(address));
     return false;
   }
   const message = statusMessage(status);
+  // An Error's code, errno, syscall… go along: the parent gets an error it can test.
+  const props = status instanceof Error ? wireProps(status) : null;
   let result: 'delivered' | 'gone' | 'failed';
   const m = /^fd:(\d+)$/.exec(address);
   if (address === SERVICE_MANAGER_ADDRESS) {
     result = reportToServiceManager(status ?? null);
   } else if (m !== null) {
     const fd = Number(m[1]);
-    result = Number.isSafeInteger(fd) && fd <= 2 ** 31 - 1 ? reportToFd(fd, message) : 'failed';
+    result = Number.isSafeInteger(fd) && fd <= 2 ** 31 - 1 ? reportToFd(fd, message, props) : 'failed';
   } else {
-    result = await reportToUrl(address, message);
+    result = await reportToUrl(address, message, props);
   }
   // A receiver that is gone will not come back: don't try again later (and
   // never write to whatever reuses the fd number or port).

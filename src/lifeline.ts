@@ -22,9 +22,13 @@
  *   code resolves modules from there) and moves to its own one when
  *   daemonize() runs in it.
  *
- * All of it travels in one environment variable, which the daemon removes
- * from process.env. It is not trusted: the fd must be a pipe above 2, the
- * capture must be the very (unlinked) file on fd 2, the directory absolute.
+ * All of it travels at the end of the envKey's value (`<address>;posix-
+ * daemon-lifeline=<base64url JSON>`), not in a variable of its own: the
+ * daemon's environment is PATH, USER, HOME and the key, as in Go (issue 22,
+ * item 12). daemonize() in the daemon cuts it off, so process.env[envKey]
+ * is the address again before the program reads it. It is not trusted: the
+ * fd must be a pipe above 2, the capture must be the very (unlinked) file on
+ * fd 2, the directory absolute.
  */
 import { Socket } from 'node:net';
 import { closeSync, fstatSync, mkdtempSync, openSync, readlinkSync, readSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
@@ -37,7 +41,8 @@ import { pipe, setCloexec } from './posix';
 
 const debug = debuglog('posix-daemon');
 
-export const LIFELINE_ENV = 'POSIX_DAEMON_LIFELINE';
+/** Between the address and the lifeline in the envKey's value. base64url never holds a ';'. */
+const LIFELINE_TAG = ';posix-daemon-lifeline=';
 
 /** The byte that says "you are ready, let go". */
 const RELEASE = 'r';
@@ -113,7 +118,8 @@ export function openStderrCapture(): StderrCapture | null {
 export interface Lifeline {
   /** Kept open in the daemon under the same number. */
   readonly childFd: number;
-  readonly env: Record<string, string>;
+  /** The envKey's value for the daemon: `address` with the lifeline after it. */
+  carry(address: string): string;
   /** After the launch: our copy of the daemon's end goes. */
   childStarted(): void;
   /** The daemon is ready: tell it to let go. */
@@ -137,7 +143,7 @@ export function createLifeline(extra: { stderr?: string; cwd?: string }): Lifeli
   };
   return {
     childFd: readFd,
-    env: { [LIFELINE_ENV]: JSON.stringify(info) },
+    carry: (address) => `${address}${LIFELINE_TAG}${Buffer.from(JSON.stringify(info)).toString('base64url')}`,
     childStarted: closeRead,
     release(): void {
       closeRead();
@@ -155,9 +161,22 @@ export function createLifeline(extra: { stderr?: string; cwd?: string }): Lifeli
   };
 }
 
-function parseInfo(value: string): LifelineInfo | null {
+/**
+ * In the daemon: the envKey's value as the foreground gave it, split into the
+ * readiness address and the lifeline (undefined when there is none, as after
+ * an in-place restart, or when the value does not end in one).
+ */
+export function splitLifeline(value: string): { address: string; lifeline: string | undefined } {
+  const i = value.lastIndexOf(LIFELINE_TAG);
+  if (i === -1) return { address: value, lifeline: undefined };
+  const lifeline = value.slice(i + LIFELINE_TAG.length);
+  if (!/^[A-Za-z0-9_-]{1,4096}$/.test(lifeline)) return { address: value, lifeline: undefined };
+  return { address: value.slice(0, i), lifeline };
+}
+
+function parseInfo(encoded: string): LifelineInfo | null {
   try {
-    const v = JSON.parse(value) as Record<string, unknown>;
+    const v = JSON.parse(Buffer.from(encoded, 'base64url').toString('utf8')) as Record<string, unknown>;
     if (typeof v !== 'object' || v === null) return null;
     if (!Number.isInteger(v.fd) || (v.fd as number) <= 2 || (v.fd as number) > 2 ** 31 - 1) return null;
     if (v.stderr !== undefined && (typeof v.stderr !== 'string' || !/^\d+:\d+$/.test(v.stderr))) return null;
@@ -214,21 +233,21 @@ function dropInheritedCapture(): void {
 let adopted = false;
 
 /**
- * In the daemon (daemonize() found envKey set): take the lifeline over.
+ * In the daemon (daemonize() found envKey set): take the lifeline over
+ * (`lifeline`: what splitLifeline() cut off the envKey's value).
  * `reported()` says whether this process already reported (then an EOF is
  * a foreground that died just after our report, not before it).
+ * `abandoned()` runs when the foreground died first, before we end.
  */
-export function adoptLifeline(reported: () => boolean): void {
-  const value = process.env[LIFELINE_ENV];
-  if (value === undefined) {
+export function adoptLifeline(lifeline: string | undefined, reported: () => boolean, abandoned: () => void = () => {}): void {
+  if (lifeline === undefined) {
     if (!adopted) dropInheritedCapture();
     return;
   }
-  delete process.env[LIFELINE_ENV];  // programs we start must not take it for theirs
   if (adopted) return;
-  const info = parseInfo(value);
+  const info = parseInfo(lifeline);
   if (info === null) {
-    debug('daemonize: ignoring %s=%j', LIFELINE_ENV, value);
+    debug('daemonize: ignoring a malformed lifeline %j', lifeline);
     return;
   }
   if (info.cwd !== undefined) {
@@ -267,6 +286,11 @@ export function adoptLifeline(reported: () => boolean): void {
     // group and a handler of the program gets to clean up (the PID file);
     // SIGKILL if we are still here 10 s later.
     debug('daemonize: the foreground died before we were ready: ending');
+    try {
+      abandoned();
+    } catch (err) {
+      debug('daemonize: cleaning up: %s', (err as Error).message);
+    }
     setTimeout(() => process.kill(process.pid, 'SIGKILL'), 10_000).unref();
     process.kill(process.pid, 'SIGTERM');
   });

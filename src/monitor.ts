@@ -6,7 +6,7 @@
  * in ./monitor/; this file is the public face (and keeps the
  * `dist/monitor.js` path that package.json exports).
  */
-import { validateEnvKey } from './monitor/env-key';
+import { claimEnvKey, validateEnvKey } from './monitor/env-key';
 import { validateDuration, validateInteger } from './validators';
 
 export { selfMonitor } from './monitor/self-monitor';
@@ -22,7 +22,9 @@ export { listen, listenFds } from './sockets';
 export function isMonitored(envKey: string): boolean {
   validateEnvKey(envKey);
   const v = process.env[envKey];
-  return v !== undefined && v !== '';
+  if (v === undefined || v === '') return false;
+  claimEnvKey(envKey);  // ours: programs we start must not take themselves for the worker
+  return true;
 }
 
 /** Delay before round `round` (0-based): min(minBackoff * 2^round, maxBackoff). */

@@ -137,7 +137,8 @@ describe('a foreground that dies while it waits takes its daemon with it (issue 
     const pid = reaper.add(Number(/^PID (\d+)$/m.exec(r.stdout)[1]));
     assert.ok(isAlive(pid));
     const env = procEnv(pid);
-    const line = JSON.parse(env.POSIX_DAEMON_LIFELINE);
+    // The lifeline rides at the end of the key's value it was started with.
+    const line = JSON.parse(Buffer.from(env[ENV_KEY].split(';posix-daemon-lifeline=')[1], 'base64url').toString());
     // The foreground is gone (it exited after "ready"): the daemon let go of it.
     await waitFor(() => procFds(pid)[line.fd] === undefined, { what: 'the lifeline to be closed' });
     assert.ok(isAlive(pid), 'and the daemon goes on');

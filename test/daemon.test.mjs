@@ -119,7 +119,8 @@ describe('foreground', () => {
     track(fgPid);
     assert.ok(isAlive(fgPid), 'foreground waits for the report');
     // The readiness pipe as the daemon holds it before reporting.
-    const readinessFd = /^fd:(\d+)$/.exec(procEnv(d.pid)[ENV_KEY])?.[1];
+    // (In /proc, the value the daemon was started with: the lifeline follows the address.)
+    const readinessFd = /^fd:(\d+);posix-daemon-lifeline=/.exec(procEnv(d.pid)[ENV_KEY])?.[1];
     const readinessPipe = procFds(d.pid)[readinessFd];
     assert.match(readinessPipe ?? '', /^pipe:\[\d+\]$/, `fd ${readinessFd} is the readiness pipe`);
     assert.match(readFileSync(`/proc/${fgPid}/cmdline`, 'latin1'), /daemon-app\.mjs/);
@@ -151,13 +152,13 @@ describe('foreground', () => {
     const fds = procFds(pid);
     for (const fd of ['0', '1', '2']) assert.equal(fds[fd], '/dev/null', `fd ${fd}`);
     const env = procEnv(pid);
-    // POSIX_DAEMON_LIFELINE: how it learns that the foreground died before it was ready.
-    assert.deepEqual(Object.keys(env).sort(), ['HOME', 'PATH', ENV_KEY, 'USER', 'POSIX_DAEMON_LIFELINE'].sort());
+    // As in Go: nothing but these (the lifeline rides in the key's value).
+    assert.deepEqual(Object.keys(env).sort(), ['HOME', 'PATH', ENV_KEY, 'USER'].sort());
     assert.equal(env.USER, baseEnv.USER);
     assert.equal(env.PATH, baseEnv.PATH);
-    assert.match(env[ENV_KEY], /^fd:\d+$/, 'the readiness pipe address');
+    assert.match(env[ENV_KEY], /^fd:\d+;posix-daemon-lifeline=[\w-]+$/, 'the readiness pipe address, then the lifeline');
     // The readiness pipe's write end was closed after the report.
-    assert.equal(env[ENV_KEY], `fd:${readinessFd}`);
+    assert.ok(env[ENV_KEY].startsWith(`fd:${readinessFd};`));
     assert.equal(readinessStillHeld(pid, readinessFd, readinessPipe), null, 'closed after reporting');
   });
 
@@ -171,7 +172,7 @@ describe('foreground', () => {
     const pid = daemonPid(r.stdout);
     const env = procEnv(pid);
     // Exactly the object, plus envKey and where its log files are (for reopenLogs).
-    assert.deepEqual(Object.keys(env).sort(), ['ONLY', 'POSIX_DAEMON_LOGS', 'POSIX_DAEMON_LIFELINE', ENV_KEY].sort());
+    assert.deepEqual(Object.keys(env).sort(), ['ONLY', 'POSIX_DAEMON_LOGS', ENV_KEY].sort());
     assert.deepEqual(JSON.parse(env.POSIX_DAEMON_LOGS), { 1: out, 2: errLog });
     assert.equal(procCwd(pid), dir);
     assert.equal(procStatus(pid).Umask, '0027');
@@ -189,7 +190,7 @@ describe('foreground', () => {
     assert.equal(r.code, 0, r.stderr);
     const env = procEnv(daemonPid(r.stdout));
     assert.equal(env.LEAK_ME, 'secret');
-    assert.deepEqual(Object.keys(env).sort(), [...Object.keys(baseEnv), ENV_KEY, 'POSIX_DAEMON_LIFELINE'].sort());
+    assert.deepEqual(Object.keys(env).sort(), [...Object.keys(baseEnv), ENV_KEY].sort());
   });
 
   test('an fd the foreground made inheritable reaches the daemon only through keepFds', async () => {
@@ -255,7 +256,7 @@ describe('foreground', () => {
     const ok = await run('ok', { transport: 'http' });
     assert.equal(ok.code, 0, ok.stderr);
     const env = procEnv(daemonPid(ok.stdout));
-    assert.match(env[ENV_KEY], /^http:\/\/127\.0\.0\.1:\d+\/[\w-]{22,}$/);
+    assert.match(env[ENV_KEY], /^http:\/\/127\.0\.0\.1:\d+\/[\w-]{22,};posix-daemon-lifeline=[\w-]+$/);
 
     // No pipe EOF here: the exit status comes from being its subreaper.
     const dead = await run('exit3', { transport: 'http' });
@@ -273,11 +274,13 @@ test("Go's example, ported literally: envValue: rx.address + ready: rx.wait with
   const pid = Number(m[1]);
   assert.ok(isAlive(pid), 'the daemon runs');
   const env = procEnv(pid);
-  assert.match(env.DAEMONIZE_ENVKEY, /^fd:\d+$/, 'the pipe address, as given');
+  // The pipe address, as given (the lifeline follows it in the value it was started with).
+  const readinessFd = /^fd:(\d+);posix-daemon-lifeline=[\w-]+$/.exec(env.DAEMONIZE_ENVKEY)?.[1];
+  assert.ok(readinessFd, env.DAEMONIZE_ENVKEY);
   // It inherited the write end under that number, and report() closed it,
   // right after the write the foreground waited for: wait for the close
   // (issue 16, item 29; the number may be reused at once, as Node 26 does).
-  await waitFor(() => readinessStillHeld(pid, env.DAEMONIZE_ENVKEY.slice(3)) === null, { what: 'the daemon to close the readiness fd' });
+  await waitFor(() => readinessStillHeld(pid, readinessFd) === null, { what: 'the daemon to close the readiness fd' });
   assert.notEqual(procStat(pid).session, pid, 'a proper daemon');
   process.kill(pid, 'SIGINT');  // <-ctx.Done()
   await waitFor(() => !isAlive(pid), { what: 'the daemon to end on SIGINT' });
@@ -349,7 +352,7 @@ test("NODE_OPTIONS preloads named relative to the foreground's directory work in
   assert.match(log, new RegExp(`^cjs ${pid}$`, 'm'), 'the --require preload ran in the daemon');
   assert.match(log, new RegExp(`^mjs ${pid}$`, 'm'), 'the --import preload ran in the daemon');
   const env = procEnv(pid);
-  assert.deepEqual(Object.keys(env).sort(), ['HOME', 'NODE_OPTIONS', 'PATH', ENV_KEY, 'USER', 'POSIX_DAEMON_LIFELINE'].sort());
+  assert.deepEqual(Object.keys(env).sort(), ['HOME', 'NODE_OPTIONS', 'PATH', ENV_KEY, 'USER'].sort());
   // Parsed and re-serialised: the path with a space quoted, the URL (%20) not.
   assert.equal(env.NODE_OPTIONS,
     `--require "${join(dir, 'setup.cjs')}" --import=${pathToFileURL(join(dir, 'setup.mjs')).href}`);

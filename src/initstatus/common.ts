@@ -29,6 +29,16 @@ export interface ReceiverOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * An address as debug lines show it: an http(s) receiver's path is its
+ * secret (whoever reads a log must not be able to post a status), so only
+ * `scheme://host:port/…` is shown; `fd:N` and the like are not secret.
+ */
+export function loggable(address: string): string {
+  const m = /^(https?:\/\/[^/]*)\/./i.exec(address);
+  return m !== null ? `${m[1]}/…` : address;
+}
+
 /** Prefix written over an address in process.env once a report went out. */
 export const REPORTED_PREFIX = 'reported:';
 
@@ -46,6 +56,57 @@ export function eofError(): Error {
 }
 
 export type Outcome = { ok: true } | { ok: false; error: unknown };
+
+/**
+ * The properties of a reported Error that travel with its message: a
+ * child's `listen EADDRINUSE` must reach its parent as an error it can test
+ * (`err.code === 'EADDRINUSE'`), not only as text (issue 22, item 20). Each
+ * with the type (and a bound on the size) Node gives it; anything else is
+ * dropped, on both sides: the child is not trusted.
+ */
+const WIRE_PROPS: Record<string, (v: unknown) => boolean> = {
+  code: (v) => typeof v === 'string' && /^[A-Za-z0-9_]{1,64}$/.test(v),
+  errno: (v) => Number.isSafeInteger(v),
+  syscall: (v) => typeof v === 'string' && /^[A-Za-z0-9_]{1,32}$/.test(v),
+  address: (v) => typeof v === 'string' && v.length <= 256,
+  port: (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535,
+  path: (v) => typeof v === 'string' && v.length <= 1024,
+  dest: (v) => typeof v === 'string' && v.length <= 1024,
+};
+
+export type WireProps = Record<string, string | number>;
+
+/** The wire properties of `value` (a reported Error, or what arrived), or null if it has none. */
+export function wireProps(value: unknown): WireProps | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const out: WireProps = {};
+  let any = false;
+  for (const [k, ok] of Object.entries(WIRE_PROPS)) {
+    let v: unknown;
+    try {
+      v = (value as Record<string, unknown>)[k];
+    } catch {
+      continue;  // a throwing getter of the caller's
+    }
+    if (v !== undefined && ok(v)) {
+      out[k] = v as string | number;
+      any = true;
+    }
+  }
+  return any ? out : null;
+}
+
+/** The Error a reported failure becomes in the parent: its message, and the wire properties that came with it. */
+export function reportedError(message: string, props: unknown): Error {
+  const err = new Error(message);
+  const p = wireProps(props);
+  if (p !== null) {
+    for (const [k, v] of Object.entries(p)) {
+      Object.defineProperty(err, k, { value: v, enumerable: true, writable: true, configurable: true });
+    }
+  }
+  return err;
+}
 
 /**
  * The state both transports share: the first outcome wins, waiters are
@@ -77,7 +138,7 @@ export abstract class BaseReceiver implements Receiver {
   protected settle(o: Outcome): void {
     if (this.outcome !== null) return;  // first status wins
     this.outcome = o;
-    debug('initstatus %s %s: %s', this.transport, this.address, o.ok ? 'ready' : String((o as { error: unknown }).error));
+    debug('initstatus %s %s: %s', this.transport, loggable(this.address), o.ok ? 'ready' : String((o as { error: unknown }).error));
     this.ownerSignal?.removeEventListener('abort', this.onOwnerAbort);
     this.teardown();
     for (const w of this.waiters) {

@@ -9,7 +9,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type * as net from 'node:net';
 import { debuglog } from 'node:util';
-import { BaseReceiver } from './common';
+import { BaseReceiver, loggable, reportedError, type WireProps } from './common';
 
 const debug = debuglog('posix-daemon');
 
@@ -17,6 +17,12 @@ const debug = debuglog('posix-daemon');
 const HTTP_REPORT_TIMEOUT_MS = 10_000;
 /** A status body larger than this is cut: it is a message, not a payload. */
 const MAX_HTTP_BODY = 64 * 1024;
+/**
+ * The wire properties of a reported Error (code, errno…) as base64url JSON:
+ * a header, so that the body stays Go's wire format (the message alone) and
+ * a Go receiver, which ignores the header, sees no difference.
+ */
+const PROPS_HEADER = 'x-posix-daemon-error';
 /** Random bytes in the HTTP receiver's path: 192 bits, far beyond guessing. */
 const TOKEN_BYTES = 24;
 
@@ -69,7 +75,7 @@ export class HttpReceiver extends BaseReceiver {
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     if (!this.isOurPath(req.url)) {
       // Not the child (it was told the token): no status, the wait goes on.
-      debug('initstatus http %s: %s to an unknown path: 404', this.address.replace(/\/[^/]*$/, '/…'), req.method);
+      debug('initstatus http %s: %s to an unknown path: 404', loggable(this.address), req.method);
       res.writeHead(404, { 'Content-Length': '0', Connection: 'close' }).end();
       return;
     }
@@ -86,7 +92,7 @@ export class HttpReceiver extends BaseReceiver {
     req.on('end', () => {
       const body = utf8Prefix(Buffer.concat(chunks), MAX_HTTP_BODY).toString('utf8');
       res.writeHead(200, { 'Content-Length': '0', Connection: 'close' }).end();
-      this.settle(body === '' ? { ok: true } : { ok: false, error: new Error(body) });
+      this.settle(body === '' ? { ok: true } : { ok: false, error: reportedError(body, headerProps(req.headers[PROPS_HEADER])) });
     });
     req.on('error', () => res.destroy());
   }
@@ -105,18 +111,27 @@ export class HttpReceiver extends BaseReceiver {
   }
 }
 
+function headerProps(value: string | string[] | undefined): unknown {
+  if (typeof value !== 'string' || value.length > 8192) return null;
+  try {
+    return JSON.parse(Buffer.from(value, 'base64url').toString('utf8'));
+  } catch {
+    return null;
+  }
+}
+
 /** POSTs the status to the receiver at `address` (bounded by a timeout). */
-export function reportToUrl(address: string, message: string | null): Promise<'delivered' | 'gone' | 'failed'> {
+export function reportToUrl(address: string, message: string | null, props: WireProps | null = null): Promise<'delivered' | 'gone' | 'failed'> {
   let url: URL;
   try {
     url = new URL(address);
   } catch {
-    debug('initstatus report: not a URL: %s', address);
+    debug('initstatus report: not a URL: %s', loggable(address));
     return Promise.resolve('failed');
   }
   const mod = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : null;
   if (mod === null) {
-    debug('initstatus report: unsupported address %s', address);
+    debug('initstatus report: unsupported address %s', loggable(address));
     return Promise.resolve('failed');
   }
   // The receiver cuts a body over the cap: cut it here, on a character
@@ -133,17 +148,20 @@ export function reportToUrl(address: string, message: string | null): Promise<'d
     const req = mod.request(url, {
       method: 'POST',
       agent: false,
-      headers: { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(body.length) },
+      headers: {
+        'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(body.length),
+        ...(message !== null && props !== null ? { [PROPS_HEADER]: Buffer.from(JSON.stringify(props)).toString('base64url') } : {}),
+      },
       timeout: HTTP_REPORT_TIMEOUT_MS,
     }, (res) => {
       res.resume();
       const ok = res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 300;
-      if (!ok) debug('initstatus report: %s answered %d', address, res.statusCode);
+      if (!ok) debug('initstatus report: %s answered %d', loggable(address), res.statusCode);
       finish(ok ? 'delivered' : 'failed');
     });
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', (err: NodeJS.ErrnoException) => {
-      debug('initstatus report: POST %s: %s', address, err.code ?? err.message);
+      debug('initstatus report: POST %s: %s', loggable(address), err.code ?? err.message);
       finish(err.code === 'ECONNREFUSED' ? 'gone' : 'failed');
     });
     req.end(body);

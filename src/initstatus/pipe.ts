@@ -4,6 +4,8 @@
  * atomically:
  *   `ready\n`                      the child is ready
  *   `error <JSON string>\n`        the child failed; JSON keeps newlines intact
+ *   `error <JSON object>\n`        the same, for an Error with a code: `message`
+ *                                  and its wire properties (code, errno, syscall…)
  * EOF without a line: every writer is gone (the child died first).
  */
 import { closeSync, constants as fsConstants, fstatSync, openSync, writeSync } from 'node:fs';
@@ -11,7 +13,7 @@ import * as net from 'node:net';
 import { debuglog } from 'node:util';
 import { pipe } from '../posix';
 import { closeQuietly, NO_SHARED_STAT } from '../fdfile';
-import { BaseReceiver, eofError, type Outcome, type Receiver } from './common';
+import { BaseReceiver, eofError, reportedError, type Outcome, type Receiver, type WireProps } from './common';
 
 const debug = debuglog('posix-daemon');
 
@@ -144,8 +146,11 @@ function parseLine(line: string): Outcome {
   if (line === 'ready') return { ok: true };
   if (line.startsWith('error ')) {
     try {
-      const msg = JSON.parse(line.slice(6));
+      const msg = JSON.parse(line.slice(6)) as unknown;
       if (typeof msg === 'string') return { ok: false, error: new Error(msg) };
+      if (typeof msg === 'object' && msg !== null && typeof (msg as { message?: unknown }).message === 'string') {
+        return { ok: false, error: reportedError((msg as { message: string }).message, msg) };
+      }
     } catch {
       // fall through
     }
@@ -153,8 +158,30 @@ function parseLine(line: string): Outcome {
   return { ok: false, error: new Error(`malformed initialization status: ${JSON.stringify(line.slice(0, 200))}`) };
 }
 
+/**
+ * The status line: `ready`, or `error` with the message as a JSON string, or,
+ * when the Error has wire properties, a JSON object of both (bounded: their
+ * values are short; the message is cut to what is left of the line).
+ */
+function statusLine(message: string | null, props: WireProps | null): string {
+  if (message === null) return 'ready\n';
+  if (props === null) {
+    const line = `error ${JSON.stringify(message)}\n`;
+    if (Buffer.byteLength(line) <= MAX_LINE) return line;
+    // Cut the message so the line stays one atomic, non-blocking write.
+    return `error ${JSON.stringify(fitJson(message, MAX_LINE - Buffer.byteLength('error ""\n')))}\n`;
+  }
+  const rest = JSON.stringify(props).slice(1);  // `"code":…}` after `{"message":"…",`
+  // Long paths (escaped) would crowd the message out: then the message alone.
+  if (Buffer.byteLength(rest) > MAX_LINE / 2) return statusLine(message, null);
+  const line = `error ${JSON.stringify({ message, ...props })}\n`;
+  if (Buffer.byteLength(line) <= MAX_LINE) return line;
+  const room = MAX_LINE - Buffer.byteLength(`error {"message":"",${rest}\n`);
+  return `error {"message":${JSON.stringify(fitJson(message, Math.max(0, room)))},${rest}\n`;
+}
+
 /** Writes the line to the pipe on `fd` (inherited), then closes our copy. */
-export function reportToFd(fd: number, message: string | null): 'delivered' | 'gone' | 'failed' {
+export function reportToFd(fd: number, message: string | null, props: WireProps | null = null): 'delivered' | 'gone' | 'failed' {
   try {
     // After an exec the number may belong to some other file: only a pipe
     // (or FIFO) can be our receiver.
@@ -166,11 +193,7 @@ export function reportToFd(fd: number, message: string | null): 'delivered' | 'g
     debug('initstatus report: fd %d: %s', fd, (err as Error).message);
     return 'gone';
   }
-  let line = message === null ? 'ready\n' : `error ${JSON.stringify(message)}\n`;
-  if (message !== null && Buffer.byteLength(line) > MAX_LINE) {
-    // Cut the message so the line stays one atomic, non-blocking write.
-    line = `error ${JSON.stringify(fitJson(message, MAX_LINE - Buffer.byteLength('error ""\n')))}\n`;
-  }
+  const line = statusLine(message, props);
   // Write through a fresh non-blocking open file description of the same
   // pipe (Linux /proc), so a full pipe gives EAGAIN instead of blocking
   // forever, and a pipe without a reader gives ENXIO at once.

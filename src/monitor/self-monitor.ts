@@ -12,6 +12,8 @@ import {
   validateDuration, validateFunction, validateInteger, validateObject, validateOptionKeys, validateString,
 } from '../validators';
 import { isMonitored } from '../monitor';
+import { reportDaemon } from '../daemon-ready';
+import { SERVICE_MANAGER_ADDRESS } from '../initstatus';
 import { validateEnvKey } from './env-key';
 import { availableCpus } from './cpus';
 import { setUpWorker } from './in-worker';
@@ -121,7 +123,12 @@ async function start(envKey: string, options: SelfMonitorOptions,
   const signals = stopOnSignals((sig) => {
     stop.abort(codedError(`selfMonitor received ${sig}`, 'ERR_MONITOR_SIGNALED', { signal: sig }));
   });
+  // In a daemon that has not reported yet: it is ready once every slot is
+  // (issue 22, item 7). A pool under systemd sends READY=1 itself.
+  const daemonReadyOn = pooled ? 'all-ready' : 'ready';
+  const skipDaemon = (address: string): boolean => pooled && address === SERVICE_MANAGER_ADDRESS;
   const emit = (event: MonitorEvent): void => {
+    if (event.type === daemonReadyOn) void reportDaemon(null, skipDaemon);
     debug('monitor: %j', event);
     if (onEvent) {
       try {
@@ -147,6 +154,9 @@ async function start(envKey: string, options: SelfMonitorOptions,
     return await run();
   } catch (err) {
     if (err === NEVER) return new Promise<never>(() => {});
+    // The workers never all came up (a spent restart budget, a stop): the
+    // daemon's foreground learns why, instead of waiting for its timeout.
+    await reportDaemon(err instanceof Error ? err : new Error(String(err)), skipDaemon);
     throw err;
   }
 
