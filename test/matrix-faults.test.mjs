@@ -10,13 +10,13 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileScope, freePort, isAlive, waitFor } from './helpers.mjs';
 import {
-  SERVES, ended, loadClients, setVersion, startApp, table, waitServing,
+  SERVES, ended, get, loadClients, setVersion, startApp, table, waitServing,
 } from './matrix-helpers.mjs';
 
 const { reaper, dirs } = fileScope();
 const cells = new Map();
 const FAULTS = ['throw-before-listen', 'syntax-error', 'exit-0', 'never-ready'];
-const KILLS = ['SIGKILL of a preflight', 'SIGKILL of a worker mid-roll', 'SIGKILL of the monitor'];
+const KILLS = ['SIGKILL of a preflight', 'SIGKILL of a bridge', 'SIGKILL of a worker mid-roll', 'SIGKILL of the monitor'];
 after(() => {
   console.log(`\n${table('fault \\ serving', FAULTS, SERVES, cells)}\n`);
   console.log(`\n${table('process killed', KILLS, ['listen', 'plain'], cells)}\n`);
@@ -111,6 +111,25 @@ for (const serve of ['listen', 'plain']) {
       await load.stop();
     }
     assert.equal(load.failed, 0, JSON.stringify(load.errors));
+    process.kill(pid, 'SIGTERM');
+    assert.deepEqual(await ended(app), { code: 0, signal: null }, app.err);
+  });
+
+  cell('SIGKILL of a bridge', serve, async () => {
+    const { dir, port, app, pid } = await started(serve, { trigger: 'call' });
+    // A request in flight holds the old image's drain: the bridge serves meanwhile.
+    const slow = get(port, '/slow');
+    await sleep(200);
+    setVersion(dir, 2);
+    process.kill(pid, 'SIGUSR2');
+    const bridge = Number((await waitFor(() => /READY v2 pid (\d+)/.exec(app.out), { what: () => `the bridge; ${app.err}` }))[1]);
+    reaper.add(bridge);
+    process.kill(bridge, 'SIGKILL');
+    // The restart goes on: the new image takes the sockets and reaps the dead bridge.
+    assert.equal((await slow).status, 200);
+    await waitServing(port, 2, { pid, n: 3 });
+    await waitFor(() => !isAlive(bridge), { what: 'the bridge reaped' });
+    assert.deepEqual(childrenOf(pid), []);
     process.kill(pid, 'SIGTERM');
     assert.deepEqual(await ended(app), { code: 0, signal: null }, app.err);
   });

@@ -25,6 +25,16 @@ const { MATRIX_SERVE: serve, MATRIX_TRIGGER: trigger = 'none', MATRIX_WORKERS: w
 const port = Number(process.env.MATRIX_PORT);
 const host = '127.0.0.1';
 
+if (process.env.MATRIX_DAEMON) {
+  // The README's daemon, composed with its workers: the foreground returns
+  // once every worker is ready.
+  const { daemonize } = await import('${dist('index.mjs')}');
+  const r = await daemonize({ envKey: 'MATRIX_DAEMON_KEY', timeout: 30000, env: 'inherit' });
+  if (r.foreground) {
+    console.log('DAEMON pid ' + r.pid);
+    process.exit(0);
+  }
+}
 gracefulShutdown({ timeout: 8000 });
 if (workers) {
   await selfMonitor('MATRIX_WORKER', {
@@ -58,6 +68,7 @@ if (serve === 'listen') {
   server = app.server;
 }
 if (process.env.MATRIX_WORKER) await report(process.env.MATRIX_WORKER);
+if (process.env.NOTIFY_SOCKET) (await import('${dist('systemd.mjs')}')).ready();
 const options = { servers: [server] };
 if (process.env.MATRIX_PREFLIGHT_TIMEOUT) options.preflightTimeout = Number(process.env.MATRIX_PREFLIGHT_TIMEOUT);
 // The README's pattern, the promise dropped: a refusal must not end the service.
@@ -74,7 +85,8 @@ export function versionSource(v, fault) {
     case 'throw-before-listen': return `throw new Error('boom in v${v}');\n`;
     case 'syntax-error': return `export const version = (${v};\n`;
     case 'exit-0': return `process.exit(0);\n`;
-    case 'never-ready': return `await new Promise(() => {});\nexport const version = ${v};\n`;
+    // A timer keeps the loop alive: a bare unsettled top-level await ends the process (exit 13).
+    case 'never-ready': return `setInterval(() => {}, 1 << 30);\nawait new Promise(() => {});\nexport const version = ${v};\n`;
     case 'throw-after-listen':
       return `setTimeout(() => { throw new Error('boom after listen in v${v}'); }, 100).unref();\nexport const version = ${v};\n`;
     default: return `export const version = ${v};\n`;

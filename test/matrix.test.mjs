@@ -6,15 +6,28 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileScope, freePort, isAlive, waitFor } from './helpers.mjs';
+import { notifyReceiver } from './systemd-helpers.mjs';
 import {
   SERVES, ended, get, loadClients, setVersion, startApp, table, waitServing,
 } from './matrix-helpers.mjs';
 
 const { reaper, dirs } = fileScope();
 const cells = new Map();
-const OPS = ['restartViaExec', 'restartOnSignal', 'restartOnChange', 'second trigger', 'SIGTERM', 'SIGTERM during restart', 'rolling reload'];
+const OPS = ['restartViaExec', 'restartOnSignal', 'restartOnChange', 'second trigger', 'SIGTERM', 'SIGTERM during restart',
+  'rolling reload', 'notify socket', 'daemonize + workers'];
 after(() => console.log(`\n${table('serving \\ operation', SERVES, OPS, cells)}\n`));
+
+/** The PIDs of `pid`'s children. */
+function childrenOf(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
 
 /** Runs one cell: the body asserts; the cell records whether it held. */
 function cell(serve, op, body) {
@@ -25,10 +38,10 @@ function cell(serve, op, body) {
   });
 }
 
-async function restartCell(serve, trigger, act) {
+async function restartCell(serve, trigger, act, env) {
   const dir = dirs.make('pd-matrix-');
   const port = await freePort();
-  const app = startApp(dir, { serve, trigger, port, reaper });
+  const app = startApp(dir, { serve, trigger, port, reaper, env });
   const pid = app.child.pid;
   await waitFor(() => app.out.includes(`READY v1 pid ${pid}`), { what: () => `v1; stderr: ${app.err}` });
   const load = loadClients(port);
@@ -135,5 +148,52 @@ for (const serve of SERVES) {
     assert.equal(load.failed, 0, `failed requests: ${JSON.stringify(load.errors)}; stderr: ${app.err.slice(-3000)}`);
     process.kill(pid, 'SIGTERM');
     assert.deepEqual(await ended(app), { code: 0, signal: null }, app.err);
+  });
+
+  // Under a notify socket (Type=notify-reload): the reload is announced and
+  // completed, and a refused one completes too, the old version serving.
+  cell(serve, 'notify socket', async () => {
+    const sock = join(dirs.make('pd-matrix-notify-'), 'notify');
+    const rx = await notifyReceiver(sock, reaper);
+    try {
+      let pid;
+      await restartCell(serve, 'signal', async (dir, p) => {
+        pid = p;
+        await waitFor(() => rx.from(pid).some((m) => m.data.includes('READY=1')), { what: 'READY=1' });
+        setVersion(dir, 2);
+        process.kill(pid, 'SIGUSR2');
+      }, { NOTIFY_SOCKET: sock });
+      const seq = rx.from(pid).map((m) => m.data.split('\n').find((l) => /^(READY|RELOADING|STOPPING)=1$/.test(l))).filter(Boolean);
+      assert.deepEqual(seq.slice(0, 3), ['READY=1', 'RELOADING=1', 'READY=1'], JSON.stringify(rx.from(pid)));
+    } finally {
+      rx.stop();
+    }
+  });
+
+  cell(serve, 'daemonize + workers', async () => {
+    const dir = dirs.make('pd-matrix-');
+    const port = await freePort();
+    const fg = startApp(dir, { serve, port, workers: 2, reaper, env: { MATRIX_DAEMON: '1' } });
+    assert.deepEqual(await ended(fg, 40000), { code: 0, signal: null }, fg.err);
+    const daemon = Number(/DAEMON pid (\d+)/.exec(fg.out)[1]);
+    reaper.add(daemon);
+    const workerPids = childrenOf(daemon);
+    workerPids.forEach((w) => reaper.add(w));
+    assert.equal(workerPids.length, 2, 'both workers were up when the foreground returned');
+    const load = loadClients(port);
+    try {
+      await sleep(300);
+      setVersion(dir, 2);
+      process.kill(daemon, 'SIGHUP');
+      await waitServing(port, 2, { n: 10 });
+      await sleep(300);
+    } finally {
+      await load.stop();
+    }
+    childrenOf(daemon).forEach((w) => reaper.add(w));
+    assert.equal(load.failed, 0, `failed requests: ${JSON.stringify(load.errors)}`);
+    const last = childrenOf(daemon);
+    process.kill(daemon, 'SIGTERM');
+    for (const p of [daemon, ...last]) await waitFor(() => !isAlive(p), { what: `pid ${p} to end` });
   });
 }
