@@ -1,4 +1,5 @@
-// sd_notify to a receiver that never reads (issue 16, item 8).
+// sd_notify to a receiver that never reads (issue 16, item 8) or reads late
+// (issue 22, item 14).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -17,7 +18,7 @@ function lines(child) {
   return out;
 }
 
-test('notify() to a full NOTIFY_SOCKET under a stream of signals returns false instead of stalling the loop', {
+test('notify() to a full NOTIFY_SOCKET under a stream of signals returns at once (queued) instead of stalling the loop', {
   skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
 }, async () => {
   const path = join(dir, 'notify.sock');
@@ -52,5 +53,39 @@ test('notify() to a full NOTIFY_SOCKET under a stream of signals returns false i
   receiver.stdin.end();
   await receiverClosed;
   assert.ok(returnedWhileSignalled, `notify() returned only after the signals stopped (${signals} sent)`);
-  assert.deepEqual(JSON.parse(out.text.split('\n')[1]), { sent: false });
+  // Queued for when the manager reads; process.exit() then drops it.
+  assert.deepEqual(JSON.parse(out.text.split('\n')[1]), { sent: true });
+});
+
+test('a manager 20+ ms late still gets READY=1, STATUS= and STOPPING=1, in order, and the loop runs meanwhile', {
+  skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
+}, async () => {
+  const path = join(dir, 'late.sock');
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-late.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  reaper.add(receiver.pid);
+  const rx = lines(receiver);
+  await waitFor(() => rx.text.includes('full'), { what: 'the receiver queue to be full' });
+
+  const child = spawn(process.execPath, [join(fixtures, 'native-notify-late.cjs')], {
+    env: { ...process.env, NOTIFY_SOCKET: path }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  reaper.add(child.pid);
+  let exited = false;
+  const childClosed = once(child, 'close').then(([code]) => { exited = true; return code; });
+  const out = lines(child);
+  await waitFor(() => out.text.includes('loop'), { what: 'the notifier to run its loop' });
+  assert.deepEqual(JSON.parse(out.text.split('\n')[0]), { ready: true, status: true, stopping: true });
+  // The queued datagrams keep the process alive until they are sent.
+  await sleep(50);
+  assert.equal(exited, false, 'the notifier exited with its datagrams unsent');
+  receiver.stdin.write('drain\n');
+  assert.equal(await childClosed, 0);
+  const mine = () => rx.text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  await waitFor(() => mine().length >= 3, { what: 'the three datagrams' });
+  receiver.kill('SIGKILL');
+  assert.deepEqual(mine(), [
+    { pid: child.pid, data: 'READY=1\nSTATUS=up' },
+    { pid: child.pid, data: 'STATUS=serving' },
+    { pid: child.pid, data: 'STOPPING=1' },
+  ]);
 });
