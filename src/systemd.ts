@@ -189,7 +189,8 @@ function send(message: string, fds?: number[]): boolean {
 export function notificationsSent(timeoutMs: number): Promise<void> {
   if (pending.length === 0) return Promise.resolve();
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs).unref();
+    // setTimeout takes at most 2^31-1 ms (a longer one fires at once).
+    const timer = setTimeout(resolve, Math.min(timeoutMs, 2 ** 31 - 1)).unref();
     drained.push(() => {
       clearTimeout(timer);
       resolve();
