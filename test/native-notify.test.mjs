@@ -89,3 +89,35 @@ test('a manager 20+ ms late still gets READY=1, STATUS= and STOPPING=1, in order
     { pid: child.pid, data: 'STOPPING=1' },
   ]);
 });
+
+test('restartViaExec waits for datagrams the manager had no room for: READY, RELOADING, READY arrive from one PID, in order', {
+  skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
+}, async () => {
+  const path = join(dir, 'late-exec.sock');
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-late.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  reaper.add(receiver.pid);
+  const rx = lines(receiver);
+  await waitFor(() => rx.text.includes('full'), { what: 'the receiver queue to be full' });
+  const child = spawn(process.execPath, [join(fixtures, 'systemd-server.cjs')], {
+    env: { ...process.env, NOTIFY_SOCKET: path, SD_LISTEN: JSON.stringify([{ port: 0, host: '127.0.0.1' }]) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  reaper.add(child.pid);
+  const out = lines(child);
+  await waitFor(() => out.text.includes('READY GEN 0'), { what: 'the server' });
+  process.kill(child.pid, 'SIGHUP');
+  // The preflight (the new version, a child) is up: without the wait the
+  // old image would hand over and exec now, and its queue would die with it.
+  await waitFor(() => new RegExp(`READY GEN 1 PID (?!${child.pid} )`).test(out.text), { what: 'the preflight' });
+  await sleep(200);
+  receiver.stdin.write('drain\n');
+  await waitFor(() => out.text.includes(`READY GEN 1 PID ${child.pid} `), { what: 'generation 1 in the same PID' });
+  const mine = () => rx.text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
+    .filter((m) => m.pid === child.pid && m.data !== 'WATCHDOG=1');
+  await waitFor(() => mine().length >= 3, { what: `three datagrams (${JSON.stringify(mine())})` });
+  child.kill('SIGTERM');
+  receiver.kill('SIGKILL');
+  assert.deepEqual(mine().map((m) => m.data.split('\n')[0]), ['READY=1', 'RELOADING=1', 'READY=1']);
+  assert.deepEqual(mine().map((m) => m.data.split('\n').find((l) => l.startsWith('STATUS='))),
+    ['STATUS=generation 0', undefined, 'STATUS=generation 1']);
+});
