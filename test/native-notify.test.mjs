@@ -6,7 +6,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileScope, fixtures, waitFor } from './helpers.mjs';
+import { existsSync } from 'node:fs';
+import { fileScope, fixtures, straceCalls, waitFor } from './helpers.mjs';
 
 const { reaper, dir } = fileScope('native-notify-');
 
@@ -120,4 +121,34 @@ test('restartViaExec waits for datagrams the manager had no room for: READY, REL
   assert.deepEqual(mine().map((m) => m.data.split('\n')[0]), ['READY=1', 'RELOADING=1', 'READY=1']);
   assert.deepEqual(mine().map((m) => m.data.split('\n').find((l) => l.startsWith('STATUS='))),
     ['STATUS=generation 0', undefined, 'STATUS=generation 1']);
+});
+
+const strace = ['/usr/bin/strace', '/bin/strace'].find(existsSync);
+
+test('strace: a full queue costs one EAGAIN, then the kernel says when (EPOLLOUT): one sendmsg per datagram, no retry loop', {
+  skip: (!hasPython || process.platform !== 'linux' || !strace) && 'needs python3, Linux and strace',
+}, async () => {
+  const path = join(dir, 'late-strace.sock');
+  const log = join(dir, 'notify.strace');
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-late.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  reaper.add(receiver.pid);
+  const rx = lines(receiver);
+  await waitFor(() => rx.text.includes('full'), { what: 'the receiver queue to be full' });
+  const child = spawn(strace, ['-f', '-o', log, '-e', 'trace=sendmsg,epoll_ctl', process.execPath, join(fixtures, 'native-notify-late.cjs')], {
+    env: { ...process.env, NOTIFY_SOCKET: path }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  reaper.add(child.pid);
+  const childClosed = once(child, 'close');
+  const out = lines(child);
+  await waitFor(() => out.text.includes('loop'), { what: 'the notifier to run its loop' });
+  await sleep(100);
+  receiver.stdin.write('drain\n');
+  assert.equal((await childClosed)[0], 0);
+  receiver.kill('SIGKILL');
+  const calls = straceCalls(log).map((c) => c.text);
+  const sends = calls.filter((t) => t.startsWith('sendmsg('));
+  assert.equal(sends.filter((t) => /= -1 EAGAIN/.test(t)).length, 1, sends.join('\n'));
+  assert.equal(sends.filter((t) => /= \d+$/.test(t)).length, 3, sends.join('\n'));
+  assert.equal(sends.length, 4, sends.join('\n'));
+  assert.ok(calls.some((t) => /^epoll_ctl\(.*EPOLLOUT/.test(t)), 'the socket was handed to the event loop for EPOLLOUT');
 });
