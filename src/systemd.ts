@@ -95,6 +95,17 @@ function closeFds(fds: number[] | undefined): void {
   }
 }
 
+/** `socket`, watched for room by flush(); closed if it cannot be. */
+function watched(socket: RawNotifySocket, address: string): { socket: RawNotifySocket; address: string } {
+  try {
+    socket.watch(flush);
+  } catch (err) {
+    socket.close();
+    throw err;
+  }
+  return { socket, address };
+}
+
 /** Sends what is pending, in order, while the manager has room. Never throws. */
 function flush(): void {
   while (pending.length > 0) {
@@ -104,15 +115,14 @@ function flush(): void {
         waiting.socket.close();
         waiting = undefined;
       }
-      if (waiting === undefined) {
-        const socket = new addon.NotifySocket(head.address);
-        waiting = { socket, address: head.address };
-        socket.watch(flush);
-      }
+      if (waiting === undefined) waiting = watched(new addon.NotifySocket(head.address), head.address);
       if (!waiting.socket.send(head.message, head.fds)) return;  // still full: the poll calls again
       debug('systemd: notified %j (fds %j), after waiting', head.message, head.fds ?? []);
     } catch (err) {
       debug('systemd: notify %j to %s failed: %s', head.message, head.address, (err as Error).message);
+      // The next datagram connects afresh (the manager may be back).
+      waiting?.socket.close();
+      waiting = undefined;
     }
     pending.shift();
     closeFds(head.fds);
@@ -170,14 +180,19 @@ function send(message: string, fds?: number[]): boolean {
     debug('systemd: notify %j (fds %j) to %s failed: %s', message, fds ?? [], address, (err as Error).message);
     return false;
   }
-  const queued = enqueue(address, message, fds);
-  if (queued) {
-    waiting = { socket, address };
-    socket.watch(flush);
-  } else {
+  if (!enqueue(address, message, fds)) {
     socket.close();
+    return false;
   }
-  return queued;
+  try {
+    waiting = watched(socket, address);
+  } catch (err) {
+    // No poll handle (the environment is ending): nobody would send it.
+    closeFds(pending.pop()?.fds);
+    debug('systemd: notify %j to %s failed: %s', message, address, (err as Error).message);
+    return false;
+  }
+  return true;
 }
 
 /**
