@@ -91,6 +91,34 @@ test('a manager 20+ ms late still gets READY=1, STATUS= and STOPPING=1, in order
   ]);
 });
 
+test('storeFds() behind a full queue sends the fd even though the caller closed it right after the call', {
+  skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
+}, async () => {
+  const path = join(dir, 'late-fds.sock');
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-late.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  reaper.add(receiver.pid);
+  const rx = lines(receiver);
+  await waitFor(() => rx.text.includes('full'), { what: 'the receiver queue to be full' });
+  const child = spawn(process.execPath, [join(fixtures, 'native-notify-late.cjs'), 'fds'], {
+    env: { ...process.env, NOTIFY_SOCKET: path }, stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  reaper.add(child.pid);
+  const childClosed = once(child, 'close');
+  const out = lines(child);
+  await waitFor(() => out.text.includes('loop'), { what: 'the notifier to run its loop' });
+  const [{ inode }, returned] = out.text.split('\n').slice(0, 2).map((l) => JSON.parse(l));
+  assert.deepEqual(returned, { storeFds: true, stopping: true });
+  receiver.stdin.write('drain\n');
+  assert.equal((await childClosed)[0], 0);
+  const mine = () => rx.text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  await waitFor(() => mine().length >= 2, { what: 'the two datagrams' });
+  receiver.kill('SIGKILL');
+  assert.deepEqual(mine(), [
+    { pid: child.pid, data: 'FDSTORE=1\nFDNAME=kept', inodes: [inode] },
+    { pid: child.pid, data: 'STOPPING=1' },
+  ]);
+});
+
 test('restartViaExec waits for datagrams the manager had no room for: READY, RELOADING, READY arrive from one PID, in order', {
   skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
 }, async () => {
