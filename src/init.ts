@@ -57,7 +57,10 @@ export interface InitOptions {
   remapExitCodes?: Record<number, number>;
   /**
    * Signals to rewrite before forwarding: `{ SIGTERM: 'SIGQUIT' }`; `null`
-   * drops the signal (dumb-init -r).
+   * drops the signal (dumb-init -r). A key the init never forwards
+   * (SIGCHLD, SIGKILL, SIGSTOP, a synchronous fault) is refused. A
+   * SIGTSTP/SIGTTIN/SIGTTOU rewritten to a signal that stops nothing is
+   * forwarded, then the init stops itself (as dumb-init).
    */
   rewriteSignals?: Partial<Record<NodeJS.Signals, NodeJS.Signals | number | null>>;
 }
