@@ -103,6 +103,9 @@ class LoopHandle {
   using Callback = void (*)(void* owner);
   // Polls `fd` for readability. Takes the fd: it is closed on failure too.
   static LoopHandle* Poll(Napi::Env env, int fd, Callback on_event, void* owner);
+  // Polls `fd` for writability (a connected datagram socket whose peer's
+  // queue has room again). Takes the fd the same way.
+  static LoopHandle* PollWritable(Napi::Env env, int fd, Callback on_event, void* owner);
   // Watches `signum` through libuv's signal handling.
   static LoopHandle* Signal(Napi::Env env, int signum, Callback on_event, void* owner);
   // Called instead of any further event when the environment ends with the
@@ -120,7 +123,7 @@ class LoopHandle {
  private:
   LoopHandle(State* state, int fd, bool poll, Callback on_event, void* owner)
       : poll_(poll), fd_(fd), on_event_(on_event), owner_(owner), state_(state) {}
-  static LoopHandle* Open(Napi::Env env, int fd, int signum, Callback on_event, void* owner);
+  static LoopHandle* Open(Napi::Env env, int fd, int signum, int events, Callback on_event, void* owner);
   static void Closed(uv_handle_t* h);
   static void OnPoll(uv_poll_t* h, int status, int events);
   static void OnSignal(uv_signal_t* h, int signum);

@@ -27,6 +27,7 @@
 //   -e N[:M]  exit with M (default 0) when the program's status is N (tini -e)
 //   -r S:R    forward signal R when S arrives; R 0 drops S (dumb-init -r)
 //   -w        no warning when neither PID 1 nor a subreaper
+//   -h, --help  print the usage and exit 0
 //   --        end of options; the program and its arguments follow
 #define _GNU_SOURCE
 #include <errno.h>
@@ -83,6 +84,26 @@ static int is_synchronous(int sig) {
          sig == SIGSYS;
 }
 
+static int is_job_control(int sig) { return sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU; }
+
+static const char usage[] =
+    "Usage: posix-daemon-init [options] [--] program [args...]\n"
+    "\n"
+    "Runs program as its child: forwards signals to it, reaps every process,\n"
+    "and exits with the program's status (128+N after signal N).\n"
+    "\n"
+    "Options:\n"
+    "  -t MS      once the program has exited, what is left gets SIGTERM,\n"
+    "             then SIGKILL after MS milliseconds (default 5000)\n"
+    "  -s         outside PID 1: become a child subreaper (tini -s)\n"
+    "  -g         forward signals to the program's process group (tini -g)\n"
+    "  -e N[:M]   exit with M (default 0) when the program's status is N\n"
+    "  -r S:R     forward signal R when S arrives; R 0 drops S (dumb-init -r);\n"
+    "             numbers, or names with posix-daemon-init (-r TERM:QUIT)\n"
+    "  -w         no warning when neither PID 1 nor a subreaper\n"
+    "  -h, --help print this text and exit\n"
+    "  --image    (posix-daemon-init only) print the path of the init image\n";
+
 static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -137,6 +158,18 @@ static int parse_args(int argc, char** argv, struct config* c) {
       break;
     }
     if (a[0] != '-') break;
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      size_t n = strlen(usage);
+      const char* p = usage;
+      while (n > 0) {
+        ssize_t w = write(1, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        p += w;
+        n -= (size_t)w;
+      }
+      return 1;
+    }
     if (strcmp(a, "-s") == 0) {
       c->subreaper = 1;
     } else if (strcmp(a, "-g") == 0) {
@@ -156,9 +189,15 @@ static int parse_args(int argc, char** argv, struct config* c) {
       long from = parse_num(argv[++i], &end, 1, _NSIG - 1), to = -1;
       if (from > 0 && *end == ':') to = parse_num(end + 1, &end, 0, _NSIG - 1);
       if (from < 0 || to < 0 || *end != '\0') return say("-r wants SIGNUM:SIGNUM (0 drops): ", argv[i], ""), -1;
+      // The init never forwards these (it cannot even receive the faults
+      // through sigwaitinfo, nor ever catch SIGKILL/SIGSTOP): a rewrite of
+      // one would do nothing.
+      if (is_synchronous((int)from) || from == SIGCHLD || from == SIGKILL || from == SIGSTOP) {
+        return say("-r: signal ", argv[i], " is never forwarded (SIGCHLD, SIGKILL, SIGSTOP, synchronous faults)"), -1;
+      }
       c->rewrite[from] = (int)to;
     } else {
-      return say("unknown option ", a, " (usage: [-t MS] [-s] [-g] [-e N[:M]] [-r S:R] [-w] [--] program [args...])"), -1;
+      return say("unknown option ", a, " (usage: [-t MS] [-s] [-g] [-e N[:M]] [-r S:R] [-w] [--] program [args...]; -h for help)"), -1;
     }
   }
   if (i >= argc) return say("no program to run", "", ""), -1;
@@ -246,7 +285,8 @@ static pid_t start_program(struct config* c) {
 static void init_main(int argc, char** argv) {
   struct config c;
   memset(&c, 0, sizeof(c));
-  if (parse_args(argc, argv, &c) != 0) _exit(2);
+  int parsed = parse_args(argc, argv, &c);
+  if (parsed != 0) _exit(parsed > 0 ? 0 : 2);
   prctl(PR_SET_NAME, "node-init", 0, 0, 0);
 
   // The mask may have come blocked through execve (init() blocks everything
@@ -316,6 +356,12 @@ static void init_main(int argc, char** argv) {
       if (to != 0) kill(c.group ? -program : program, to);
       // A terminal stop (SIGTSTP/TTIN/TTOU) is passed on like any other;
       // the init stops itself when the program actually stops (below).
+      // One rewritten to something else (or dropped) stops no program, so
+      // the init stops itself now, as dumb-init does for every received
+      // job-control signal (its test_default_rewrites_can_be_overriden):
+      // the shell still sees its job stop. SIGCONT resumes the init, which
+      // forwards it. (PID 1 cannot be stopped from inside its namespace.)
+      if (is_job_control(sig) && !is_job_control(to) && !pid1) kill(getpid(), SIGSTOP);
     }
 
     if (!program_done) {

@@ -42,7 +42,7 @@ struct LoopHandle::State {
   }
 };
 
-LoopHandle* LoopHandle::Open(Napi::Env env, int fd, int signum, Callback on_event, void* owner) {
+LoopHandle* LoopHandle::Open(Napi::Env env, int fd, int signum, int events, Callback on_event, void* owner) {
   State* state = env.GetInstanceData<State>();
   const bool poll = fd != -1;
   LoopHandle* h = nullptr;
@@ -64,7 +64,7 @@ LoopHandle* LoopHandle::Open(Napi::Env env, int fd, int signum, Callback on_even
     if (fd != -1) close(fd);
     throw ErrnoError(env, -r, poll ? "uv_poll_init" : "uv_signal_init");
   }
-  r = poll ? uv_poll_start(&h->uv_.poll, UV_READABLE, OnPoll) : uv_signal_start(&h->uv_.signal, OnSignal, signum);
+  r = poll ? uv_poll_start(&h->uv_.poll, events, OnPoll) : uv_signal_start(&h->uv_.signal, OnSignal, signum);
   if (r != 0) {
     h->Close();  // registered: only libuv's close callback may free it
     throw ErrnoError(env, -r, poll ? "uv_poll_start" : "uv_signal_start");
@@ -73,11 +73,15 @@ LoopHandle* LoopHandle::Open(Napi::Env env, int fd, int signum, Callback on_even
 }
 
 LoopHandle* LoopHandle::Poll(Napi::Env env, int fd, Callback on_event, void* owner) {
-  return Open(env, fd, 0, on_event, owner);
+  return Open(env, fd, 0, UV_READABLE, on_event, owner);
+}
+
+LoopHandle* LoopHandle::PollWritable(Napi::Env env, int fd, Callback on_event, void* owner) {
+  return Open(env, fd, 0, UV_WRITABLE, on_event, owner);
 }
 
 LoopHandle* LoopHandle::Signal(Napi::Env env, int signum, Callback on_event, void* owner) {
-  return Open(env, -1, signum, on_event, owner);
+  return Open(env, -1, signum, 0, on_event, owner);
 }
 
 void LoopHandle::OnPoll(uv_poll_t* p, int status, int events) {

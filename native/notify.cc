@@ -5,59 +5,22 @@
 // microseconds, which RELOADING=1 must carry as MONOTONIC_USEC=.
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "common.h"
 
 namespace pd {
 namespace {
-
-// systemd's pid 1 reads its notify socket from its event loop; a full
-// queue means it is badly overloaded, and a hostile NOTIFY_SOCKET (a
-// listener that never reads) must not stall the event loop: a datagram that
-// cannot be queued within this much time in all (EINTR included) is not
-// sent (issue 16, item 8: a 1 s SO_SNDTIMEO, restarted by every EINTR, took
-// 7 s with a signal every 200 ms).
-constexpr int kSendBudgetMs = 2;
-
-int64_t MonotonicMs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-// Sends `mh` on a connected socket without blocking; while the receiver's
-// queue is full (EAGAIN), waits for room with poll(), which the kernel
-// wakes (a connected unix datagram socket is writable once the peer's
-// queue has room), within kSendBudgetMs overall. Returns 0 or errno.
-int SendBounded(int fd, struct msghdr* mh, size_t size) {
-#ifdef MSG_NOSIGNAL
-  const int flags = MSG_NOSIGNAL | MSG_DONTWAIT;  // EPIPE, never SIGPIPE
-#else
-  const int flags = MSG_DONTWAIT;  // datagram sockets do not raise SIGPIPE there
-#endif
-  const int64_t deadline = MonotonicMs() + kSendBudgetMs;
-  for (;;) {
-    ssize_t n = sendmsg(fd, mh, flags);
-    if (n >= 0) return static_cast<size_t>(n) == size ? 0 : EMSGSIZE;
-    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return errno;
-    int64_t left = deadline - MonotonicMs();
-    if (left <= 0) return EAGAIN;
-    if (errno == EINTR) continue;
-    struct pollfd p = {fd, POLLOUT, 0};
-    if (poll(&p, 1, static_cast<int>(left)) == -1 && errno != EINTR) return errno;
-  }
-}
 
 // Builds the address: "/path" or "@abstract" (the leading '@' stands for the
 // NUL byte of the abstract namespace, as in systemd). Returns 0 or errno.
@@ -77,29 +40,77 @@ int NotifyAddress(const std::string& address, struct sockaddr_un* sa, socklen_t*
   return 0;
 }
 
-// One datagram to `address`, with `fds` attached (SCM_RIGHTS) when there
-// are any: the socket is connected first, so that SendBounded can wait for
-// room with poll(). Throws a Node-style error on any failure; the TS layer
-// turns delivery failures into `false` plus a debuglog line.
-void SendNotify(Napi::Env env, const std::string& address, const std::string& message, const std::vector<int>& fds) {
-  struct sockaddr_un sa;
-  socklen_t salen = 0;
-  int err = NotifyAddress(address, &sa, &salen);
-  if (err != 0) throw ErrnoError(env, err, "connect", address.c_str());
-#ifdef SOCK_CLOEXEC
-  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+// A connected, non-blocking AF_UNIX datagram socket to the manager.
+//
+// send() never waits: when the manager's queue is full it says so (false),
+// and the caller keeps the message. watch() then has libuv tell it when
+// the socket is writable again: a connected unix datagram socket polls
+// writable once the peer's queue has room, so the kernel wakes us; no timer,
+// no blocking (issue 22, item 14: a 2 ms budget lost READY=1 to a manager
+// 20 ms late). The socket belongs to this object, and to the poll handle
+// once watched (closed with it).
+class NotifySocket : public Napi::ObjectWrap<NotifySocket> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NotifySocket",
+                       {InstanceMethod<&NotifySocket::Send>("send"),
+                        InstanceMethod<&NotifySocket::Watch>("watch"),
+                        InstanceMethod<&NotifySocket::Close>("close")});
+  }
+
+  // new NotifySocket(address): "/path" or "@abstract". Throws a Node-style
+  // error (connect, socket) when the manager cannot be reached.
+  NotifySocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NotifySocket>(info) {
+    Napi::Env env = info.Env();
+    std::string address = CString(info[0], "address");
+    struct sockaddr_un sa;
+    socklen_t salen = 0;
+    int err = NotifyAddress(address, &sa, &salen);
+    if (err != 0) throw ErrnoError(env, err, "connect", address.c_str());
+#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 #else
-  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-  if (fd != -1) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (fd != -1) {
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    }
 #endif
-  if (fd == -1) throw ErrnoError(env, errno, "socket");
-  int r;
-  do {
-    r = connect(fd, reinterpret_cast<struct sockaddr*>(&sa), salen);
-  } while (r == -1 && errno == EINTR);
-  const char* syscall = "connect";
-  err = r == -1 ? errno : 0;
-  if (err == 0) {
+    if (fd == -1) throw ErrnoError(env, errno, "socket");
+    int r;
+    do {
+      r = connect(fd, reinterpret_cast<struct sockaddr*>(&sa), salen);
+    } while (r == -1 && errno == EINTR);
+    if (r == -1) {
+      err = errno;
+      close(fd);
+      throw ErrnoError(env, err, "connect", address.c_str());
+    }
+    fd_ = fd;
+    address_ = address;
+  }
+
+  ~NotifySocket() override { Shutdown(); }
+
+ private:
+  // send(message, fds?): true once queued with the manager, false while its
+  // queue is full (EAGAIN: nothing was sent, try again when writable).
+  // Other failures throw (send/sendmsg, with the address as path).
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string message = CString(info[0], "message");
+    if (message.empty()) throw ArgValueError(env, "message", "must not be empty");
+    std::vector<int> fds;
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      fds = FdArray(info[1], "fds", 0);
+      // SCM_MAX_FD: the kernel refuses more in one message.
+      if (fds.empty() || fds.size() > 253) throw ArgValueError(env, "fds", "must hold 1 to 253 fds");
+      for (int f : fds) {
+        if (fcntl(f, F_GETFD) == -1) throw ErrnoError(env, errno, "fcntl");
+      }
+    }
+    const char* syscall = fds.empty() ? "send" : "sendmsg";
+    if (fd_ == -1) throw ErrnoError(env, EBADF, syscall, address_.c_str());
     struct iovec iov;
     iov.iov_base = const_cast<char*>(message.data());
     iov.iov_len = message.size();
@@ -118,22 +129,84 @@ void SendNotify(Napi::Env env, const std::string& address, const std::string& me
       cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
       memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
     }
-    syscall = fds.empty() ? "send" : "sendmsg";
-    err = SendBounded(fd, &mh, message.size());
+#ifdef MSG_NOSIGNAL
+    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT;  // EPIPE, never SIGPIPE
+#else
+    const int flags = MSG_DONTWAIT;  // datagram sockets do not raise SIGPIPE there
+#endif
+    ssize_t n;
+    do {
+      n = sendmsg(fd_, &mh, flags);
+    } while (n == -1 && errno == EINTR);
+    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Napi::Boolean::New(env, false);
+    if (n == -1) throw ErrnoError(env, errno, syscall, address_.c_str());
+    if (static_cast<size_t>(n) != message.size()) throw ErrnoError(env, EMSGSIZE, syscall, address_.c_str());
+    return Napi::Boolean::New(env, true);
   }
-  close(fd);
-  if (err != 0) throw ErrnoError(env, err, syscall, address.c_str());
-}
 
-// sdNotify(address, message)
-Napi::Value SdNotify(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string address = CString(info[0], "address");
-  std::string message = CString(info[1], "message");
-  if (message.empty()) throw ArgValueError(env, "message", "must not be empty");
-  SendNotify(env, address, message, {});
-  return env.Undefined();
-}
+  // watch(callback): calls back, on the loop thread, whenever the socket is
+  // writable, until close(). Keeps the event loop alive meanwhile: a queued
+  // READY=1 or STOPPING=1 is sent before a process that ends by itself is
+  // gone.
+  Napi::Value Watch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsFunction()) throw ArgTypeError(env, "callback", "of type function");
+    if (fd_ == -1) throw ErrnoError(env, EBADF, "uv_poll_start");
+    if (poll_ != nullptr) throw ArgValueError(env, "callback", "is already set");
+    callback_ = Napi::Persistent(info[0].As<Napi::Function>());
+    context_ = std::make_unique<Napi::AsyncContext>(env, "posix-daemon:NotifySocket");
+    int fd = fd_;
+    fd_ = -1;  // the poll owns it from here on, closed on failure too
+    poll_ = LoopHandle::PollWritable(env, fd, OnEvent, this);
+    fd_ = fd;
+    poll_->OnTeardown(OnTeardown);
+    Ref();  // alive until close(): only the poll refers to it then
+    pinned_ = true;
+    return env.Undefined();
+  }
+
+  static void OnEvent(void* owner) {
+    auto* self = static_cast<NotifySocket*>(owner);
+    Napi::Env env = self->Env();
+    CallFromLoop(env, [&] { self->callback_.Value().MakeCallback(env.Global(), {}, *self->context_); });
+  }
+
+  static void OnTeardown(void* owner) {
+    auto* self = static_cast<NotifySocket*>(owner);
+    self->poll_ = nullptr;  // closed for us, with the fd
+    self->fd_ = -1;
+    self->Unpin();
+  }
+
+  void Unpin() {
+    if (!pinned_) return;
+    pinned_ = false;
+    Unref();
+  }
+
+  void Shutdown() {
+    if (poll_ != nullptr) {
+      poll_->Close();  // closes fd_ once libuv is done with it
+      poll_ = nullptr;
+    } else if (fd_ != -1) {
+      close(fd_);
+    }
+    fd_ = -1;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    Unpin();
+    return info.Env().Undefined();
+  }
+
+  int fd_ = -1;
+  std::string address_;
+  LoopHandle* poll_ = nullptr;
+  bool pinned_ = false;
+  Napi::FunctionReference callback_;
+  std::unique_ptr<Napi::AsyncContext> context_;
+};
 
 // CLOCK_MONOTONIC in microseconds, as a BigInt (systemd compares it with its
 // own CLOCK_MONOTONIC reading taken when it sent the reload signal).
@@ -145,30 +218,11 @@ Napi::Value MonotonicUsec(const Napi::CallbackInfo& info) {
 }
 
 
-// sdNotifyFds(address, message, fds): the same datagram with the fds
-// attached, for FDSTORE=1: systemd keeps them in the unit's file
-// descriptor store and passes them back at the next start.
-Napi::Value SdNotifyFds(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string address = CString(info[0], "address");
-  std::string message = CString(info[1], "message");
-  std::vector<int> fds = FdArray(info[2], "fds", 0);
-  if (message.empty()) throw ArgValueError(env, "message", "must not be empty");
-  // SCM_MAX_FD: the kernel refuses more in one message.
-  if (fds.empty() || fds.size() > 253) throw ArgValueError(env, "fds", "must hold 1 to 253 fds");
-  for (int f : fds) {
-    if (fcntl(f, F_GETFD) == -1) throw ErrnoError(env, errno, "fcntl");
-  }
-  SendNotify(env, address, message, fds);
-  return env.Undefined();
-}
-
 }  // namespace
 
 void InitNotify(Napi::Env env, Napi::Object exports) {
-  exports.Set("sdNotify", Napi::Function::New(env, SdNotify, "sdNotify"));
+  exports.Set("NotifySocket", NotifySocket::Define(env));
   exports.Set("monotonicUsec", Napi::Function::New(env, MonotonicUsec, "monotonicUsec"));
-  exports.Set("sdNotifyFds", Napi::Function::New(env, SdNotifyFds, "sdNotifyFds"));
 }
 
 }  // namespace pd

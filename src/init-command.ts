@@ -14,6 +14,7 @@
  *              (dumb-init -r): -r TERM:QUIT
  *   -w         no warning outside PID 1 without -s
  * and, instead of running anything:
+ *   -h, --help print the usage (the init image's text) and exit 0
  *   --image    print the path of the init image, an executable that can be
  *              a container's ENTRYPOINT itself (no window in which a signal
  *              sent to the container is lost)

@@ -57,7 +57,10 @@ export interface InitOptions {
   remapExitCodes?: Record<number, number>;
   /**
    * Signals to rewrite before forwarding: `{ SIGTERM: 'SIGQUIT' }`; `null`
-   * drops the signal (dumb-init -r).
+   * drops the signal (dumb-init -r). A key the init never forwards
+   * (SIGCHLD, SIGKILL, SIGSTOP, a synchronous fault) is refused. A
+   * SIGTSTP/SIGTTIN/SIGTTOU rewritten to a signal that stops nothing is
+   * forwarded, then the init stops itself (as dumb-init).
    */
   rewriteSignals?: Partial<Record<NodeJS.Signals, NodeJS.Signals | number | null>>;
 }
@@ -71,6 +74,9 @@ export function isUnderInit(): boolean {
 
 /** The init image: the plain-C shared object built next to the addon. */
 export const initImagePath: string = join(dirname(addonPath), 'posix_daemon_init.so');
+
+/** Signals the init image never forwards (native/init-loop.c): it reaps on SIGCHLD; faults are its own. */
+const NEVER_FORWARDED = new Set(['SIGCHLD', 'SIGFPE', 'SIGILL', 'SIGSEGV', 'SIGBUS', 'SIGABRT', 'SIGTRAP', 'SIGSYS']);
 
 /**
  * The init image's command-line options for `options` (the same options the
@@ -98,7 +104,13 @@ export function initImageOptions(options: InitOptions = {}): string[] {
   }
   for (const [from, to] of Object.entries(rewriteSignals)) {
     // SIGKILL and SIGSTOP (by name: their numbers differ between architectures) are never forwarded.
-    const f = toSignalNumber(toCatchableSignal(from, 'options.rewriteSignals'), 'options.rewriteSignals');
+    const name = toCatchableSignal(from, 'options.rewriteSignals');
+    // Nor are SIGCHLD and the synchronous faults (issue 22, item 20): a
+    // rewrite of one would be accepted and do nothing.
+    if (NEVER_FORWARDED.has(name)) {
+      throw invalidArgValue('options.rewriteSignals', from, 'must be a signal the init forwards (not SIGCHLD or a synchronous fault)');
+    }
+    const f = toSignalNumber(name, 'options.rewriteSignals');
     const t = to === null ? 0 : toSignalNumber(to, `options.rewriteSignals.${from}`);
     out.push('-r', `${f}:${t}`);
   }

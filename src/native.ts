@@ -65,14 +65,21 @@ export interface RawAddon {
   ProcessHandle: new (pid: number, pidfd?: number) => RawProcessHandle;
   flock(fd: number, operation: 'ex' | 'sh' | 'un'): boolean;
   dup2Stdio(fd: number, target: 1 | 2): void;
-  sdNotify(address: string, message: string): void;
-  sdNotifyFds(address: string, message: string, fds: number[]): void;
+  NotifySocket: new (address: string) => RawNotifySocket;
   monotonicUsec(): bigint;
   socketInfo(fd: number): RawSocketInfo | null;
   constants: { WNOHANG: number; WUNTRACED: number; WCONTINUED: number };
   /** Linux only (native/inotify.cc). */
   Inotify?: new (callback: (events: Array<number | string | null>) => void) => RawInotify;
   inotifyConstants?: Record<string, number>;
+}
+
+export interface RawNotifySocket {
+  /** true: queued with the manager; false: its queue is full (EAGAIN), nothing sent. */
+  send(message: string, fds?: number[]): boolean;
+  /** Calls back whenever the socket is writable, until close(); keeps the loop alive. */
+  watch(callback: () => void): void;
+  close(): void;
 }
 
 export interface RawInotify {

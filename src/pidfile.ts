@@ -15,7 +15,7 @@
  */
 import {
   closeSync, constants as fsConstants, fstatSync, fsyncSync, ftruncateSync, lstatSync, openSync, readFileSync,
-  readSync, unlinkSync, writeSync,
+  readdirSync, readSync, unlinkSync, writeSync,
 } from 'node:fs';
 import { resolve } from 'node:path';
 import { debuglog } from 'node:util';
@@ -230,43 +230,119 @@ export function heldPidFileFds(): number[] {
   return [...held.keys()];
 }
 
-/** Is an exclusive lock held on this file? /proc/locks where it exists, so a reader never takes a lock itself. */
-function lockHeld(fd: number): boolean {
-  if (process.platform === 'linux') {
-    let text: string | null = null;
+/** The file's device and inode as /proc/locks and fdinfo "lock:" lines write them: "MAJ:MIN:INO" (hex, hex, decimal). */
+function lockFileId(fd: number): string {
+  const st = fstatSync(fd, { bigint: true });
+  const dev = st.dev;
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return `${major.toString(16)}:${minor.toString(16)}:${st.ino}`;
+}
+
+/**
+ * PIDs that lines like "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"
+ * (from /proc/locks or an fdinfo "lock:" line) name as holding an
+ * exclusive flock on file `id`. Waiters ("->") hold nothing.
+ */
+function exclusiveFlockPids(text: string, id: string): number[] {
+  const pids: number[] = [];
+  for (const line of text.split('\n')) {
+    const f = line.replace(/^lock:/, '').trim().split(/\s+/);
+    if (f[1] !== 'FLOCK' || f[3] !== 'WRITE') continue;
+    const parts = f[5]?.split(':');
+    if (parts?.length !== 3) continue;
+    // Leading zeros differ between kernels ("00:2a" or "0:2a"): compare numbers.
+    const same = BigInt(`0x${parts[0]}`).toString(16) === id.split(':')[0]
+      && BigInt(`0x${parts[1]}`).toString(16) === id.split(':')[1] && parts[2] === id.split(':')[2];
+    if (same) pids.push(Number(f[4]));
+  }
+  return pids;
+}
+
+/**
+ * Does `pid` hold the exclusive flock on file `id` through an fd of its own?
+ * /proc/PID/fdinfo lists the locks held through each fd, so a lock the
+ * daemon inherited (daemonize: the foreground took it, and /proc/locks
+ * still names the foreground) counts. null: we may not look (another
+ * user's process, and we are not root).
+ */
+function holdsThroughFd(pid: number, id: string): boolean | null {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fdinfo`);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'EACCES' || code === 'EPERM' ? null : false;
+  }
+  for (const fd of fds) {
+    let text: string;
     try {
-      text = readFileSync('/proc/locks', 'latin1');
+      text = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'latin1');
     } catch {
-      text = null;
+      continue;  // closed meanwhile
     }
-    if (text !== null) {
-      const st = fstatSync(fd, { bigint: true });
-      const dev = st.dev;
-      const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-      const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
-      for (const line of text.split('\n')) {
-        // "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF" ("->" marks waiters)
-        const f = line.trim().split(/\s+/);
-        if (f[1] === '->' || f[1] !== 'FLOCK' || f[3] !== 'WRITE') continue;
-        const id = f[5]?.split(':');
-        if (id?.length !== 3) continue;
-        if (BigInt(`0x${id[0]}`) === major && BigInt(`0x${id[1]}`) === minor && BigInt(id[2]) === st.ino) return true;
-      }
-      return false;
+    if (text.includes('lock:') && exclusiveFlockPids(text, id).length > 0) return true;
+  }
+  return false;
+}
+
+/** The real UID `pid` runs as (/proc/PID/status), or null when unknown. */
+function processUid(pid: number): number | null {
+  try {
+    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m === null ? null : Number(m[1]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * May the PID in this file be believed? (issue 22, item 23: a lock only
+ * says *someone* holds the file.) The file must belong to us, to root or
+ * to the user the process runs as: anybody can write any PID into a file
+ * of theirs in /tmp and lock it. And the lock must be held by that very
+ * process: /proc/locks names who took it; an inherited lock is found in
+ * the process's own fdinfo. Where we may not look there (another user's
+ * daemon, we are not root), a file written by root or by us is believed
+ * on the lock alone. Elsewhere (no /proc/locks): the owner, and that some
+ * exclusive lock exists.
+ */
+function heldBy(fd: number, pid: number): boolean {
+  const uid = Number(fstatSync(fd, NO_SHARED_STAT).uid);
+  const trustedWriter = uid === 0 || uid === process.geteuid?.();
+  if (!trustedWriter && uid !== processUid(pid)) {
+    debug('pidfile: PID %d is in a file of UID %d, neither ours, root\'s nor its own: not believed', pid, uid);
+    return false;
+  }
+  let locks: string | null = null;
+  if (process.platform === 'linux') {
+    try {
+      locks = readFileSync('/proc/locks', 'latin1');
+    } catch {
+      locks = null;
     }
   }
-  // Elsewhere: ask for a shared lock and give it back at once.
-  if (addon.flock(fd, 'sh')) {
+  if (locks === null) {
+    // Ask for a shared lock and give it back at once.
+    if (!addon.flock(fd, 'sh')) return true;
     addon.flock(fd, 'un');
     return false;
   }
-  return true;
+  const id = lockFileId(fd);
+  const holders = exclusiveFlockPids(locks, id);
+  if (holders.length === 0) return false;
+  if (holders.includes(pid)) return true;
+  const own = holdsThroughFd(pid, id);
+  if (own === null) return trustedWriter;
+  if (!own) debug('pidfile: PID %d does not hold the lock (held by %j): not believed', pid, holders);
+  return own;
 }
 
 /**
  * The PID of the process holding `path`, or null: when the file does not
- * exist, is not locked (its process is gone: a stale number proves nothing),
- * or holds no well-formed PID of a live process.
+ * exist, is not locked by the process it names (its process is gone: a
+ * stale number proves nothing), holds no well-formed PID of a live
+ * process, or belongs to a user who may not speak for that process.
  */
 export function readPidFile(path: string): number | null {
   const abs = validatePath(path, 'path');
@@ -279,9 +355,10 @@ export function readPidFile(path: string): number | null {
     throw err;
   }
   try {
-    if (!fstatSync(fd, NO_SHARED_STAT).isFile() || !lockHeld(fd)) return null;
+    if (!fstatSync(fd, NO_SHARED_STAT).isFile()) return null;
     const pid = readPidFrom(fd);
-    return pid !== null && exists(pid) ? pid : null;
+    if (pid === null || !exists(pid)) return null;
+    return heldBy(fd, pid) ? pid : null;
   } finally {
     closeSync(fd);
   }

@@ -6,18 +6,20 @@
  * SOCK_DGRAM socket to `$NOTIFY_SOCKET` (a path, or `@name` for the abstract
  * namespace): systemd takes the sender's PID from the kernel and ignores
  * processes it does not expect, so a helper process could not do it for us.
- * Everything is synchronous. A call returns `true` when the datagram was
- * sent and `false` when `NOTIFY_SOCKET` is unset (not under a service
+ * A call returns `true` when the datagram was sent, or queued to be sent in
+ * order, and `false` when `NOTIFY_SOCKET` is unset (not under a service
  * manager) or delivery failed (logged with `NODE_DEBUG=posix-daemon`);
- * delivery problems never throw, bad arguments do. A manager whose queue
- * stays full for 2 ms (in all, EINTR included) costs the datagram, never
- * more loop time: it is dropped, false returned.
+ * delivery problems never throw, bad arguments do. A call never blocks: when
+ * the manager's queue is full the datagram waits in ours, and a libuv poll
+ * on the connected socket sends it (and those queued after it, in order)
+ * as soon as the kernel says there is room (issue 22, item 14).
  */
 import { markUp } from './lifecycle';
 import type { Server } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { debuglog } from 'node:util';
-import { addon } from './native';
+import { closeSync } from 'node:fs';
+import { addon, type RawNotifySocket } from './native';
 import { readyReached } from './restart-role';
 import { invalidArgType, invalidArgValue, outOfRange } from './errors';
 import {
@@ -68,19 +70,148 @@ function format(fields: unknown): string {
   return lines.join('\n');
 }
 
-/** One datagram to NOTIFY_SOCKET, with `fds` attached (SCM_RIGHTS) when given; false when unset or undelivered. */
+interface Pending {
+  address: string;
+  message: string;
+  /** Our own duplicates of the caller's fds: the caller may close theirs. */
+  fds?: number[];
+}
+
+// Datagrams the manager had no room for yet, oldest first, and the socket
+// that waits for room (one at a time: order is kept).
+const pending: Pending[] = [];
+let waiting: { socket: RawNotifySocket; address: string } | undefined;
+let drained: Array<() => void> = [];
+// A bound on what a manager that never reads can make us hold. A manager
+// that reads at all drains far faster than a service notifies.
+const MAX_PENDING = 1024;
+
+function closeFds(fds: number[] | undefined): void {
+  for (const fd of fds ?? []) {
+    try {
+      closeSync(fd);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** `socket`, watched for room by flush(); closed if it cannot be. */
+function watched(socket: RawNotifySocket, address: string): { socket: RawNotifySocket; address: string } {
+  try {
+    socket.watch(flush);
+  } catch (err) {
+    socket.close();
+    throw err;
+  }
+  return { socket, address };
+}
+
+/** Sends what is pending, in order, while the manager has room. Never throws. */
+function flush(): void {
+  while (pending.length > 0) {
+    const head = pending[0];
+    try {
+      if (waiting !== undefined && waiting.address !== head.address) {
+        waiting.socket.close();
+        waiting = undefined;
+      }
+      if (waiting === undefined) waiting = watched(new addon.NotifySocket(head.address), head.address);
+      if (!waiting.socket.send(head.message, head.fds)) return;  // still full: the poll calls again
+      debug('systemd: notified %j (fds %j), after waiting', head.message, head.fds ?? []);
+    } catch (err) {
+      debug('systemd: notify %j to %s failed: %s', head.message, head.address, (err as Error).message);
+      // The next datagram connects afresh (the manager may be back).
+      waiting?.socket.close();
+      waiting = undefined;
+    }
+    pending.shift();
+    closeFds(head.fds);
+  }
+  waiting?.socket.close();
+  waiting = undefined;
+  const waiters = drained;
+  drained = [];
+  for (const resolve of waiters) resolve();
+}
+
+function enqueue(address: string, message: string, fds: number[] | undefined): boolean {
+  // One WATCHDOG=1 waiting says all that another would.
+  if (message === 'WATCHDOG=1' && pending.some((p) => p.message === message && p.address === address)) return true;
+  if (pending.length >= MAX_PENDING) {
+    debug('systemd: notify %j to %s dropped: %d datagrams already wait for the manager', message, address, pending.length);
+    return false;
+  }
+  let dups: number[] | undefined;
+  if (fds !== undefined) {
+    dups = [];
+    try {
+      for (const fd of fds) dups.push(addon.dup(fd, 3));
+    } catch (err) {
+      closeFds(dups);
+      debug('systemd: notify %j (fds %j) to %s failed: %s', message, fds, address, (err as Error).message);
+      return false;
+    }
+  }
+  pending.push({ address, message, fds: dups });
+  debug('systemd: notify %j: the manager\'s queue is full; queued (%d waiting)', message, pending.length);
+  return true;
+}
+
+/**
+ * One datagram to NOTIFY_SOCKET, with `fds` attached (SCM_RIGHTS) when
+ * given. true: sent, or queued behind a full manager queue (sent in order
+ * as soon as there is room); false: unset, or undeliverable.
+ */
 function send(message: string, fds?: number[]): boolean {
   const address = process.env.NOTIFY_SOCKET;
   if (address === undefined || address === '') return false;
+  // Behind what already waits: never ahead of it.
+  if (pending.length > 0) return enqueue(address, message, fds);
+  let socket: RawNotifySocket | undefined;
   try {
-    if (fds === undefined) addon.sdNotify(address, message);
-    else addon.sdNotifyFds(address, message, fds);
+    socket = new addon.NotifySocket(address);
+    if (socket.send(message, fds)) {
+      socket.close();
+      debug('systemd: notified %j (fds %j)', message, fds ?? []);
+      return true;
+    }
   } catch (err) {
+    socket?.close();
     debug('systemd: notify %j (fds %j) to %s failed: %s', message, fds ?? [], address, (err as Error).message);
     return false;
   }
-  debug('systemd: notified %j (fds %j)', message, fds ?? []);
+  if (!enqueue(address, message, fds)) {
+    socket.close();
+    return false;
+  }
+  try {
+    waiting = watched(socket, address);
+  } catch (err) {
+    // No poll handle (the environment is ending): nobody would send it.
+    closeFds(pending.pop()?.fds);
+    debug('systemd: notify %j to %s failed: %s', message, address, (err as Error).message);
+    return false;
+  }
   return true;
+}
+
+/**
+ * @internal Resolves once no datagram waits for the manager's queue (at
+ * once when none does), or after `timeoutMs` at most (a manager that never
+ * reads). restartViaExec waits for it before the exec, which would lose
+ * them.
+ */
+export function notificationsSent(timeoutMs: number): Promise<void> {
+  if (pending.length === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    // setTimeout takes at most 2^31-1 ms (a longer one fires at once).
+    const timer = setTimeout(resolve, Math.min(timeoutMs, 2 ** 31 - 1)).unref();
+    drained.push(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 /**

@@ -5,10 +5,14 @@
 // side by side with the tool that has the feature, the same program.
 import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { Reaper, fixtures, procStat, waitFor } from './helpers.mjs';
+import { Reaper, fixtures, procStat, root, waitFor } from './helpers.mjs';
 import { noNamespace, noTini, noDumbInit, start, namespaceInit, parseReady } from './init-helpers.mjs';
+import { constants } from 'node:os';
 import { init, initImageOptions } from '../dist/init.mjs';
+
+const osSignals = constants.signals;
 
 const prog = join(fixtures, 'init-prog.mjs');
 const reaper = new Reaper();
@@ -123,6 +127,55 @@ describe('outside PID 1 (force)', () => {
   }
 });
 
+// Issue 22, item 20: a received SIGTSTP/TTIN/TTOU rewritten to a signal
+// that stops nothing still stops the init (dumb-init's
+// test_default_rewrites_can_be_overriden_with_setsid_enabled, same map),
+// and SIGCONT resumes it and reaches the program. TTIN → TERM last: the
+// program exits on it, and the init still stops first.
+const JOB_REWRITES = [['SIGTSTP', 'SIGHUP'], ['SIGTTOU', 'SIGINT'], ['SIGTTIN', 'SIGTERM']];
+for (const [who, skip] of [['ours', false], ['dumb-init', noDumbInit]]) {
+  test(`${who}: a job-control signal rewritten to another (TTIN→TERM...) is forwarded and stops the init; SIGCONT resumes it`, { skip }, async () => {
+    const progArgs = [prog, 'signals', 'SIGHUP', 'SIGINT', 'SIGCONT', 'SIGTERM'];
+    const rewriteSignals = Object.fromEntries(JOB_REWRITES);
+    const run = who === 'ours'
+      ? start(reaper, process.execPath, progArgs, { env: env({ force: true, rewriteSignals }) })
+      : start(reaper, '/usr/bin/dumb-init',
+        [...JOB_REWRITES.flatMap(([f, t]) => ['-r', `${osSignals[f]}:${osSignals[t]}`]), process.execPath, ...progArgs]);
+    const ready = parseReady(await run.line('READY '));
+    reaper.add(ready.pid);
+    const initPid = run.child.pid;
+    const count = (l) => run.lines.filter((x) => x === l).length;
+    for (const [i, [from, to]] of JOB_REWRITES.entries()) {
+      process.kill(initPid, from);
+      await run.line(`GOT ${to}`);
+      await waitFor(() => procStat(initPid)?.state === 'T', { what: `the init stopped after ${from}` });
+      if (to !== 'SIGTERM') assert.notEqual(procStat(ready.pid)?.state, 'T', 'the program did not stop');
+      process.kill(initPid, 'SIGCONT');
+      if (to !== 'SIGTERM') await waitFor(() => count('GOT SIGCONT') === i + 1, { what: 'SIGCONT forwarded' });
+      await waitFor(() => procStat(initPid) === null || procStat(initPid).state !== 'T', { what: 'the init running again' });
+    }
+    assert.equal((await run.exited).code, 42, run.stderr());
+  });
+}
+
+test('posix-daemon-init --help / -h: the usage on stdout, exit 0; an unknown option: exit 2', { skip: process.platform !== 'linux' && 'Linux' }, () => {
+  const cmd = join(root, 'dist', 'init-command.js');
+  for (const flag of ['--help', '-h']) {
+    const r = spawnSync(process.execPath, [cmd, flag], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^Usage: posix-daemon-init \[options\] \[--\] program/);
+    assert.match(r.stdout, /-r S:R/);
+    assert.equal(r.stderr, '');
+  }
+  const bad = spawnSync(process.execPath, [cmd, '--nope', 'true'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /unknown option --nope/);
+  // Fault signals and SIGCHLD are never forwarded: the image refuses a rewrite of one.
+  const fault = spawnSync(process.execPath, [cmd, '-r', 'SYS:HUP', 'true'], { encoding: 'utf8' });
+  assert.equal(fault.status, 2);
+  assert.match(fault.stderr, /is never forwarded/);
+});
+
 test('the options are validated as Node validates', async () => {
   await assert.rejects(init({ signalGroup: 1 }), { code: 'ERR_INVALID_ARG_TYPE' });
   await assert.rejects(init({ subreaper: 'no' }), { code: 'ERR_INVALID_ARG_TYPE' });
@@ -130,6 +183,10 @@ test('the options are validated as Node validates', async () => {
   await assert.rejects(init({ remapExitCodes: { 143: -1 } }), { code: 'ERR_OUT_OF_RANGE' });
   await assert.rejects(init({ rewriteSignals: { SIGNOPE: 'SIGTERM' } }), { code: 'ERR_UNKNOWN_SIGNAL' });
   await assert.rejects(init({ rewriteSignals: { SIGKILL: 'SIGTERM' } }), { code: 'ERR_INVALID_ARG_VALUE' });
+  // Never forwarded by the init: a rewrite would do nothing (issue 22, item 20).
+  for (const sig of ['SIGSYS', 'SIGSEGV', 'SIGCHLD', 'SIGABRT']) {
+    await assert.rejects(init({ rewriteSignals: { [sig]: 'SIGHUP' } }), { code: 'ERR_INVALID_ARG_VALUE', message: /never|forwards/ }, sig);
+  }
   assert.deepEqual(initImageOptions({ shutdownTimeout: 100, signalGroup: true, remapExitCodes: { 143: 0 }, rewriteSignals: { SIGTERM: 'SIGQUIT', SIGHUP: null } }),
     ['-t', '100', '-s', '-g', '-e', '143:0', '-r', '15:3', '-r', '1:0']);
 });

@@ -3,8 +3,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { accessSync, constants } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { Reaper, fixtures, runNode } from './helpers.mjs';
+import { noNamespace } from './init-helpers.mjs';
 
 const reaper = new Reaper();
 after(() => reaper.killAll());
@@ -23,6 +26,30 @@ test('openProcess(spawnDetached(...)) after the PID was reused pins the daemon, 
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop());
   if (out.skipped) return;  // the machine forked too much to get the PID back
+  assert.equal(out.kind, 'pidfd');
+  assert.equal(out.sent, false, 'kill() through the handle reports the daemon as gone');
+  assert.equal(out.strangerAlive, true, `the stranger that got PID ${out.pid} survived`);
+});
+
+// Issue 22, item 13, in a PID namespace of its own: nobody else forks
+// there, so ns_last_pid hands the daemon's PID to the stranger at the first
+// attempt and the check can never skip. The fixture runs as the
+// namespace's PID 1, so the orphaned daemon comes to it, and it reaps it.
+test('openProcess(spawnDetached(...)) in a private PID namespace: the reused PID\'s stranger survives, at the first attempt', {
+  skip: (noNamespace || (!canForceReuse && 'needs a writable /proc/sys/kernel/ns_last_pid (root)')) || false,
+}, async () => {
+  const child = spawn('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath,
+    join(fixtures, 'native-pid-reuse.cjs')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  reaper.add(child.pid);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
+  child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+  const [code] = await once(child, 'close');
+  assert.equal(code, 0, stderr);
+  const out = JSON.parse(stdout.trim().split('\n').pop());
+  assert.equal(out.skipped, undefined, 'the PID was reused');
+  assert.equal(out.attempt, 0);
   assert.equal(out.kind, 'pidfd');
   assert.equal(out.sent, false, 'kill() through the handle reports the daemon as gone');
   assert.equal(out.strangerAlive, true, `the stranger that got PID ${out.pid} survived`);

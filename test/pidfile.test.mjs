@@ -2,8 +2,8 @@
 // the pidfd process handle: real processes, real files, checked via /proc.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileScope, fixtures, isAlive, runNode, waitFor } from './helpers.mjs';
 import { lockPidFile, readPidFile, stopDaemon, openProcess, lockPidFileForLaunch } from '../dist/index.mjs';
@@ -176,4 +176,55 @@ test('openProcess: a pidfd pins the process; after it ends kill() says false ins
   assert.throws(() => handle.kill(0), { code: 'EBADF' });
   assert.throws(() => openProcess(child.pid), { code: 'ESRCH' });
   assert.throws(() => openProcess(0), { code: 'ERR_OUT_OF_RANGE' });
+});
+
+// Issue 22, item 23: a lock proves something only when the process in the
+// file holds it, in a file that someone trusted wrote.
+function startSleep() {
+  const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
+  reaper.add(sleeper.pid);
+  return sleeper;
+}
+
+/** `flock -x path` held by a process running as `user` (setpriv), which prints 'locked'. */
+async function flockAs(path, uid) {
+  const cmd = ['-x', path, 'sh', '-c', 'echo locked; exec sleep 60'];
+  const holder = uid === 0 ? spawn('flock', cmd, { stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', 'flock', ...cmd], { stdio: ['ignore', 'pipe', 'inherit'] });
+  reaper.add(holder.pid);
+  let out = '';
+  holder.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+  await waitFor(() => out.includes('locked'), { what: 'flock to hold the file' });
+  return holder;
+}
+
+test('stopDaemon/readPidFile: another user\'s locked file naming root\'s process is not trusted', {
+  skip: process.getuid() !== 0 && 'needs root (to be nobody, and to own the victim)',
+}, async () => {
+  const sleeper = startSleep();
+  // A world-writable sticky directory, as /tmp is.
+  const shared = join(tmp, 'shared');
+  mkdirSync(shared);
+  chmodSync(tmp, 0o755);
+  chmodSync(shared, 0o1777);
+  const path = join(shared, 'fake.pid');
+  const nobody = 65534;
+  const w = spawnSync('setpriv', [`--reuid=${nobody}`, `--regid=${nobody}`, '--clear-groups', 'sh', '-c', `echo ${sleeper.pid} > "$0"`, path]);
+  assert.equal(w.status, 0, String(w.stderr));
+  assert.equal(statSync(path).uid, nobody);
+  await flockAs(path, nobody);
+  assert.equal(readPidFile(path), null);
+  await assert.rejects(stopDaemon(path, { timeout: 1000 }), { code: 'ESRCH' });
+  assert.ok(isAlive(sleeper.pid), 'root\'s sleep survived');
+});
+
+test('stopDaemon/readPidFile: a lock held by another process than the one in the file proves nothing', async () => {
+  const sleeper = startSleep();
+  const path = fresh();
+  writeFileSync(path, `${sleeper.pid}\n`);
+  const holder = await flockAs(path, 0);
+  assert.notEqual(holder.pid, sleeper.pid);
+  assert.equal(readPidFile(path), null);
+  await assert.rejects(stopDaemon(path, { timeout: 1000 }), { code: 'ESRCH' });
+  assert.ok(isAlive(sleeper.pid), 'the process named in the file survived');
 });

@@ -10,7 +10,7 @@ import { debuglog } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import type { Server } from 'node:net';
 import { currentSockets, handOffServers, type Handoff, type ServerHandoffEntry } from '../sockets';
-import { notify, ready, reloading } from '../systemd';
+import { notificationsSent, notify, ready, reloading } from '../systemd';
 import { heldPidFileFds } from '../pidfile';
 import { childPids, execve } from '../posix';
 import { isSea, mainScript, programArgv } from '../relaunch';
@@ -319,6 +319,9 @@ hooks: ExecHooks): Promise<never> {
           throw Object.assign(new Refused(), { cause: err });
         }
       }
+      // RELOADING=1 still waiting for room in the manager's queue would
+      // die with this image (bounded: a manager that never reads).
+      await notificationsSent(drainTimeout);
       if (isStopping()) throw new Stopped();
       enterPhase('draining', 'the servers stop accepting for the exec');
       // Even with no servers: inherited sockets no listen() took travel on.
