@@ -60,8 +60,8 @@ export interface SelfMonitorOptions {
   maxRestarts?: number;
   /** Default 60 000 ms. */
   restartWindow?: number;
-  /** How many workers: a number, or 'auto' (the CPUs this process may use, see availableCpus()). Default: one, as before. */
-  workers?: number | 'auto';
+  /** How many workers: a number, or 'auto' (the CPUs this process may use, see availableCpus()); 'max' (pm2's word) is 'auto'. Default: one, as before. */
+  workers?: number | 'auto' | 'max';
   /** Listening sockets the monitor owns and hands to every worker. */
   sockets?: MonitorSocket[];
   /** A signal that starts a rolling reload of the workers (e.g. 'SIGHUP'). */
