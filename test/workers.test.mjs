@@ -190,6 +190,22 @@ test('the restart budget ends a crash loop with a clear error', async () => {
   for (const e of svc.events) if (e.pid) assert.equal(isAlive(e.pid), false);
 });
 
+test("issue 22, item 21: a program the worker starts cannot report for it: the readiness pipe is close-on-exec in the worker", async () => {
+  const svc = service({ WK_WORKERS: '1', WK_CHILD_REPORTS: '1', WK_READY_TIMEOUT: '1500' });
+  const line = await svc.line(/^CHILD /);
+  const [, pid, fd, status] = line.split(' ').map(Number);
+  // Read now: the monitor stops a worker that is not ready.
+  const flags = Number.parseInt(/^flags:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))[1], 8);
+  const verdict = await svc.waitEvent((e) => e.pid === pid && (e.type === 'ready' || e.type === 'not-ready'));
+  assert.equal(verdict.type, 'not-ready', 'the monitor counted the worker ready on its child\'s word');
+  assert.equal(verdict.code, 'ETIMEDOUT');
+  // The shell found no fd to write to: its redirection failed.
+  assert.notEqual(status, 0, 'the child could open the worker\'s readiness pipe');
+  assert.ok(flags & 0o2000000, `fd ${fd} of worker ${pid} is close-on-exec (flags ${flags.toString(8)})`);
+  await svc.stop();
+  assert.equal(isAlive(pid), false);
+});
+
 test('README snippet: Ctrl-C ends a worker that stays alive promptly, without SIGKILL', async () => {
   const svc = startService({}, { script: join(fixtures, 'monitor-readme.cjs'), reaper });
   await svc.waitEvent((e) => e.type === 'ready');

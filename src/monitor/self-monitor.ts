@@ -111,7 +111,7 @@ async function start(envKey: string, options: SelfMonitorOptions,
   const pooled = workers !== undefined || socketSpecs.length > 0 || reloadName !== undefined || maxMemory > 0 || restartOnChange !== false;
 
   if (isMonitored(envKey)) {
-    setUpWorker();
+    setUpWorker(envKey);
     return;
   }
   validateChildProcessAllowed(process.execPath);
