@@ -3,12 +3,11 @@
  * double fork, and wait until it reports that it is ready. A port of Go's
  * `daemon.Daemonize` that does the classic double fork Go skips.
  */
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { debuglog } from 'node:util';
-import { NO_SHARED_STAT } from './fdfile';
-import { isChildSubreaper, setChildSubreaper, setCloexec, spawnDetached } from './posix';
-import { adoptInheritedPipe, receiver, REPORTED_PREFIX, SERVICE_MANAGER_ADDRESS } from './initstatus';
+import { isChildSubreaper, setChildSubreaper, spawnDetached } from './posix';
+import { adoptInheritedPipe, protectInheritedPipe, receiver, REPORTED_PREFIX, SERVICE_MANAGER_ADDRESS } from './initstatus';
 import { underServiceManager } from './systemd';
 import { setDaemonKey } from './daemon-ready';
 import { claimEnvKey } from './monitor/env-key';
@@ -196,19 +195,9 @@ function buildEnv(mode: Normalized['env'], key: string, value: string, ours: Rec
 
 /** In the daemon: the readiness pipe must not leak into programs the daemon starts. */
 function protectReadinessFd(value: string): void {
-  if (value.startsWith(REPORTED_PREFIX)) return;
-  const m = /^fd:(\d+)$/.exec(value);
-  if (m === null) return;
-  const fd = Number(m[1]);
-  try {
-    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd, NO_SHARED_STAT).isFIFO()) {
-      setCloexec(fd, true);
-      // A monitor started here hands it on to its worker (see launch.ts).
-      adoptInheritedPipe(value, fd);
-    }
-  } catch (err) {
-    debug('daemonize: readiness fd %d: %s', fd, (err as Error).message);
-  }
+  const fd = protectInheritedPipe(value);
+  // A monitor started here hands it on to its worker (see launch.ts).
+  if (fd !== undefined) adoptInheritedPipe(value, fd);
 }
 
 /**

@@ -27,7 +27,7 @@ import { reportToServiceManager, SERVICE_MANAGER_ADDRESS } from './initstatus/sd
 
 export { REPORTED_PREFIX } from './initstatus/common';
 export type { Receiver, ReceiverOptions } from './initstatus/common';
-export { adoptInheritedPipe, inheritedPipeFd, pendingPipeReceiver } from './initstatus/pipe';
+export { adoptInheritedPipe, inheritedPipeFd, pendingPipeReceiver, protectInheritedPipe } from './initstatus/pipe';
 export { SERVICE_MANAGER_ADDRESS } from './initstatus/sd-notify';
 
 const debug = debuglog('posix-daemon');

@@ -82,6 +82,14 @@ test('20: reopenLogsOn(SIGKILL/SIGSTOP) is ERR_INVALID_ARG_VALUE, as daemonize s
 
 // ---- 25 -------------------------------------------------------------------
 
+test('issue 22, item 9: restartOnChange lists each of its options once when a key is unknown', async () => {
+  const err = await restartOnChange({ zzzzzzzzzzzz: 1 }).then(() => null, (e) => e);
+  assert.equal(err?.code, 'ERR_INVALID_ARG_VALUE');
+  const list = /\(the options are: (.*)\)\. Received/.exec(err.message)[1].split(', ');
+  assert.deepEqual(list.filter((k, i) => list.indexOf(k) !== i), [], err.message);
+  for (const k of ['signal', 'paths', 'servers', 'check', 'beforeRestart', 'onError']) assert.ok(list.includes(k), `${k} in ${list}`);
+});
+
 test("25: restartOnChange({ servers: ['x'] }) is refused at once, as restartViaExec refuses it", async () => {
   await assert.rejects(restartOnChange({ servers: ['x'] }), { code: 'ERR_INVALID_ARG_TYPE', message: /options\.servers\[0\]/ });
   await assert.rejects(restartViaExec({ servers: ['x'] }), { code: 'ERR_INVALID_ARG_TYPE', message: /options\.servers\[0\]/ });

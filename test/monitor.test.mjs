@@ -154,6 +154,32 @@ test('isMonitored reads the variable; bad options are rejected before anything s
   delete process.env.MON_TEST_Y;
 });
 
+test("issue 22: a sockets[] entry with an unknown key is refused, naming the key meant; workers: a word other than 'auto'/'max' names both", async () => {
+  const { childPids } = await import('../dist/posix.mjs');
+  const before = childPids();
+  // Aborted already: should the check let an option through, nothing is started either.
+  const signal = AbortSignal.abort(new Error('not refused'));
+  await assert.rejects(selfMonitor('MON_TEST_K', { signal, sockets: [{ name: 'web', port: 0, hots: '127.0.0.1' }] }), {
+    code: 'ERR_INVALID_ARG_VALUE',
+    message: "The property 'options.sockets[0].hots' is not an option (did you mean 'options.sockets[0].host'?). Received '127.0.0.1'",
+  });
+  await assert.rejects(selfMonitor('MON_TEST_K', { signal, sockets: [{ name: 'web', zzzzzzzz: 1 }] }), {
+    code: 'ERR_INVALID_ARG_VALUE', message: /'options\.sockets\[0\]\.zzzzzzzz' is not an option \(the options are: name, port, host, backlog\)/,
+  });
+  await assert.rejects(selfMonitor('MON_TEST_K', { signal, workers: 'many' }), {
+    code: 'ERR_INVALID_ARG_VALUE', message: /'options\.workers' must be an integer from 1 to 4096, 'auto' or 'max'\. Received 'many'/,
+  });
+  await assert.rejects(selfMonitor('MON_TEST_K', { signal, workers: 0 }), { code: 'ERR_OUT_OF_RANGE' });
+  assert.deepEqual(childPids(), before, 'nothing was started');
+  // Valid: in a monitored child selfMonitor then resolves at once.
+  process.env.MON_TEST_Z = 'http://127.0.0.1:9/x';
+  try {
+    await selfMonitor('MON_TEST_Z', { workers: 'max', sockets: [{ name: 'web', port: 0, host: '127.0.0.1', backlog: 8 }] });
+  } finally {
+    delete process.env.MON_TEST_Z;
+  }
+});
+
 test('with daemonize: the daemon is the monitor, its child the worker; stopping the daemon stops both', async () => {
   const { root } = await import('./helpers.mjs');
   const { procStat, waitFor } = await import('./helpers.mjs');

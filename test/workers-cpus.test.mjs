@@ -99,3 +99,25 @@ test('cgroup v2 cpu.max', { skip: cg.version === 2 ? false : `the cpu controller
   const r = await runInCgroup(cg, 1, probe);
   assert.equal(JSON.parse(r.out).count, 1);
 });
+
+test("issue 22: workers: 'max' (pm2's word) is 'auto': pinned to one CPU, one worker", async (t) => {
+  if (spawnSync('taskset', ['-c', '0', 'true']).error) return t.skip('no taskset here');
+  const version = join(dir, 'version-max');
+  writeFileSync(version, 'v1');
+  const s = await new Promise((resolve) => {
+    const child = spawn('taskset', ['-c', '0', process.execPath, join(fixtures, 'workers-app.cjs')], {
+      env: { ...process.env, WK_WORKERS: 'max', WK_VERSION: version, WK_STOP_WHEN_READY: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    reaper.add(child.pid);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (x) => { out += x; reaper.watchOutput(String(x)); });
+    child.stderr.on('data', (x) => { err += x; });
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
+  assert.match(s.out, /^REJECTED {2}enough$/m, s.out + s.err);
+  const events = [...s.out.matchAll(/^EVENT (.*)$/gm)].map((m) => JSON.parse(m[1]));
+  assert.deepEqual(events.filter((e) => e.type === 'start').map((e) => e.slot), [0]);
+  assert.deepEqual(events.find((e) => e.type === 'all-ready'), { ...events.find((e) => e.type === 'all-ready'), workers: 1 });
+  for (const e of events) if (e.pid) assert.equal(isAlive(e.pid), false);
+});

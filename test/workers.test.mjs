@@ -3,7 +3,7 @@
 // event that says it happened.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, readFileSync, readlinkSync, readdirSync, existsSync, mkdirSync, rmdirSync, copyFileSync } from 'node:fs';
+import { writeFileSync, readFileSync, readlinkSync, readdirSync, existsSync, mkdirSync, rmdirSync, copyFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
 import { fileScope, fixtures, root, isAlive, waitFor } from './helpers.mjs';
@@ -188,6 +188,67 @@ test('the restart budget ends a crash loop with a clear error', async () => {
   assert.ok(svc.lines.some((l) => /^REJECTED ERR_MONITOR_RESTART_LIMIT/.test(l)));
   assert.equal(svc.events.filter((e) => e.type === 'start').length, 4);
   for (const e of svc.events) if (e.pid) assert.equal(isAlive(e.pid), false);
+});
+
+test("issue 22, item 21: a program the worker starts cannot report for it: the readiness pipe is close-on-exec in the worker", async () => {
+  const svc = service({ WK_WORKERS: '1', WK_CHILD_REPORTS: '1', WK_READY_TIMEOUT: '1500' });
+  const line = await svc.line(/^CHILD /);
+  const [, pid, fd, status] = line.split(' ').map(Number);
+  // Read now: the monitor stops a worker that is not ready.
+  const flags = Number.parseInt(/^flags:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))[1], 8);
+  const verdict = await svc.waitEvent((e) => e.pid === pid && (e.type === 'ready' || e.type === 'not-ready'));
+  assert.equal(verdict.type, 'not-ready', 'the monitor counted the worker ready on its child\'s word');
+  assert.equal(verdict.code, 'ETIMEDOUT');
+  // The shell found no fd to write to: its redirection failed.
+  assert.notEqual(status, 0, 'the child could open the worker\'s readiness pipe');
+  assert.ok(flags & 0o2000000, `fd ${fd} of worker ${pid} is close-on-exec (flags ${flags.toString(8)})`);
+  await svc.stop();
+  assert.equal(isAlive(pid), false);
+});
+
+test('issue 22, item 15: a crash-looping slot gives up alone; the healthy slot serves on; a reload retries it; the monitor ends when no slot is left', async () => {
+  const { notifyReceiver } = await import('./systemd-helpers.mjs');
+  const address = join(dir, `notify-${++n}.sock`);
+  const rx = await notifyReceiver(address, reaper);
+  try {
+    const version = join(dir, `version-${n + 1}`);
+    writeFileSync(`${version}.slot1`, 'throw');
+    const svc = service({ WK_WORKERS: '2', WK_MAX_RESTARTS: '2', WK_MIN: '10', WK_PORT_ON_GAVE_UP: '1', NOTIFY_SOCKET: address });
+    const gaveUp = await svc.waitEvent((e) => e.type === 'gave-up');
+    assert.equal(gaveUp.slot, 1);
+    assert.equal(gaveUp.code, 'ERR_MONITOR_RESTART_LIMIT');
+    assert.match(gaveUp.error, /worker slot 1 was restarted 3 times within 60000 ms \(maxRestarts 2\): giving up/);
+    const port = await svc.port();
+    const healthy = svc.events.find((e) => e.type === 'ready' && e.slot === 0).pid;
+    // Served by slot 0, after the give-up: the monitor did not stop it.
+    for (const body of await Promise.all(Array.from({ length: 4 }, () => get(port)))) assert.equal(body, `${healthy} v1`);
+    assert.ok(isAlive(healthy) && isAlive(svc.pid));
+    assert.equal(svc.events.some((e) => e.type === 'stopped' || (e.type === 'exit' && e.pid === healthy)), false);
+    // systemd: the service is up (READY=1) and its status names the failed slot.
+    const fields = () => rx.from(svc.pid).map((m) => m.data);
+    const ready = await waitFor(() => fields().find((d) => /^READY=1$/m.test(d)), { what: () => `READY=1 in ${JSON.stringify(fields())}` });
+    assert.match(ready, /^STATUS=1\/2 workers ready; slot 1 gave up$/m);
+    assert.ok(fields().some((d) => /^STATUS=worker slot 1 was restarted 3 times/m.test(d)), JSON.stringify(fields()));
+    // A reload (new code) tries the failed slot again.
+    unlinkSync(`${version}.slot1`);
+    const mark = svc.events.length;
+    process.kill(svc.pid, 'SIGHUP');
+    await svc.waitEvent((e) => e.type === 'reload-done' && svc.events.indexOf(e) >= mark);
+    const revived = svc.events.slice(mark).find((e) => e.type === 'ready' && e.slot === 1);
+    assert.ok(revived, 'slot 1 runs again after the reload');
+    assert.ok(svc.events.slice(mark).some((e) => e.type === 'all-ready'));
+    // Every slot crash-looping: now the monitor ends, with the last slot's error.
+    writeFileSync(version, 'throw');
+    const live = svc.events.slice(mark).filter((e) => e.type === 'ready').map((e) => e.pid);
+    for (const pid of live) process.kill(pid, 'SIGKILL');
+    const r = await svc.exited;
+    assert.equal(r.code, 0, svc.stderr);
+    assert.match(svc.lines.find((l) => l.startsWith('REJECTED ')), /^REJECTED ERR_MONITOR_RESTART_LIMIT worker slot \d was restarted 3 times/);
+    assert.deepEqual(svc.events.filter((e) => e.type === 'gave-up').map((e) => e.slot).slice(1).sort(), [0, 1]);
+    for (const e of svc.events) if (e.pid) assert.equal(isAlive(e.pid), false);
+  } finally {
+    rx.stop();
+  }
 });
 
 test('README snippet: Ctrl-C ends a worker that stays alive promptly, without SIGKILL', async () => {

@@ -57,6 +57,13 @@ async function runBeforeRestart(hook: (signal: AbortSignal) => unknown, timeout:
 }
 
 /**
+ * The keys of RestartOnChangeOptions, each once (`signal` is in both lists
+ * it is made of), for validateOptionKeys' "the options are: ..." message.
+ */
+const RESTART_ON_CHANGE_KEYS = [...new Set<string>([...NOTIFY_ON_CHANGE_KEYS, ...RESTART_VIA_EXEC_KEYS,
+  'check', 'beforeRestart', 'beforeRestartTimeout'] satisfies (keyof RestartOnChangeOptions)[])];
+
+/**
  * Waits for a change of the program's files (see notifyOnChange) and
  * restarts via exec (see restartViaExec). Safer than Go's:
  * - a change counts once it settled (the writer closed the file, or it
@@ -76,8 +83,7 @@ async function runBeforeRestart(hook: (signal: AbortSignal) => unknown, timeout:
  */
 export async function restartOnChange(options: RestartOnChangeOptions = {}): Promise<never> {
   validateObject(options as unknown, 'options');
-  validateOptionKeys(options, 'options', [...NOTIFY_ON_CHANGE_KEYS, ...RESTART_VIA_EXEC_KEYS,
-    'check', 'beforeRestart', 'beforeRestartTimeout']);
+  validateOptionKeys(options, 'options', RESTART_ON_CHANGE_KEYS);
   // The env files of `node --env-file` are part of the program (those of
   // --env-file-if-exists only when they exist: a watch needs a file).
   const envFiles = envFilePaths().filter((f) => existsSync(f));

@@ -11,9 +11,9 @@
 import { closeSync, constants as fsConstants, fstatSync, openSync, writeSync } from 'node:fs';
 import * as net from 'node:net';
 import { debuglog } from 'node:util';
-import { pipe } from '../posix';
+import { pipe, setCloexec } from '../posix';
 import { closeQuietly, NO_SHARED_STAT } from '../fdfile';
-import { BaseReceiver, eofError, reportedError, type Outcome, type Receiver, type WireProps } from './common';
+import { BaseReceiver, eofError, REPORTED_PREFIX, reportedError, type Outcome, type Receiver, type WireProps } from './common';
 
 const debug = debuglog('posix-daemon');
 
@@ -63,6 +63,31 @@ export function pendingPipeReceiver(address: string): Receiver | undefined {
  * that the worker can report to the foreground as in Go.
  */
 const inheritedPipes = new Map<string, number>();
+
+/**
+ * @internal In the process a readiness pipe was handed to (daemonize's
+ * daemon, a monitor's worker): the pipe `address` (fd:N, not reported to
+ * yet) names is made close-on-exec. A program this process starts before
+ * it reports then cannot report for it (`sh -c 'echo ready >
+ * /proc/self/fd/N'`), nor keep the pipe open after it died (no EOF).
+ * Only a pipe above stdio: the address comes from the environment.
+ * Returns its fd, or undefined.
+ */
+export function protectInheritedPipe(address: string): number | undefined {
+  if (address.startsWith(REPORTED_PREFIX)) return undefined;
+  const m = /^fd:(\d{1,10})$/.exec(address);
+  if (m === null) return undefined;
+  const fd = Number(m[1]);
+  try {
+    if (fd > 2 && fd <= 2 ** 31 - 1 && fstatSync(fd, NO_SHARED_STAT).isFIFO()) {
+      setCloexec(fd, true);
+      return fd;
+    }
+  } catch (err) {
+    debug('initstatus: readiness fd %d: %s', fd, (err as Error).message);
+  }
+  return undefined;
+}
 
 /** @internal daemonize(), in the daemon: `address` (fd:N) is a readiness pipe we inherited. */
 export function adoptInheritedPipe(address: string, fd: number): void {

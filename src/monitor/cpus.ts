@@ -9,6 +9,8 @@
 import { readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import { join, posix } from 'node:path';
+import { invalidArgValue } from '../errors';
+import { validateInteger } from '../validators';
 
 export interface CpuCount {
   /** What 'auto' uses: max(1, min(host, affinity, floor(quota))). */
@@ -152,4 +154,19 @@ export function availableCpus(): CpuCount {
   // worker would only be throttled, and every worker costs memory.
   const count = Math.max(1, Math.min(host, affinity ?? host, quota === null ? host : Math.floor(quota)));
   return { count, host, affinity, quota };
+}
+
+/**
+ * selfMonitor's `workers`: an integer from 1 to 4096, 'auto', or 'max'
+ * (pm2's `-i max`, accepted as 'auto' so an ecosystem file's word works).
+ */
+export function validateWorkers(value: unknown, name: string): asserts value is number | 'auto' | 'max' | undefined {
+  if (value === undefined || value === 'auto' || value === 'max') return;
+  if (typeof value === 'string') throw invalidArgValue(name, value, "must be an integer from 1 to 4096, 'auto' or 'max'");
+  validateInteger(value, name, 1, 4096);
+}
+
+/** How many slots `workers` (validated) asks for: 'auto' and 'max' count availableCpus(); none is one. */
+export function workerCount(workers: number | 'auto' | 'max' | undefined): number {
+  return workers === 'auto' || workers === 'max' ? availableCpus().count : workers ?? 1;
 }

@@ -12,14 +12,21 @@
  * program set up its own gracefulShutdown(), which then takes them over.
  */
 import { implicitShutdown } from '../graceful';
+import { protectInheritedPipe } from '../initstatus';
 import { toSignalNumber, signalName } from '../validators';
 import { WORKER_ENV } from './worker';
 
 let info: { slot: number } | undefined;
 let done = false;
 
-/** Reads (once) what the monitor told this worker, and installs its stop. */
-export function setUpWorker(): void {
+/**
+ * Reads (once) what the monitor told this worker, and installs its stop.
+ * The readiness pipe `envKey` names goes close-on-exec first (as in a
+ * daemon): a program the worker starts must not report for it, nor hide
+ * its death by holding the pipe open (issue 22, item 21).
+ */
+export function setUpWorker(envKey: string): void {
+  protectInheritedPipe(process.env[envKey] ?? '');
   if (done) return;
   done = true;
   const value = process.env[WORKER_ENV];

@@ -2,8 +2,9 @@
  * Many workers: N slots, each running one copy of the program as today's
  * single worker does (own process group, readiness report, backoff); the
  * monitor owns the listening sockets; rolling reloads replace one slot at a
- * time; a restart budget ends crash loops; maxMemory replaces a worker
- * through the same roll.
+ * time; a restart budget ends a slot's crash loop (the other slots serve
+ * on; the monitor ends once every slot gave up); maxMemory replaces a
+ * worker through the same roll.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { debuglog } from 'node:util';
@@ -52,6 +53,8 @@ interface Slot {
   starting: Promise<unknown> | null;
   round: number;
   restarts: number[];
+  /** The slot spent its restart budget (this error): no more restarts, until a reload tries it again. */
+  failed: Error | null;
 }
 
 function restartLimitError(slot: number, n: number, window: number, max: number): Error {
@@ -83,7 +86,7 @@ export class Pool {
     return this.held.map(({ name, fd, port, address }) => ({ name, fd, port, address }));
   }
 
-  /** Runs until stopped (rejects with the stop reason) or the budget is spent (rejects with that error). */
+  /** Runs until stopped (rejects with the stop reason) or every slot spent its budget (rejects with the last slot's error). */
   async run(): Promise<void> {
     const { cfg } = this;
     this.held = await openSockets(cfg.sockets);
@@ -106,7 +109,9 @@ export class Pool {
       }),
     };
     for (let i = 0; i < cfg.workers; i++) {
-      this.slots.push({ index: i, current: null, ready: false, restarting: false, replacing: false, starting: null, round: 0, restarts: [] });
+      this.slots.push({
+        index: i, current: null, ready: false, restarting: false, replacing: false, starting: null, round: 0, restarts: [], failed: null,
+      });
     }
     const stopWatchdog = startWatchdog({ signal: this.stop });
     const onStop = (): void => this.wake.abort();
@@ -124,7 +129,7 @@ export class Pool {
       }
       if (cfg.restartOnChange) this.watchOwnCode();
       if (adopted > 0) void this.reload('exec').catch(() => {});
-      // Wait for the end: a stop or a spent budget.
+      // Wait for the end: a stop, or every slot's budget spent.
       await new Promise<void>((resolve) => {
         if (this.wake.signal.aborted) resolve();
         this.wake.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -168,37 +173,55 @@ export class Pool {
     this.cfg.emit({ ...e, slot } as MonitorEvent);
   }
 
-  /** State changed: the exec hand-over, STATUS=, READY=1 the first time every slot is ready. */
+  /** "3/4 workers ready", and the slots that gave up: "; slot 2 gave up". */
+  private statusText(): string {
+    const failed = this.slots.filter((s) => s.failed !== null).map((s) => s.index);
+    const text = `${this.slots.filter((s) => s.ready).length}/${this.slots.length} workers ready`;
+    return failed.length === 0 ? text : `${text}; slot${failed.length > 1 ? 's' : ''} ${failed.join(', ')} gave up`;
+  }
+
+  /**
+   * State changed: the exec hand-over, STATUS=, READY=1 the first time
+   * every slot that has not given up is ready (the service is up: those
+   * slots serve; STATUS= names the others).
+   */
   private changed(): void {
     const readyCount = this.slots.filter((s) => s.ready).length;
     describeWorkers(this.slots.filter((s) => s.current !== null).map((s) => ({ slot: s.index, pid: s.current!.pid, ready: s.ready })));
     if (this.stopping) return;
-    const text = `${readyCount}/${this.slots.length} workers ready`;
-    if (readyCount === this.slots.length) {
-      this.cfg.emit({ type: 'all-ready', workers: readyCount });
-      if (!this.allReadyOnce) {
-        this.allReadyOnce = true;
-        sdReady(text);
-        return;
-      }
+    const text = this.statusText();
+    if (readyCount === this.slots.length) this.cfg.emit({ type: 'all-ready', workers: readyCount });
+    const live = this.slots.filter((s) => s.failed === null).length;
+    if (!this.allReadyOnce && readyCount > 0 && readyCount === live) {
+      this.allReadyOnce = true;
+      sdReady(text);
+      return;
     }
     sdStatus(text);
   }
 
-  /** Counts a restart of `slot`; false (and the monitor ends) once the budget is spent. */
+  /**
+   * Counts a restart of `slot`; false once its budget is spent: the slot
+   * gives up (as pm2 stops only the failing instance) and the others serve
+   * on. The monitor ends when every slot has given up.
+   */
   private spend(slot: Slot): boolean {
     const now = Date.now();
     slot.restarts = slot.restarts.filter((t) => t > now - this.cfg.restartWindow);
     slot.restarts.push(now);
-    if (slot.restarts.length > this.cfg.maxRestarts) {
-      const err = restartLimitError(slot.index, slot.restarts.length, this.cfg.restartWindow, this.cfg.maxRestarts);
-      this.cfg.emit({ type: 'gave-up', slot: slot.index, error: err });
-      notifyError(err);
+    if (slot.restarts.length <= this.cfg.maxRestarts) return true;
+    const err = restartLimitError(slot.index, slot.restarts.length, this.cfg.restartWindow, this.cfg.maxRestarts);
+    slot.failed = err;
+    this.cfg.emit({ type: 'gave-up', slot: slot.index, error: err });
+    notifyError(err);
+    if (this.slots.every((s) => s.failed !== null)) {
       this.fatal ??= err;
       this.wake.abort();
-      return false;
+    } else {
+      debug('monitor: worker slot %d gave up; %s', slot.index, this.statusText());
+      this.changed();
     }
-    return true;
+    return false;
   }
 
   /** Starts one worker for `slot` and waits until it is ready; the error if it was not (it is stopped then). */
@@ -338,8 +361,10 @@ export class Pool {
       if (slot.current === null && slot.starting !== null) await slot.starting.catch(() => {});
       if (this.wake.signal.aborted) break;
       const old = slot.current;
+      // A slot that gave up gets one try with the new code: a reload is how a fix arrives.
+      const revive = slot.failed !== null && !slot.restarting;
       // A slot without a worker is restarting (backoff): its next start runs the new code.
-      if (old === null || slot.restarting) continue;
+      if (!revive && (old === null || slot.restarting)) continue;
       slot.replacing = true;
       let fresh: Worker | Error;
       try {
@@ -351,8 +376,9 @@ export class Pool {
         if (this.wake.signal.aborted) break;
         const error = Object.assign(new Error(`reload stopped at worker slot ${slot.index}: ${fresh.message}`), { cause: fresh, slot: slot.index });
         this.cfg.emit({ type: 'reload-failed', slot: slot.index, error });
-        if (slot.current === null && !this.wake.signal.aborted) void this.restart(slot, true);
-        sdReady(`reload failed: ${error.message.replace(/[\r\n]+/g, ' ')}; ${this.slots.filter((s) => s.ready).length}/${this.slots.length} workers ready`);
+        // A slot that gave up stays so (its failed try costs no budget).
+        if (!revive && slot.current === null && !this.wake.signal.aborted) void this.restart(slot, true);
+        sdReady(`reload failed: ${error.message.replace(/[\r\n]+/g, ' ')}; ${this.statusText()}`);
         throw error;
       }
       if (this.wake.signal.aborted) {
@@ -362,15 +388,20 @@ export class Pool {
       // The old one may have ended meanwhile (a crash during the start: its
       // exit was reported and, the slot being replaced, not restarted).
       const oldGone = slot.current !== old;
+      if (revive) {
+        slot.failed = null;
+        slot.restarts = [];
+        slot.round = 0;
+      }
       slot.current = fresh;
       slot.ready = true;
       this.watch(slot, fresh);
       this.changed();
-      if (!oldGone) await this.retire(old, slot.index);
+      if (old !== null && !oldGone) await this.retire(old, slot.index);
     }
     if (this.wake.signal.aborted) throw new Error('the monitor is stopping');
     this.cfg.emit({ type: 'reload-done', workers: this.slots.length });
-    sdReady(`${this.slots.filter((s) => s.ready).length}/${this.slots.length} workers ready`);
+    sdReady(this.statusText());
   }
 
   private checkMemory(): void {

@@ -15,7 +15,7 @@ import { isMonitored } from '../monitor';
 import { reportDaemon } from '../daemon-ready';
 import { SERVICE_MANAGER_ADDRESS } from '../initstatus';
 import { validateEnvKey } from './env-key';
-import { availableCpus } from './cpus';
+import { validateWorkers, workerCount } from './cpus';
 import { setUpWorker } from './in-worker';
 import { Pool } from './pool';
 import { runSingle } from './single';
@@ -28,12 +28,17 @@ const KNOWN = ['signal', 'shutdownSignal', 'shutdownTimeout', 'minBackoff', 'max
   'maxRestarts', 'restartWindow', 'workers', 'sockets', 'reloadOn', 'readyTimeout', 'maxMemory', 'memoryInterval',
   'restartOnChange'];
 
+/** Every key of MonitorSocket (tsc says which is missing), for validateOptionKeys. */
+const SOCKET_KEY_SET: Record<keyof MonitorSocket, true> = { name: true, port: true, host: true, backlog: true };
+const SOCKET_KEYS = Object.keys(SOCKET_KEY_SET);
+
 function validateSockets(sockets: unknown): MonitorSocket[] {
   validateArray(sockets, 'options.sockets');
   const names = new Set<string>();
   return sockets.map((s, i) => {
     const n = `options.sockets[${i}]`;
     validateObject(s, n);
+    validateOptionKeys(s, n, SOCKET_KEYS);
     const o = s as unknown as MonitorSocket;
     validateString(o.name, `${n}.name`);
     if (!/^[\x20-\x39\x3b-\x7e]{1,255}$/.test(o.name)) {
@@ -96,7 +101,7 @@ async function start(envKey: string, options: SelfMonitorOptions,
   }
   if (maxRestarts !== Infinity) validateInteger(maxRestarts, 'options.maxRestarts', 0);
   validateDuration(restartWindow, 'options.restartWindow');
-  if (workers !== undefined && workers !== 'auto') validateInteger(workers, 'options.workers', 1, 4096);
+  validateWorkers(workers, 'options.workers');
   const socketSpecs = validateSockets(sockets);
   const reloadName = reloadOn === undefined ? undefined : toCatchableSignal(reloadOn, 'options.reloadOn');
   const readyTimeout = options.readyTimeout ?? (workers === undefined ? 0 : 60_000);
@@ -108,7 +113,7 @@ async function start(envKey: string, options: SelfMonitorOptions,
   const pooled = workers !== undefined || socketSpecs.length > 0 || reloadName !== undefined || maxMemory > 0 || restartOnChange !== false;
 
   if (isMonitored(envKey)) {
-    setUpWorker();
+    setUpWorker(envKey);
     return;
   }
   validateChildProcessAllowed(process.execPath);
@@ -176,7 +181,7 @@ async function start(envKey: string, options: SelfMonitorOptions,
       await running;
       return;
     }
-    const n = workers === 'auto' ? availableCpus().count : workers ?? 1;
+    const n = workerCount(workers);
     const pool = new Pool({
       envKey, workers: n, sockets: socketSpecs, transport, shutdownName, shutdownTimeout, minBackoff, maxBackoff,
       maxRestarts, restartWindow, readyTimeout, maxMemory, memoryInterval, restartOnChange, emit,

@@ -23,7 +23,12 @@ export type MonitorEvent =
   | { type: 'memory'; slot: number; pid: number; rss: number }
   /** Workers of the image before a restartViaExec, taken over. */
   | { type: 'adopted'; slot: number; pid: number }
-  /** The restart budget is spent: the monitor stops with `error`. */
+  /**
+   * A restart budget is spent. The single worker: the monitor stops with
+   * `error`. With `workers`: that slot is left empty (the others serve on,
+   * STATUS= names it) until a reload tries it again; the monitor stops with
+   * `error` once every slot gave up.
+   */
   | { type: 'gave-up'; slot?: number; error: Error };
 
 export interface MonitorSocket {
@@ -54,14 +59,15 @@ export interface SelfMonitorOptions {
   transport?: 'pipe' | 'http';
   /**
    * Restart budget (systemd's StartLimitBurst): more than `maxRestarts`
-   * restarts of one slot within `restartWindow` ms end the monitor with an
-   * ERR_MONITOR_RESTART_LIMIT error. Default 10 (Infinity: no limit).
+   * restarts of one slot within `restartWindow` ms give that slot up
+   * (ERR_MONITOR_RESTART_LIMIT, event `gave-up`); the monitor ends with
+   * that error once no slot is left. Default 10 (Infinity: no limit).
    */
   maxRestarts?: number;
   /** Default 60 000 ms. */
   restartWindow?: number;
-  /** How many workers: a number, or 'auto' (the CPUs this process may use, see availableCpus()). Default: one, as before. */
-  workers?: number | 'auto';
+  /** How many workers: a number, or 'auto' (the CPUs this process may use, see availableCpus()); 'max' (pm2's word) is 'auto'. Default: one, as before. */
+  workers?: number | 'auto' | 'max';
   /** Listening sockets the monitor owns and hands to every worker. */
   sockets?: MonitorSocket[];
   /** A signal that starts a rolling reload of the workers (e.g. 'SIGHUP'). */
