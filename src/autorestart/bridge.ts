@@ -23,7 +23,7 @@
  * watching, no restart triggers.
  */
 import { codedError } from '../errors';
-import { closeQuietly, isPipeFd } from '../fdfile';
+import { closeQuietly, isPipeFd, stdioToDevNull } from '../fdfile';
 import { Socket } from 'node:net';
 import { debuglog } from 'node:util';
 import { fork, pipe, waitAsync } from '../posix';
@@ -103,7 +103,7 @@ setReadyHook(() => {
 // ---------------------------------------------------------------------------
 // The bridge's side.
 
-interface BridgeRole { ready: string; control: number; drainTimeout: number }
+interface BridgeRole { parent: number; ready: string; control: number; drainTimeout: number }
 
 function readBridgeEnv(): BridgeRole | undefined {
   const found = takeEnv(BRIDGE_ENV);
@@ -117,7 +117,17 @@ function readBridgeEnv(): BridgeRole | undefined {
     return undefined;
   }
   const ms = Number(map.get('drain'));
-  return { ready, control, drainTimeout: Number.isSafeInteger(ms) && ms >= 0 ? ms : 5000 };
+  return { parent: Number(head), ready, control, drainTimeout: Number.isSafeInteger(ms) && ms >= 0 ? ms : 5000 };
+}
+
+/** PF_EXITING: set when a process starts to exit, before its fds are closed (and before we are re-parented). */
+const PF_EXITING = 0x4;
+
+/** Whether `parent` has died or is dying: we were re-parented, or the control pipe's EOF came from its exit. */
+function parentGone(parent: number): boolean {
+  if (process.ppid !== parent) return true;
+  const st = readProcStat(parent);
+  return st === null || st.state === 'Z' || st.state === 'X' || (st.flags & PF_EXITING) !== 0;
 }
 
 const bridgeRole = readBridgeEnv();
@@ -154,6 +164,17 @@ if (bridgeRole !== undefined) {
   control.on('error', () => {});
   // EOF: the new image is up (or everyone else is gone). Drain and leave.
   control.once('close', () => {
+    // With the parent gone, nobody reads our stderr pipe any more: a write
+    // there (a debug line, the program's own) would fail with EPIPE, an
+    // uncaught error. /dev/null first, so that nothing written on the way
+    // out changes how this ends.
+    if (parentGone(role.parent)) {
+      try {
+        stdioToDevNull(2);
+      } catch {
+        // no /dev/null: the writes fail, the exit below still comes
+      }
+    }
     debug('bridge: control pipe closed: draining %d server(s) and exiting', inheritedServers().length);
     void Promise.all(inheritedServers().map((s) => drain(s, role.drainTimeout))).then(() => process.exit(0));
   });
@@ -236,6 +257,11 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
       spawn: (keep) => fork({
         file: process.execPath, argv0: spec.argv[0], args: spec.argv.slice(1), env,
         stdio: [0, 1, errWrite], keepFds: [...keep, controlRead, ...spec.sockets.map((s) => s.fd)],
+        // The control pipe's EOF ends a bridge whose parent died, once its
+        // event loop runs; the kernel's SIGTERM also reaches one whose start
+        // is stuck. It is tied to the forking thread: the main one (restarts
+        // run there), which an exec keeps, so the exec sends nothing.
+        ...(process.platform === 'linux' ? { deathSignal: 'SIGTERM' as const } : {}),
       }),
     });
   } catch (err) {

@@ -1,0 +1,94 @@
+// Issue 22, items 8, 17, 18 and 22: what the preflight/bridge leaves
+// behind, what it prints, and what a refusal says. Real processes, real
+// sockets, /proc.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { fileScope, isAlive, procStat, putFile as put, root, startNode, waitFor } from './helpers.mjs';
+import { freePort } from './systemd-helpers.mjs';
+import { childPids } from '../dist/posix.mjs';
+
+const { reaper, dirs } = fileScope();
+const lib = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
+
+/**
+ * An HTTP server restarted by SIGUSR2 with a preflight. version.mjs holds
+ * the version (and whatever a test wants the start to do). Prints
+ * "READY <version> <pid> <isBridge>" once listening, "REFUSED <json>" for a
+ * refusal, and with `fds`, "FDS <pid> <isBridge> <json>" at start-up: the
+ * pipes above 2 that a child started at that moment (ls) inherits.
+ */
+function writeApp(dir, port, { fds = false } = {}) {
+  put(dir, 'app.mjs', `
+import http from 'node:http';
+import { execFileSync } from 'node:child_process';
+import { listen, restartOnSignal, isBridge } from ${JSON.stringify(lib)};
+${fds ? `
+const listing = execFileSync('ls', ['-l', '/proc/self/fd'], { encoding: 'utf8' });
+const pipes = listing.split('\\n').map((l) => / (\\d+) -> (pipe:.*)$/.exec(l)).filter((m) => m && Number(m[1]) > 2).map((m) => m[1] + ' ' + m[2]);
+console.log('FDS ' + process.pid + ' ' + isBridge() + ' ' + JSON.stringify(pipes));
+` : ''}
+const { version } = await import('./version.mjs');
+const server = http.createServer((req, res) => res.end('V ' + version + ' PID ' + process.pid + '\\n'));
+await listen(server, { port: ${port}, host: '127.0.0.1' });
+console.log('READY ' + version + ' ' + process.pid + ' ' + isBridge());
+const onError = (err) => console.log('REFUSED ' + JSON.stringify({ code: err.code, message: err.message, stderr: err.stderr }));
+restartOnSignal('SIGUSR2', { servers: [server], onError, preflightTimeout: 120000 });
+process.on('SIGTERM', () => process.exit(0));
+`);
+}
+
+async function startApp({ version = '1', env = {}, fds = false } = {}) {
+  const dir = dirs.make('pd-preflight-');
+  const port = await freePort();
+  put(dir, 'version.mjs', `export const version = ${version};\n`);
+  writeApp(dir, port, { fds });
+  const app = startNode(join(dir, 'app.mjs'), { cwd: dir, env: { ...process.env, ...env }, reaper });
+  app.lines = (re) => app.out.split('\n').filter((l) => re.test(l));
+  await waitFor(() => app.lines(new RegExp(`^READY 1 ${app.child.pid} false`)).length > 0, { what: 'v1', timeout: 30000 });
+  return { dir, port, app };
+}
+
+function canListen(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen({ port, host: '127.0.0.1', exclusive: true }, () => s.close(() => resolve(true)));
+  });
+}
+
+/** SIGKILLs the service while the preflight of version 2 (`source`) is starting: it must end, and free the port. */
+async function killDuringPreflight(source) {
+  const { dir, port, app } = await startApp({ env: { NODE_DEBUG: 'posix-daemon' } });
+  const pid = app.child.pid;
+  put(dir, 'version.mjs', source);
+  process.kill(pid, 'SIGUSR2');
+  // The preflight runs our code (its debug line came through the forwarder).
+  const [, bridge] = await waitFor(() => new RegExp(`POSIX-DAEMON (\\d+): bridge: started by ${pid}`).exec(app.err),
+    { what: 'the preflight to start', timeout: 30000 });
+  const bridgePid = reaper.add(Number(bridge));
+  assert.deepEqual(childPids(pid), [bridgePid]);
+  process.kill(pid, 'SIGKILL');
+  await app.exited;
+  // Gone (not a zombie: it was reparented and reaped), and the port is free.
+  await waitFor(() => procStat(bridgePid) === null, {
+    what: () => `the preflight ${bridgePid} to end (${JSON.stringify(procStat(bridgePid))})`, timeout: 30000,
+  });
+  assert.equal(isAlive(bridgePid), false);
+  assert.equal(await canListen(port), true, 'the port is free');
+}
+
+test('with NODE_DEBUG=posix-daemon, a preflight whose parent is SIGKILLed ends and frees the port', { timeout: 120000 }, async () => {
+  // Version 2 never comes up: its start waits for good.
+  await killDuringPreflight('export const version = 2;\nawait new Promise(() => setInterval(() => {}, 1000));\n');
+});
+
+test('... also when the program ignores SIGTERM (the control pipe\'s EOF ends it) and writes to stderr meanwhile', { timeout: 120000 }, async () => {
+  await killDuringPreflight(`export const version = 2;
+process.on('SIGTERM', () => console.error('SIGTERM ignored'));
+setInterval(() => console.error('still starting'), 50);
+await new Promise(() => {});
+`);
+});
