@@ -33,9 +33,10 @@ console.log('FDS ' + process.pid + ' ' + isBridge() + ' ' + JSON.stringify(pipes
 const { version } = await import('./version.mjs');
 const server = http.createServer((req, res) => res.end('V ' + version + ' PID ' + process.pid + '\\n'));
 await listen(server, { port: ${port}, host: '127.0.0.1' });
-console.log('READY ' + version + ' ' + process.pid + ' ' + isBridge());
 const onError = (err) => console.log('REFUSED ' + JSON.stringify({ code: err.code, message: err.message, stderr: err.stderr }));
+// Armed before READY: the test signals as soon as it reads it.
 restartOnSignal('SIGUSR2', { servers: [server], onError, preflightTimeout: 120000 });
+console.log('READY ' + version + ' ' + process.pid + ' ' + isBridge());
 process.on('SIGTERM', () => process.exit(0));
 `);
 }
@@ -91,4 +92,26 @@ process.on('SIGTERM', () => console.error('SIGTERM ignored'));
 setInterval(() => console.error('still starting'), 50);
 await new Promise(() => {});
 `);
+});
+
+test('no pipe of the preflight/bridge machinery leaks into a child of the bridge or of the new image', { timeout: 120000 }, async () => {
+  const { dir, app } = await startApp({ fds: true });
+  const pid = app.child.pid;
+  const fdsOf = (p, bridge) => app.lines(new RegExp(`^FDS ${p} ${bridge} `)).map((l) => JSON.parse(l.replace(/^FDS \d+ \w+ /, '')));
+  // (A child of the first start may see pipes the test run inherited from
+  // outside; the restarts start from a fork plan and an exec that close
+  // every fd they do not keep.)
+  assert.equal(fdsOf(pid, false).length, 1, app.out);
+  put(dir, 'version.mjs', 'export const version = 2;\n');
+  process.kill(pid, 'SIGUSR2');
+  await waitFor(() => app.lines(new RegExp(`^READY 2 ${pid} false`)).length > 0, { what: () => `v2: ${app.out} ${app.err}`, timeout: 30000 });
+  const bridgeLine = app.lines(/^FDS \d+ true /);
+  assert.equal(bridgeLine.length, 1, app.out);
+  const bridgePid = reaper.add(Number(bridgeLine[0].split(' ')[1]));
+  // A child the preflight started at start-up (control and readiness pipes
+  // open then), and one the new image started while the bridge still ran
+  // (its control and stderr pipes open then).
+  assert.deepEqual(fdsOf(bridgePid, true), [[]], 'a child of the preflight');
+  assert.deepEqual(fdsOf(pid, false).slice(1), [[]], 'a child of the new image');
+  await waitFor(() => childPids(pid).length === 0, { what: 'the bridge to end', timeout: 30000 });
 });

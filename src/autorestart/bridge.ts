@@ -26,7 +26,7 @@ import { codedError } from '../errors';
 import { closeQuietly, isPipeFd, stdioToDevNull } from '../fdfile';
 import { Socket } from 'node:net';
 import { debuglog } from 'node:util';
-import { fork, pipe, waitAsync } from '../posix';
+import { fork, pipe, setCloexec, waitAsync } from '../posix';
 import { readProcStat } from '../procstat';
 // initstatus and launch are loaded when first needed: every image a restart
 // starts loads this module (the guard preload), and initstatus pulls in
@@ -116,6 +116,12 @@ function readBridgeEnv(): BridgeRole | undefined {
     debug('bridge: %s=%j is not for this process: ignored', BRIDGE_ENV, value);
     return undefined;
   }
+  // Ours from here on, and close-on-exec at once: a program this process
+  // starts must not hold the control pipe (the bridge would never see its
+  // EOF) nor the readiness pipe (it could report "ready" for us).
+  setCloexec(control, true);
+  const readyFd = Number(ready.slice(3));
+  if (readyFd > 2 && isPipeFd(readyFd)) setCloexec(readyFd, true);
   const ms = Number(map.get('drain'));
   return { parent: Number(head), ready, control, drainTimeout: Number.isSafeInteger(ms) && ms >= 0 ? ms : 5000 };
 }
@@ -350,6 +356,11 @@ function readBridgedEnv(): Bridged | undefined {
     debug('bridge: %s=%j is not for this process: ignored', BRIDGED_ENV, value);
     return undefined;
   }
+  // Close-on-exec, as they were in the image before: a program this image
+  // starts must not keep the bridge's control pipe open (the bridge, the
+  // old code, would serve for as long as it runs) nor its stderr pipe.
+  setCloexec(control, true);
+  setCloexec(stderr, true);
   return { pid, control, stderr, timeout: Number.isSafeInteger(timeout) && timeout > 0 ? timeout : 10_000 };
 }
 
