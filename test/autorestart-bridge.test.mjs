@@ -227,7 +227,7 @@ test('Type=notify-reload: a reload whose entry file is missing, or whose preflig
   await waitFor(() => rx.from(pid).some((m) => /READY=1/.test(m.data)), { what: 'READY=1 after the refusal', timeout: 30000 });
   const msgs = rx.from(pid).map((m) => m.data);
   assert.match(msgs[0], /^RELOADING=1\nMONOTONIC_USEC=\d+$/);
-  assert.match(msgs[1], /^READY=1\nSTATUS=reload refused: the new version \(preflight pid \d+\) failed at start-up \(notDefinedAnywhere is not defined\) and exited with code 1; the running version goes on$/);
+  assert.match(msgs[1], /^READY=1\nSTATUS=reload refused: the new version \(preflight pid \d+\) failed at start-up \(ReferenceError: notDefinedAnywhere is not defined at \/.*\/version\.mjs:2:1\) and exited with code 1; the running version goes on$/);
   assert.equal(rx.messages.filter((m) => m.pid !== pid).length, 0, 'the preflight sent nothing');
   // 2. The entry file is gone.
   put(dir, 'version.mjs', 'export const version = 3;\n');

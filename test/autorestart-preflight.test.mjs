@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { fileScope, isAlive, procStat, putFile as put, root, startNode, waitFor } from './helpers.mjs';
@@ -114,4 +115,51 @@ test('no pipe of the preflight/bridge machinery leaks into a child of the bridge
   assert.deepEqual(fdsOf(bridgePid, true), [[]], 'a child of the preflight');
   assert.deepEqual(fdsOf(pid, false).slice(1), [[]], 'a child of the new image');
   await waitFor(() => childPids(pid).length === 0, { what: 'the bridge to end', timeout: 30000 });
+});
+
+const { checkFile } = createRequire(import.meta.url)('../dist/autorestart/check.js');
+
+test('a file that does not parse: the error shows file:line:column, the source line and its caret', { timeout: 60000 }, async () => {
+  const dir = dirs.make('pd-check-');
+  const cases = [
+    // ESM: acorn refuses, node --check has the last word (its arrow was dropped).
+    ['routes.mjs', 'import { a } from "./a.mjs";\nconsole.log(a(1, 2;\n', 2, 18, 'SyntaxError: missing ) after argument list'],
+    // CommonJS: V8's own compile.
+    ['lib.cjs', 'const a = 1;\n\tfoo(1, 2;\n', 2, 9, 'SyntaxError: missing ) after argument list'],
+    ['data.json', '{\n  "a": 1,\n}\n', 3, 1, 'SyntaxError: '],
+  ];
+  for (const [name, text, line, column, message] of cases) {
+    put(dir, name, text);
+    const file = join(dir, name);
+    const err = await checkFile(file).then(() => null, (e) => e);
+    assert.ok(err instanceof SyntaxError, `${name}: ${err}`);
+    const lines = err.message.split('\n');
+    assert.ok(lines[0].startsWith(`${file} does not parse: ${message}`), err.message);
+    assert.equal(lines[1], `${file}:${line}:${column}`, err.message);
+    const source = text.split('\n')[line - 1];
+    assert.equal(lines[2], source, err.message);
+    // The caret sits under the column (a tab stays a tab).
+    assert.equal(lines[3].replace(/\^+$/, '').length, column - 1, err.message);
+    assert.equal(lines[3].replace(/\^+$/, ''), source.slice(0, column - 1).replace(/[^\t]/g, ' '), err.message);
+    assert.deepEqual([err.path, err.line, err.column], [file, line, column]);
+  }
+});
+
+test('a refused preflight names the file, line and column its start failed at', { timeout: 120000 }, async () => {
+  const { dir, app } = await startApp();
+  const pid = app.child.pid;
+  const file = join(dir, 'version.mjs');
+  const cases = [
+    ['export const version = 2;\nnotDefinedAnywhere();\n', `ReferenceError: notDefinedAnywhere is not defined at ${file}:2:1`],
+    // Not checked before a signal's restart: the preflight's loader finds it.
+    ['export const version = 3;\nconsole.log((1, 2;\n', `SyntaxError: Unexpected token ';' at ${file}:2:18`],
+  ];
+  for (const [i, [source, where]] of cases.entries()) {
+    put(dir, 'version.mjs', source);
+    process.kill(pid, 'SIGUSR2');
+    await waitFor(() => app.lines(/^REFUSED /).length > i, { what: 'a refusal', timeout: 30000 });
+    const refusal = JSON.parse(app.lines(/^REFUSED /)[i].slice('REFUSED '.length));
+    assert.equal(refusal.code, 'ERR_RESTART_REFUSED');
+    assert.equal(refusal.message.split('\n')[0], `restart refused: the new version (preflight pid ${/pid (\d+)/.exec(refusal.message)[1]}) failed at start-up (${where}) and exited with code 1; the running version goes on`);
+  }
 });

@@ -39,6 +39,7 @@ import { drain, handedSocketsTaken, handoffValue, HANDOFF_ENV, inheritedServers,
 import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
 import { setInBridge, setReadyHook } from '../restart-role';
+import { errorLocation } from './where';
 
 const debug = debuglog('posix-daemon');
 
@@ -152,12 +153,24 @@ export function isBridge(): boolean {
   return bridgeRole !== undefined;
 }
 
+/**
+ * What the parent's refusal says of a failed start: the error, and where
+ * in the program it comes from (the arrow of a SyntaxError, else the first
+ * frame outside Node and this library), so that it names the file.
+ */
+function startFailure(error: Error | string): string {
+  if (typeof error === 'string') return error;
+  const what = error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message || error.name || 'Error';
+  const loc = errorLocation(error);
+  return loc === undefined ? what : `${what} at ${loc.file}:${loc.line}:${loc.column}`;
+}
+
 let reported = false;
 /** The bridge tells its parent how its start went (once). */
 export function reportStart(error?: Error | string): Promise<boolean> {
   if (bridgeRole === undefined || reported) return Promise.resolve(false);
   reported = true;
-  return initstatus().report(bridgeRole.ready, error ?? null);
+  return initstatus().report(bridgeRole.ready, error === undefined ? null : startFailure(error));
 }
 
 if (bridgeRole !== undefined) {
@@ -199,6 +212,31 @@ export interface PreflightError extends Error {
   signalCode: NodeJS.Signals | null;
   /** The end of what it wrote to stderr. */
   stderr: string;
+}
+
+/**
+ * A SyntaxError from the preflight's ES module loader carries no place
+ * (node prints its arrow only for a fatal error): the program's own files
+ * this image has loaded are checked, and the first that does not parse is
+ * named. Only on a refusal; a file only the new version imports stays
+ * unnamed.
+ */
+async function locateSyntaxError(): Promise<string | undefined> {
+  const { checkFile, isCheckable } = require('./check') as typeof import('./check');
+  const { inNodeModules, moduleGraph } = require('./graph') as typeof import('./graph');
+  // What this image has loaded (a restart on a signal tracks nothing: a snapshot now).
+  const graph = moduleGraph();
+  graph.snapshotNow();
+  const files = [...graph.files].filter((f) => !inNodeModules(f) && isCheckable(f)).slice(0, 1000);
+  for (const f of files) {
+    try {
+      await checkFile(f);
+    } catch (err) {
+      const e = err as { path?: string; line?: number; column?: number };
+      if (e.path !== undefined && e.line !== undefined) return `${e.path}:${e.line}:${e.column}`;
+    }
+  }
+  return undefined;
 }
 
 function refused(pid: number, why: string, cause: unknown, exitCode: number | null, signalCode: NodeJS.Signals | null,
@@ -309,10 +347,14 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
     });
     errStream.destroy();
     closeQuietly(controlWrite);
+    // The reported error names its place, except a SyntaxError of the loader.
+    const reported = (err as Error).message ?? '';
+    const where = /^SyntaxError: /.test(reported) && !/ at \/[^ ]*:\d+:\d+$/.test(reported)
+      ? await locateSyntaxError().catch(() => undefined) : undefined;
     const why = isExitedError(err) ? (status?.signal ? `was killed by ${status.signal} before it was up`
       : `exited with code ${status?.exitCode} before it was up`)
       : (err as { code?: string }).code === 'ETIMEDOUT' ? `was not up within ${spec.timeout} ms`
-        : `failed at start-up (${(err as Error).message})${status?.exitCode != null ? ` and exited with code ${status.exitCode}` : ''}`;
+        : `failed at start-up (${reported}${where === undefined ? '' : ` at ${where}`})${status?.exitCode != null ? ` and exited with code ${status.exitCode}` : ''}`;
     throw refused(child.pid, why, err, status?.exitCode ?? null, status?.signal ?? null, tail);
   }
   debug('preflight: pid %d is up', child.pid);
