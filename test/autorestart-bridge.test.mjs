@@ -127,10 +127,14 @@ test('under load, every restart has a preflight and a bridge: no request fails, 
   const bridges = [...l.bodies].filter((b) => / BRIDGE true$/.test(b));
   assert.ok(bridges.length > 0, 'some requests were answered by a bridge');
   assert.deepEqual(zombieChildren(app.child.pid), []);
-  // Every bridge was a child of the service's PID, and said so.
-  for (const line of app.lines(/^READY V \d+ PID \d+ BRIDGE true/)) {
-    const pid = Number(/PID (\d+)/.exec(line)[1]);
-    assert.notEqual(pid, app.child.pid);
+  // Every bridge was a child of the service's PID, and said so; its lines
+  // come through the service's output marked with its PID.
+  const bridgeLines = app.lines(/READY V \d+ PID \d+ BRIDGE true/);
+  assert.equal(bridgeLines.length, restarts, app.out);
+  for (const line of bridgeLines) {
+    const [, marked, pid] = /^\[(?:preflight|bridge) (\d+)\] READY V \d+ PID (\d+) /.exec(line);
+    assert.equal(marked, pid);
+    assert.notEqual(Number(pid), app.child.pid);
   }
   // What the program sees is a first start's view.
   const st = app.stateOf(restarts);

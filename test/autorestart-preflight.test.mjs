@@ -26,6 +26,8 @@ function writeApp(dir, port, { fds = false } = {}) {
 import http from 'node:http';
 import { execFileSync } from 'node:child_process';
 import { listen, restartOnSignal, isBridge } from ${JSON.stringify(lib)};
+console.log('START ' + process.pid + ' ' + isBridge());
+console.error('START ' + process.pid);
 ${fds ? `
 const listing = execFileSync('ls', ['-l', '/proc/self/fd'], { encoding: 'utf8' });
 const pipes = listing.split('\\n').map((l) => / (\\d+) -> (pipe:.*)$/.exec(l)).filter((m) => m && Number(m[1]) > 2).map((m) => m[1] + ' ' + m[2]);
@@ -34,7 +36,10 @@ console.log('FDS ' + process.pid + ' ' + isBridge() + ' ' + JSON.stringify(pipes
 const { version } = await import('./version.mjs');
 const server = http.createServer((req, res) => res.end('V ' + version + ' PID ' + process.pid + '\\n'));
 await listen(server, { port: ${port}, host: '127.0.0.1' });
-const onError = (err) => console.log('REFUSED ' + JSON.stringify({ code: err.code, message: err.message, stderr: err.stderr }));
+const onError = (err) => {
+  console.error('REFUSAL ' + err.message);
+  console.log('REFUSED ' + JSON.stringify({ code: err.code, message: err.message, stderr: err.stderr }));
+};
 // Armed before READY: the test signals as soon as it reads it.
 restartOnSignal('SIGUSR2', { servers: [server], onError, preflightTimeout: 120000 });
 console.log('READY ' + version + ' ' + process.pid + ' ' + isBridge());
@@ -87,10 +92,10 @@ test('with NODE_DEBUG=posix-daemon, a preflight whose parent is SIGKILLed ends a
   await killDuringPreflight('export const version = 2;\nawait new Promise(() => setInterval(() => {}, 1000));\n');
 });
 
-test('... also when the program ignores SIGTERM (the control pipe\'s EOF ends it) and writes to stderr meanwhile', { timeout: 120000 }, async () => {
+test('... also when the program ignores SIGTERM (the control pipe\'s EOF ends it) and writes to stdout and stderr meanwhile', { timeout: 120000 }, async () => {
   await killDuringPreflight(`export const version = 2;
 process.on('SIGTERM', () => console.error('SIGTERM ignored'));
-setInterval(() => console.error('still starting'), 50);
+setInterval(() => { console.log('still starting'); console.error('still starting'); }, 50);
 await new Promise(() => {});
 `);
 });
@@ -98,7 +103,8 @@ await new Promise(() => {});
 test('no pipe of the preflight/bridge machinery leaks into a child of the bridge or of the new image', { timeout: 120000 }, async () => {
   const { dir, app } = await startApp({ fds: true });
   const pid = app.child.pid;
-  const fdsOf = (p, bridge) => app.lines(new RegExp(`^FDS ${p} ${bridge} `)).map((l) => JSON.parse(l.replace(/^FDS \d+ \w+ /, '')));
+  const fdsOf = (p, bridge) => app.lines(new RegExp(`^(\\[preflight ${p}\\] )?FDS ${p} ${bridge} `))
+    .map((l) => JSON.parse(l.replace(/^(\[preflight \d+\] )?FDS \d+ \w+ /, '')));
   // (A child of the first start may see pipes the test run inherited from
   // outside; the restarts start from a fork plan and an exec that close
   // every fd they do not keep.)
@@ -106,7 +112,8 @@ test('no pipe of the preflight/bridge machinery leaks into a child of the bridge
   put(dir, 'version.mjs', 'export const version = 2;\n');
   process.kill(pid, 'SIGUSR2');
   await waitFor(() => app.lines(new RegExp(`^READY 2 ${pid} false`)).length > 0, { what: () => `v2: ${app.out} ${app.err}`, timeout: 30000 });
-  const bridgeLine = app.lines(/^FDS \d+ true /);
+  // The preflight's line, marked with its PID (or not, before issue 22's item 17).
+  const bridgeLine = app.lines(/^FDS \d+ true /).concat(app.lines(/^\[preflight \d+\] FDS \d+ true /).map((l) => l.replace(/^\[.*?\] /, '')));
   assert.equal(bridgeLine.length, 1, app.out);
   const bridgePid = reaper.add(Number(bridgeLine[0].split(' ')[1]));
   // A child the preflight started at start-up (control and readiness pipes
@@ -162,4 +169,37 @@ test('a refused preflight names the file, line and column its start failed at', 
     assert.equal(refusal.code, 'ERR_RESTART_REFUSED');
     assert.equal(refusal.message.split('\n')[0], `restart refused: the new version (preflight pid ${/pid (\d+)/.exec(refusal.message)[1]}) failed at start-up (${where}) and exited with code 1; the running version goes on`);
   }
+});
+
+test('every line of the preflight and the bridge is marked with its PID; a refusal prints its stack once', { timeout: 120000 }, async () => {
+  const { dir, app } = await startApp();
+  const pid = app.child.pid;
+  put(dir, 'version.mjs', 'export const version = 2;\n');
+  process.kill(pid, 'SIGUSR2');
+  await waitFor(() => app.lines(new RegExp(`^READY 2 ${pid} false`)).length > 0, { what: 'v2', timeout: 30000 });
+  // Its start-up lines, on stdout and on stderr.
+  const m = /^\[preflight (\d+)\] START (\d+) true$/m.exec(app.out);
+  assert.ok(m, app.out);
+  const bridge = reaper.add(Number(m[1]));
+  assert.equal(Number(m[2]), bridge);
+  assert.match(app.err, new RegExp(`^\\[preflight ${bridge}\\] START ${bridge}$`, 'm'));
+  // None of its lines goes unmarked: READY came before or after it was up.
+  const its = [...app.out.split('\n'), ...app.err.split('\n')].filter((l) => l.includes(` ${bridge}`));
+  assert.ok(its.length >= 3, its.join('\n'));
+  for (const l of its) assert.match(l, new RegExp(`^\\[(preflight|bridge) ${bridge}\\] `));
+  await waitFor(() => childPids(pid).length === 0, { what: 'the bridge to end', timeout: 30000 });
+
+  // A refusal: the preflight's stack comes through once, marked, and the
+  // error's message (which the program prints) does not repeat it.
+  put(dir, 'version.mjs', 'export const version = 3;\nnotDefinedAnywhere();\n');
+  process.kill(pid, 'SIGUSR2');
+  await waitFor(() => app.lines(/^REFUSED /).length > 0, { what: 'a refusal', timeout: 30000 });
+  const refusal = JSON.parse(app.lines(/^REFUSED /)[0].slice('REFUSED '.length));
+  const preflight = Number(/preflight pid (\d+)/.exec(refusal.message)[1]);
+  const frames = app.err.split('\n').filter((l) => /^(\[preflight \d+\] )?\s+at .*version\.mjs:2:1\)?$/.test(l));
+  assert.deepEqual(frames.map((l) => l.replace(/\s+at .*$/, '')), [`[preflight ${preflight}]`], app.err);
+  assert.match(app.err, new RegExp(`^\\[preflight ${preflight}\\] ReferenceError: notDefinedAnywhere is not defined$`, 'm'));
+  assert.equal(refusal.message.split('\n').length, 1, refusal.message);
+  // The end of its stderr is still there for the program.
+  assert.match(refusal.stderr, /ReferenceError: notDefinedAnywhere is not defined/);
 });
