@@ -28,6 +28,7 @@ import { execFileSync } from 'node:child_process';
 import { listen, restartOnSignal, isBridge } from ${JSON.stringify(lib)};
 console.log('START ' + process.pid + ' ' + isBridge());
 console.error('START ' + process.pid);
+process.on('exit', () => console.log('EXIT ' + process.pid + ' ' + isBridge()));
 ${fds ? `
 const listing = execFileSync('ls', ['-l', '/proc/self/fd'], { encoding: 'utf8' });
 const pipes = listing.split('\\n').map((l) => / (\\d+) -> (pipe:.*)$/.exec(l)).filter((m) => m && Number(m[1]) > 2).map((m) => m[1] + ' ' + m[2]);
@@ -188,6 +189,8 @@ test('every line of the preflight and the bridge is marked with its PID; a refus
   assert.ok(its.length >= 3, its.join('\n'));
   for (const l of its) assert.match(l, new RegExp(`^\\[(preflight|bridge) ${bridge}\\] `));
   await waitFor(() => childPids(pid).length === 0, { what: 'the bridge to end', timeout: 30000 });
+  // Its last line, written after the exec, came through the new image.
+  await waitFor(() => app.out.includes(`\n[bridge ${bridge}] EXIT ${bridge} true\n`), { what: () => `the bridge's last line: ${app.out}` });
 
   // A refusal: the preflight's stack comes through once, marked, and the
   // error's message (which the program prints) does not repeat it.
