@@ -3,7 +3,8 @@
  * named in an untrusted environment variable (log files, PID files) safe to
  * act on, and that tells whether a file was renamed or replaced under us.
  */
-import { closeSync, fstatSync, lstatSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync } from 'node:fs';
+import { addon } from './native';
 
 /**
  * Options for every fstatSync of an fd that may be a pipe or a socket.
@@ -48,5 +49,20 @@ export function closeQuietly(fd: number | undefined): void {
     closeSync(fd);
   } catch {
     // already closed
+  }
+}
+
+/**
+ * Puts /dev/null on stdout or stderr, atomically (dup2 over it while other
+ * threads run: the fd is never closed, not even for an instant). For a
+ * stdio fd that is ours to give up: a capture file once it served, or a
+ * pipe whose reader is gone, where every write would fail with EPIPE.
+ */
+export function stdioToDevNull(target: 1 | 2): void {
+  const nullFd = openSync('/dev/null', 'w');
+  try {
+    addon.dup2Stdio(nullFd, target);
+  } finally {
+    closeSync(nullFd);
   }
 }

@@ -35,8 +35,7 @@ import { closeSync, fstatSync, mkdtempSync, openSync, readlinkSync, readSync, rm
 import { tmpdir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { debuglog } from 'node:util';
-import { addon } from './native';
-import { NO_SHARED_STAT } from './fdfile';
+import { NO_SHARED_STAT, stdioToDevNull } from './fdfile';
 import { pipe, setCloexec } from './posix';
 
 const debug = debuglog('posix-daemon');
@@ -193,14 +192,7 @@ function dropStderrCapture(id: string | undefined): void {
   try {
     const st = fstatSync(2, NO_SHARED_STAT);
     if (`${st.dev}:${st.ino}` !== id || st.nlink !== 0n) return;
-    const nullFd = openSync('/dev/null', 'w');
-    try {
-      // dup2 over fd 2 while other threads run: atomic, fd 2 is never closed
-      // even for an instant (as reopenLogs does it).
-      addon.dup2Stdio(nullFd, 2);
-    } finally {
-      closeSync(nullFd);
-    }
+    stdioToDevNull(2);
     debug('daemonize: stderr back on /dev/null');
   } catch (err) {
     debug('daemonize: putting stderr back on /dev/null: %s', (err as Error).message);

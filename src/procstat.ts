@@ -13,6 +13,8 @@ export interface ProcStat {
   session: number;
   /** starttime: clock ticks after boot at which the process (or thread) started. */
   startTicks: number;
+  /** The kernel's PF_* flags (PF_EXITING: 0x4, set as soon as the process starts to exit). */
+  flags: number;
 }
 
 /**
@@ -27,7 +29,7 @@ export function readProcStat(pid: number | string): ProcStat | null {
     return null;
   }
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  const stat = { state: f[0], ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]), startTicks: Number(f[19]) };
+  const stat = { state: f[0], ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]), startTicks: Number(f[19]), flags: Number(f[6]) };
   if (stat.state === undefined || !Number.isSafeInteger(stat.ppid) || !Number.isSafeInteger(stat.startTicks)) return null;
   return stat;
 }

@@ -127,10 +127,14 @@ test('under load, every restart has a preflight and a bridge: no request fails, 
   const bridges = [...l.bodies].filter((b) => / BRIDGE true$/.test(b));
   assert.ok(bridges.length > 0, 'some requests were answered by a bridge');
   assert.deepEqual(zombieChildren(app.child.pid), []);
-  // Every bridge was a child of the service's PID, and said so.
-  for (const line of app.lines(/^READY V \d+ PID \d+ BRIDGE true/)) {
-    const pid = Number(/PID (\d+)/.exec(line)[1]);
-    assert.notEqual(pid, app.child.pid);
+  // Every bridge was a child of the service's PID, and said so; its lines
+  // come through the service's output marked with its PID.
+  const bridgeLines = app.lines(/READY V \d+ PID \d+ BRIDGE true/);
+  assert.equal(bridgeLines.length, restarts, app.out);
+  for (const line of bridgeLines) {
+    const [, marked, pid] = /^\[(?:preflight|bridge) (\d+)\] READY V \d+ PID (\d+) /.exec(line);
+    assert.equal(marked, pid);
+    assert.notEqual(Number(pid), app.child.pid);
   }
   // What the program sees is a first start's view.
   const st = app.stateOf(restarts);
@@ -227,7 +231,7 @@ test('Type=notify-reload: a reload whose entry file is missing, or whose preflig
   await waitFor(() => rx.from(pid).some((m) => /READY=1/.test(m.data)), { what: 'READY=1 after the refusal', timeout: 30000 });
   const msgs = rx.from(pid).map((m) => m.data);
   assert.match(msgs[0], /^RELOADING=1\nMONOTONIC_USEC=\d+$/);
-  assert.match(msgs[1], /^READY=1\nSTATUS=reload refused: the new version \(preflight pid \d+\) failed at start-up \(notDefinedAnywhere is not defined\) and exited with code 1; the running version goes on$/);
+  assert.match(msgs[1], /^READY=1\nSTATUS=reload refused: the new version \(preflight pid \d+\) failed at start-up \(ReferenceError: notDefinedAnywhere is not defined at \/.*\/version\.mjs:2:1\) and exited with code 1; the running version goes on$/);
   assert.equal(rx.messages.filter((m) => m.pid !== pid).length, 0, 'the preflight sent nothing');
   // 2. The entry file is gone.
   put(dir, 'version.mjs', 'export const version = 3;\n');

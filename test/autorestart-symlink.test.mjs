@@ -38,7 +38,9 @@ console.log('LISTEN ' + JSON.stringify({
 `);
   const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
   const { child } = app;
-  const lines = () => app.out.split('\n').filter((l) => l.startsWith('LISTEN ')).map((l) => JSON.parse(l.slice(7)));
+  // A bridge's lines come marked with its PID ("[preflight PID] ", "[bridge PID] ").
+  const lines = () => app.out.split('\n').map((l) => l.replace(/^\[(?:preflight|bridge) \d+\] /, ''))
+    .filter((l) => l.startsWith('LISTEN ')).map((l) => JSON.parse(l.slice(7)));
   const images = () => lines().filter((l) => l.pid === child.pid);
   await waitFor(() => images().length === 1, { what: 'the first start', timeout: 30000 });
   for (let n = 2; n <= 3; n++) {

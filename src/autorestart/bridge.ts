@@ -5,12 +5,13 @@
  * - the OLD image (parent): before it drains, it forks the new version as a
  *   child (a plan: fork + execve, no JavaScript in the child) with the
  *   listening sockets at the fd numbers they have, a readiness pipe, a
- *   control pipe and a pipe for its stderr. The child is "up" once it took
+ *   control pipe and pipes for its stdout and stderr (copied to ours, each
+ *   line marked `[preflight PID] `, then `[bridge PID] `). The child is "up" once it took
  *   every socket (or reported ready). If it exits, reports an error or is
  *   not up in time, the restart is refused (the old image never stopped
  *   accepting). Once it is up it accepts on the very same sockets, and the
  *   old image drains and execs, handing on the sockets, the control pipe's
- *   write end and the stderr pipe's read end.
+ *   write end and the output pipes' read ends.
  * - the BRIDGE (that child): serves until the control pipe reaches EOF, then
  *   drains and exits. EOF comes when the new image is up, or when every
  *   holder of the write end is gone (the process died): a bridge never
@@ -23,10 +24,10 @@
  * watching, no restart triggers.
  */
 import { codedError } from '../errors';
-import { closeQuietly, isPipeFd } from '../fdfile';
+import { closeQuietly, isPipeFd, stdioToDevNull } from '../fdfile';
 import { Socket } from 'node:net';
 import { debuglog } from 'node:util';
-import { fork, pipe, waitAsync } from '../posix';
+import { fork, pipe, setCloexec, waitAsync } from '../posix';
 import { readProcStat } from '../procstat';
 // initstatus and launch are loaded when first needed: every image a restart
 // starts loads this module (the guard preload), and initstatus pulls in
@@ -40,12 +41,13 @@ import { drain, knownServers, markUp } from '../lifecycle';
 import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
 import { setInBridge, setReadyHook } from '../restart-role';
+import { errorLocation } from './where';
 
 const debug = debuglog('posix-daemon');
 
-/** In a bridge: `<parent pid>;ready=<initstatus address>;control=<fd>;drain=<ms>`. */
+/** In a bridge: `<parent pid>;ready=<initstatus address>;control=<fd>;drain=<ms>[;stdio=piped]`. */
 export const BRIDGE_ENV = 'POSIX_DAEMON_BRIDGE';
-/** In the image after the exec: `<bridge pid>;control=<fd>;stderr=<fd>;timeout=<ms>`. */
+/** In the image after the exec: `<bridge pid>;control=<fd>;stderr=<fd>[;stdout=<fd>];timeout=<ms>`. */
 export const BRIDGED_ENV = 'POSIX_DAEMON_BRIDGED';
 /** How much of a failed preflight's stderr the error carries. */
 const STDERR_TAIL = 8 * 1024;
@@ -105,7 +107,7 @@ setReadyHook(() => {
 // ---------------------------------------------------------------------------
 // The bridge's side.
 
-interface BridgeRole { ready: string; control: number; drainTimeout: number }
+interface BridgeRole { parent: number; ready: string; control: number; drainTimeout: number; piped: boolean }
 
 function readBridgeEnv(): BridgeRole | undefined {
   const found = takeEnv(BRIDGE_ENV);
@@ -118,8 +120,27 @@ function readBridgeEnv(): BridgeRole | undefined {
     debug('bridge: %s=%j is not for this process: ignored', BRIDGE_ENV, value);
     return undefined;
   }
+  // Ours from here on, and close-on-exec at once: a program this process
+  // starts must not hold the control pipe (the bridge would never see its
+  // EOF) nor the readiness pipe (it could report "ready" for us).
+  setCloexec(control, true);
+  const readyFd = Number(ready.slice(3));
+  if (readyFd > 2 && isPipeFd(readyFd)) setCloexec(readyFd, true);
   const ms = Number(map.get('drain'));
-  return { ready, control, drainTimeout: Number.isSafeInteger(ms) && ms >= 0 ? ms : 5000 };
+  return {
+    parent: Number(head), ready, control, drainTimeout: Number.isSafeInteger(ms) && ms >= 0 ? ms : 5000,
+    piped: map.get('stdio') === 'piped',
+  };
+}
+
+/** PF_EXITING: set when a process starts to exit, before its fds are closed (and before we are re-parented). */
+const PF_EXITING = 0x4;
+
+/** Whether `parent` has died or is dying: we were re-parented, or the control pipe's EOF came from its exit. */
+function parentGone(parent: number): boolean {
+  if (process.ppid !== parent) return true;
+  const st = readProcStat(parent);
+  return st === null || st.state === 'Z' || st.state === 'X' || (st.flags & PF_EXITING) !== 0;
 }
 
 const bridgeRole = readBridgeEnv();
@@ -138,12 +159,24 @@ export function isBridge(): boolean {
   return bridgeRole !== undefined;
 }
 
+/**
+ * What the parent's refusal says of a failed start: the error, and where
+ * in the program it comes from (the arrow of a SyntaxError, else the first
+ * frame outside Node and this library), so that it names the file.
+ */
+function startFailure(error: Error | string): string {
+  if (typeof error === 'string') return error;
+  const what = error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message || error.name || 'Error';
+  const loc = errorLocation(error);
+  return loc === undefined ? what : `${what} at ${loc.file}:${loc.line}:${loc.column}`;
+}
+
 let reported = false;
 /** The bridge tells its parent how its start went (once). */
 export function reportStart(error?: Error | string): Promise<boolean> {
   if (bridgeRole === undefined || reported) return Promise.resolve(false);
   reported = true;
-  return initstatus().report(bridgeRole.ready, error ?? null);
+  return initstatus().report(bridgeRole.ready, error === undefined ? null : startFailure(error));
 }
 
 if (bridgeRole !== undefined) {
@@ -156,10 +189,98 @@ if (bridgeRole !== undefined) {
   control.on('error', () => {});
   // EOF: the new image is up (or everyone else is gone). Drain and leave.
   control.once('close', () => {
+    // With the parent gone, nobody reads our stderr pipe (nor our stdout
+    // pipe, from a parent that made one) any more: a write there (a debug
+    // line, the program's own) would fail with EPIPE, an uncaught error.
+    // /dev/null first, so that nothing written on the way out changes how
+    // this ends.
+    if (parentGone(role.parent)) {
+      for (const fd of role.piped ? [1, 2] as const : [2] as const) {
+        try {
+          stdioToDevNull(fd);
+        } catch {
+          // no /dev/null: the writes fail, the exit below still comes
+        }
+      }
+    }
     debug('bridge: control pipe closed: draining %d server(s) and exiting', knownServers().length);
     void Promise.all(knownServers().map((s) => drain(s, role.drainTimeout))).then(() => process.exit(0));
   });
   control.unref();
+}
+
+// ---------------------------------------------------------------------------
+// The output of a preflight/bridge: its stdout and stderr are pipes that the
+// process that started it (then the image after the exec) copies to its own,
+// each line marked, so that the second start's lines are not taken for the
+// service's.
+
+const NL = 0x0a;
+
+/**
+ * Copies an output pipe of the preflight/bridge to `out` (this process's
+ * stdout or stderr), `[preflight PID] ` (once up: `[bridge PID] `) at the
+ * start of each line. Nothing is held back: a partial line goes on at once,
+ * and the next chunk continues it.
+ */
+class Forwarder {
+  readonly stream: Socket;
+  private atLineStart = true;
+  /** Everything copied goes here too (the end of a refused preflight's stderr). */
+  onText?: (text: string) => void;
+
+  constructor(fd: number, private readonly out: 1 | 2, private label: string) {
+    this.stream = new Socket({ fd, readable: true, writable: false });
+    this.stream.on('data', (d: Buffer) => this.copy(d));
+    // A closed pipe or EBADF ends the copy; nothing to report to anyone.
+    this.stream.on('error', () => {});
+  }
+
+  relabel(label: string): void {
+    this.label = label;
+  }
+
+  private copy(d: Buffer): void {
+    const prefix = Buffer.from(`[${this.label}] `);
+    const parts: Buffer[] = [];
+    let start = 0;
+    while (start < d.length) {
+      if (this.atLineStart) parts.push(prefix);
+      const nl = d.indexOf(NL, start);
+      const end = nl === -1 ? d.length : nl + 1;
+      parts.push(d.subarray(start, end));
+      this.atLineStart = nl !== -1;
+      start = end;
+    }
+    (this.out === 1 ? process.stdout : process.stderr).write(Buffer.concat(parts));
+    this.onText?.(d.toString('utf8'));
+  }
+
+  /** Resolves once what the child wrote before it ended is copied (its end of the pipe closed), or soon. */
+  drained(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (this.stream.destroyed || this.stream.readableEnded) resolve();
+      else {
+        this.stream.once('close', () => resolve());
+        setTimeout(resolve, 200).unref();
+      }
+    });
+  }
+
+  unref(): void {
+    this.stream.unref();
+  }
+
+  destroy(): void {
+    this.stream.destroy();
+  }
+}
+
+/** Once the child is gone: what it wrote last is copied, then the copy ends. */
+function endForwarders(list: Forwarder[]): void {
+  void Promise.all(list.map((f) => f.drained())).then(() => {
+    for (const f of list) f.destroy();
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -176,10 +297,36 @@ export interface PreflightError extends Error {
   stderr: string;
 }
 
+/**
+ * A SyntaxError from the preflight's ES module loader carries no place
+ * (node prints its arrow only for a fatal error): the program's own files
+ * this image has loaded are checked, and the first that does not parse is
+ * named. Only on a refusal; a file only the new version imports stays
+ * unnamed.
+ */
+async function locateSyntaxError(): Promise<string | undefined> {
+  const { checkFile, isCheckable } = require('./check') as typeof import('./check');
+  const { inNodeModules, moduleGraph } = require('./graph') as typeof import('./graph');
+  // What this image has loaded (a restart on a signal tracks nothing: a snapshot now).
+  const graph = moduleGraph();
+  graph.snapshotNow();
+  const files = [...graph.files].filter((f) => !inNodeModules(f) && isCheckable(f)).slice(0, 1000);
+  for (const f of files) {
+    try {
+      await checkFile(f);
+    } catch (err) {
+      const e = err as { path?: string; line?: number; column?: number };
+      if (e.path !== undefined && e.line !== undefined) return `${e.path}:${e.line}:${e.column}`;
+    }
+  }
+  return undefined;
+}
+
 function refused(pid: number, why: string, cause: unknown, exitCode: number | null, signalCode: NodeJS.Signals | null,
   stderr: string): PreflightError {
-  const tail = stderr.trim() === '' ? '' : `\n--- its stderr (end) ---\n${stderr.trimEnd()}`;
-  return codedError(`restart refused: the new version (preflight pid ${pid}) ${why}; the running version goes on${tail}`,
+  // Its stderr was forwarded to ours as it came (marked): printed once, not
+  // again in the message; the end of it is `stderr`.
+  return codedError(`restart refused: the new version (preflight pid ${pid}) ${why}; the running version goes on`,
     'ERR_RESTART_REFUSED', { pid, exitCode, signalCode, stderr }, { cause }) as PreflightError;
 }
 
@@ -209,16 +356,18 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
   const rx = await initstatus().receiver();
   let controlRead: number | undefined;
   let controlWrite: number | undefined;
-  let errRead: number;
-  let errWrite: number;
+  let errRead: number | undefined;
+  let errWrite: number | undefined;
+  let outRead: number;
+  let outWrite: number;
   try {
     [controlRead, controlWrite] = pipe();
     [errRead, errWrite] = pipe();
+    [outRead, outWrite] = pipe();
   } catch (err) {
     // EMFILE and the like: nothing of this attempt stays open (a retry follows).
     rx.close();
-    closeQuietly(controlRead);
-    closeQuietly(controlWrite);
+    for (const fd of [controlRead, controlWrite, errRead, errWrite]) closeQuietly(fd);
     throw err;
   }
   const env: Record<string, string> = { ...spec.env };
@@ -229,7 +378,8 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
   const handoff = handoffValue(`P${process.pid}`, spec.sockets);
   if (handoff !== undefined) env[HANDOFF_ENV] = handoff;
   else delete env[HANDOFF_ENV];
-  env[BRIDGE_ENV] = `${process.pid};ready=${rx.address};control=${controlRead};drain=${spec.drainTimeout}`;
+  // stdio=piped: its stdout and stderr are pipes to us (see parentGone's use).
+  env[BRIDGE_ENV] = `${process.pid};ready=${rx.address};control=${controlRead};drain=${spec.drainTimeout};stdio=piped`;
   let child;
   try {
     child = launch({
@@ -237,28 +387,34 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
       receiver: rx,
       spawn: (keep) => fork({
         file: process.execPath, argv0: spec.argv[0], args: spec.argv.slice(1), env,
-        stdio: [0, 1, errWrite], keepFds: [...keep, controlRead, ...spec.sockets.map((s) => s.fd)],
+        stdio: [0, outWrite, errWrite], keepFds: [...keep, controlRead, ...spec.sockets.map((s) => s.fd)],
+        // The control pipe's EOF ends a bridge whose parent died, once its
+        // event loop runs; the kernel's SIGTERM also reaches one whose start
+        // is stuck. It is tied to the forking thread: the main one (restarts
+        // run there), which an exec keeps, so the exec sends nothing.
+        ...(process.platform === 'linux' ? { deathSignal: 'SIGTERM' as const } : {}),
       }),
     });
   } catch (err) {
-    // controlRead and errWrite are closed below, once: a second close could
-    // hit an fd number another thread has opened meanwhile.
+    // controlRead and the write ends are closed below, once: a second close
+    // could hit an fd number another thread has opened meanwhile.
     closeQuietly(controlWrite);
     closeQuietly(errRead);
+    closeQuietly(outRead);
     throw err;
   } finally {
     closeQuietly(controlRead);
     closeQuietly(errWrite);
+    closeQuietly(outWrite);
   }
   debug('preflight: pid %d started', child.pid);
-  // Its stderr goes on to ours, and its end is kept for a refusal.
+  // Its output goes on to ours, marked; the end of its stderr is kept for a refusal.
   let tail = '';
-  const errStream = new Socket({ fd: errRead, readable: true, writable: false });
-  errStream.on('data', (d: Buffer) => {
-    process.stderr.write(d);
-    tail = (tail + d.toString('utf8')).slice(-STDERR_TAIL);
-  });
-  errStream.on('error', () => {});
+  const errFwd = new Forwarder(errRead, 2, `preflight ${child.pid}`);
+  const outFwd = new Forwarder(outRead, 1, `preflight ${child.pid}`);
+  errFwd.onText = (text) => {
+    tail = (tail + text).slice(-STDERR_TAIL);
+  };
   try {
     await child.ready({ timeout: spec.timeout });
   } catch (err) {
@@ -269,40 +425,41 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
     }
     child.kill('SIGKILL');
     const status = await child.exited;
-    // What it wrote before it died may still be in the pipe.
-    await new Promise<void>((resolve) => {
-      if (errStream.destroyed || errStream.readableEnded) resolve();
-      else {
-        errStream.once('close', () => resolve());
-        setTimeout(resolve, 200).unref();
-      }
-    });
-    errStream.destroy();
+    // What it wrote before it died may still be in the pipes.
+    await Promise.all([errFwd.drained(), outFwd.drained()]);
+    errFwd.destroy();
+    outFwd.destroy();
     closeQuietly(controlWrite);
+    // The reported error names its place, except a SyntaxError of the loader.
+    const reported = (err as Error).message ?? '';
+    const where = /^SyntaxError: /.test(reported) && !/ at \/[^ ]*:\d+:\d+$/.test(reported)
+      ? await locateSyntaxError().catch(() => undefined) : undefined;
     const why = isExitedError(err) ? (status?.signal ? `was killed by ${status.signal} before it was up`
       : `exited with code ${status?.exitCode} before it was up`)
       : (err as { code?: string }).code === 'ETIMEDOUT' ? `was not up within ${spec.timeout} ms`
-        : `failed at start-up (${(err as Error).message})${status?.exitCode != null ? ` and exited with code ${status.exitCode}` : ''}`;
+        : `failed at start-up (${reported}${where === undefined ? '' : ` at ${where}`})${status?.exitCode != null ? ` and exited with code ${status.exitCode}` : ''}`;
     throw refused(child.pid, why, err, status?.exitCode ?? null, status?.signal ?? null, tail);
   }
   debug('preflight: pid %d is up', child.pid);
-  // From here on its stderr is forwarded by whoever holds the read end: us,
-  // then the new image.
-  errStream.removeAllListeners('data');
-  errStream.on('data', (d: Buffer) => process.stderr.write(d));
-  errStream.unref();
+  // From here on its output is forwarded by whoever holds the read ends:
+  // us, then the new image.
+  errFwd.onText = undefined;
+  for (const f of [errFwd, outFwd]) {
+    f.relabel(`bridge ${child.pid}`);
+    f.unref();
+  }
   child.unref();
   let given = false;
   return {
     pid: child.pid,
-    keepFds: [controlWrite, errRead],
-    env: { [BRIDGED_ENV]: `${child.pid};control=${controlWrite};stderr=${errRead};timeout=${spec.timeout}` },
+    keepFds: [controlWrite, errRead, outRead],
+    env: { [BRIDGED_ENV]: `${child.pid};control=${controlWrite};stderr=${errRead};stdout=${outRead};timeout=${spec.timeout}` },
     abandon() {
       if (given) return;
       given = true;
       debug('preflight: restart abandoned: bridge %d drains and exits', child.pid);
       closeQuietly(controlWrite);
-      void child.exited.then(() => errStream.destroy());
+      void child.exited.then(() => endForwarders([errFwd, outFwd]));
     },
   };
 }
@@ -310,7 +467,7 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
 // ---------------------------------------------------------------------------
 // The new image's side: end the bridge once this image is up.
 
-interface Bridged { pid: number; control: number; stderr: number; timeout: number }
+interface Bridged { pid: number; control: number; stderr: number; stdout?: number; timeout: number }
 
 function readBridgedEnv(): Bridged | undefined {
   const taken = takeEnv(BRIDGED_ENV);
@@ -318,19 +475,27 @@ function readBridgedEnv(): Bridged | undefined {
   const { value, head, map } = taken;
   const control = fdField(map, 'control');
   const stderr = fdField(map, 'stderr');
+  // No stdout pipe: an image of an older version started that bridge with ours.
+  const stdout = fdField(map, 'stdout');
   const pid = Number(head);
   const timeout = Number(map.get('timeout'));
   // Untrusted: only our own child, only pipes.
   if (!/^[1-9][0-9]*$/.test(head) || readProcStat(pid)?.ppid !== process.pid || control === undefined || stderr === undefined ||
-    !isPipeFd(control) || !isPipeFd(stderr)) {
+    !isPipeFd(control) || !isPipeFd(stderr) || (stdout !== undefined && !isPipeFd(stdout))) {
     debug('bridge: %s=%j is not for this process: ignored', BRIDGED_ENV, value);
     return undefined;
   }
-  return { pid, control, stderr, timeout: Number.isSafeInteger(timeout) && timeout > 0 ? timeout : 10_000 };
+  // Close-on-exec, as they were in the image before: a program this image
+  // starts must not keep the bridge's control pipe open (the bridge, the
+  // old code, would serve for as long as it runs) nor its stderr pipe.
+  setCloexec(control, true);
+  setCloexec(stderr, true);
+  if (stdout !== undefined) setCloexec(stdout, true);
+  return { pid, control, stderr, stdout, timeout: Number.isSafeInteger(timeout) && timeout > 0 ? timeout : 10_000 };
 }
 
 /** The bridge this image was started over and has not ended yet. */
-let bridged: (Bridged & { hold: boolean; forward: Socket }) | undefined;
+let bridged: (Bridged & { hold: boolean; forward: Forwarder[] }) | undefined;
 
 /** The PID of the bridge this image has to end, if any (not a child to hand over as an orphan). */
 export function pendingBridgePid(): number | undefined {
@@ -344,9 +509,10 @@ export function pendingBridgePid(): number | undefined {
 export function pendingBridgeHandoff(): { keepFds: number[]; env: Record<string, string> } | undefined {
   if (bridged === undefined) return undefined;
   const b = bridged;
+  const stdout = b.stdout === undefined ? '' : `;stdout=${b.stdout}`;
   return {
-    keepFds: [b.control, b.stderr],
-    env: { [BRIDGED_ENV]: `${b.pid};control=${b.control};stderr=${b.stderr};timeout=${b.timeout}` },
+    keepFds: [b.control, b.stderr, ...(b.stdout === undefined ? [] : [b.stdout])],
+    env: { [BRIDGED_ENV]: `${b.pid};control=${b.control};stderr=${b.stderr}${stdout};timeout=${b.timeout}` },
   };
 }
 
@@ -363,16 +529,15 @@ function endBridge(why: string): void {
   closeQuietly(b.control);
   waitAsync(b.pid, { ref: false }).then((r) => {
     debug('bridge: %d reaped (%o)', b.pid, { code: r.exitCode, signal: r.signal });
-    b.forward.destroy();
+    endForwarders(b.forward);
   }, (err: Error) => debug('bridge: cannot wait for %d: %s', b.pid, err.message));
 }
 
 const found = readBridgedEnv();
 if (found !== undefined) {
-  const forward = new Socket({ fd: found.stderr, readable: true, writable: false });
-  forward.on('data', (d: Buffer) => process.stderr.write(d));
-  forward.on('error', () => {});
-  forward.unref();
+  const forward = [new Forwarder(found.stderr, 2, `bridge ${found.pid}`)];
+  if (found.stdout !== undefined) forward.push(new Forwarder(found.stdout, 1, `bridge ${found.pid}`));
+  for (const f of forward) f.unref();
   bridged = { ...found, hold: false, forward };
   whenUp(() => endBridge('this image is up'));
   // A new version that no longer listens on every socket would never end

@@ -29,6 +29,7 @@ import { compileFunction } from 'node:vm';
 import { debuglog } from 'node:util';
 import { moduleGraph } from './graph';
 import { parseNodeOptions } from '../relaunch';
+import { formatLocation, lineColumn, parseArrow, type SourceLocation } from './where';
 
 const debug = debuglog('posix-daemon');
 
@@ -37,12 +38,30 @@ const TS_EXTENSIONS = new Set(['.ts', '.mts', '.cts', '.tsx']);
 // Flags that change how Node parses a file, for the `node --check` confirmation.
 const PARSE_FLAGS = /^--(no-)?experimental-(default-type|detect-module|require-module|strip-types)(=|$)/;
 
-/** The failure of a check: a SyntaxError naming the file. */
-export type CheckError = SyntaxError & { path: string };
+/** The failure of a check: a SyntaxError naming the file, and where in it when the parser says. */
+export type CheckError = SyntaxError & { path: string; line?: number; column?: number };
 
-function checkError(file: string, message: string): CheckError {
-  const e = new SyntaxError(`${file} does not parse: ${message}`) as CheckError;
+/** What a parser said: its message, and where. */
+interface Verdict { message: string; loc?: { line: number; column: number; caret?: string } }
+
+/**
+ * `<file> does not parse: <message>`, then (when the parser gave a place)
+ * `<file>:<line>:<column>`, the source line and a caret, as node prints a
+ * SyntaxError. `source`: the file's text, for that line.
+ */
+function checkError(file: string, { message, loc }: Verdict, source?: string): CheckError {
+  let where = '';
+  if (loc !== undefined) {
+    const line = source?.split('\n')[loc.line - 1]?.replace(/\r$/, '');
+    const at: SourceLocation = { file, line: loc.line, column: loc.column, source: line, caret: line === undefined ? undefined : loc.caret };
+    where = `\n${formatLocation(at)}`;
+  }
+  const e = new SyntaxError(`${file} does not parse: ${message}${where}`) as CheckError;
   e.path = file;
+  if (loc !== undefined) {
+    e.line = loc.line;
+    e.column = loc.column;
+  }
   return e;
 }
 
@@ -100,29 +119,42 @@ function jsKind(file: string, ext: string): Kind {
   return detect === true || (detect === undefined && detectModuleByDefault()) ? 'either' : 'cjs';
 }
 
-function cjsError(file: string, source: string): string | undefined {
+function cjsError(file: string, source: string): Verdict | undefined {
   try {
     // A leading #! is legal in a script file, not inside the wrapper.
     compileFunction(source.startsWith('#!') ? `//${source}` : source, CJS_PARAMS, { filename: file });
     return undefined;
   } catch (err) {
-    return `${(err as Error).name}: ${(err as Error).message}`;
+    // V8's place is in the arrow node puts on the stack; acorn's, parsing
+    // the same script, where there is none.
+    const arrow = parseArrow((err as Error).stack);
+    const loc = arrow ?? acornError(source, 'script')?.loc;
+    return { message: `${(err as Error).name}: ${(err as Error).message}`, loc };
   }
 }
 
 let acorn: typeof import('acorn') | undefined;
-function esmError(source: string): string | undefined {
+function acornError(source: string, sourceType: 'module' | 'script'): Verdict | undefined {
   acorn ??= require('acorn') as typeof import('acorn');
   try {
-    acorn.parse(source, { ecmaVersion: 'latest', sourceType: 'module', allowHashBang: true });
+    acorn.parse(source, { ecmaVersion: 'latest', sourceType, allowHashBang: true, allowReturnOutsideFunction: sourceType === 'script' });
     return undefined;
   } catch (err) {
-    return `SyntaxError: ${(err as Error).message}`;
+    // acorn's message ends with " (line:column)"; its column is 0-based.
+    const loc = (err as { loc?: { line: number; column: number } }).loc;
+    return {
+      message: `SyntaxError: ${(err as Error).message.replace(/ \(\d+:\d+\)$/, '')}`,
+      loc: loc === undefined ? undefined : { line: loc.line, column: loc.column + 1 },
+    };
   }
 }
 
-/** V8's verdict on an ESM file, for what acorn refused. */
-function nodeCheck(file: string): Promise<string | undefined> {
+function esmError(source: string): Verdict | undefined {
+  return acornError(source, 'module');
+}
+
+/** V8's verdict on an ESM file, for what acorn refused: node --check's message, and its arrow. */
+function nodeCheck(file: string): Promise<Verdict | undefined> {
   const flags = process.execArgv.filter((a) => PARSE_FLAGS.test(a));
   // Loaded here: only a file acorn refuses pays for it (~5 ms at start-up).
   const { execFile } = require('node:child_process') as typeof import('node:child_process');
@@ -130,23 +162,30 @@ function nodeCheck(file: string): Promise<string | undefined> {
     execFile(process.execPath, [...flags, '--check', file], { timeout: 60_000, encoding: 'utf8' }, (err, _o, stderr) => {
       if (!err) resolve(undefined);
       else if (typeof (err as { code?: unknown }).code !== 'number') reject(err);
-      else resolve(String(stderr).trim().split('\n').reverse().find((l) => /Error/.test(l))?.trim() ?? 'does not parse');
+      else {
+        const text = String(stderr);
+        const message = text.trim().split('\n').reverse().find((l) => /Error/.test(l))?.trim() ?? 'does not parse';
+        resolve({ message, loc: parseArrow(text) });
+      }
     });
   });
 }
 
-async function checkJs(file: string, source: string, kind: Kind): Promise<void> {
-  let message: string | undefined;
+/** `shown`: the text whose lines an error shows (the TypeScript source of stripped code). */
+async function checkJs(file: string, source: string, kind: Kind, shown = source): Promise<void> {
+  let verdict: Verdict | undefined;
   if (kind === 'cjs') {
-    message = cjsError(file, source);
+    verdict = cjsError(file, source);
   } else if (kind === 'esm') {
-    if (esmError(source) !== undefined) message = await nodeCheck(file);
+    const acornSays = esmError(source);
+    // node --check has V8's message; acorn's place when it gives none.
+    if (acornSays !== undefined) verdict = await nodeCheck(file).then((v) => v && { ...v, loc: v.loc ?? acornSays.loc });
   } else {
     // Either parse will do (syntax detection); when both fail, Node's own
     // detection has the last word.
-    if (cjsError(file, source) !== undefined && esmError(source) !== undefined) message = await nodeCheck(file);
+    if (cjsError(file, source) !== undefined && esmError(source) !== undefined) verdict = await nodeCheck(file);
   }
-  if (message !== undefined) throw checkError(file, message);
+  if (verdict !== undefined) throw checkError(file, verdict, shown);
 }
 
 type Esbuild = { transform(src: string, o: object): Promise<unknown> };
@@ -179,8 +218,9 @@ async function checkTs(file: string, source: string, ext: string): Promise<void>
       await esbuild.transform(source, { loader: ext === '.tsx' ? 'tsx' : 'ts', sourcefile: file, logLevel: 'silent' });
     } catch (err) {
       const first = (err as { errors?: Array<{ text: string; location?: { line: number; column: number } }> }).errors?.[0];
-      const where = first?.location ? ` (${first.location.line}:${first.location.column})` : '';
-      throw checkError(file, first ? `SyntaxError: ${first.text}${where}` : (err as Error).message);
+      // esbuild's column is 0-based.
+      const loc = first?.location ? { line: first.location.line, column: first.location.column + 1 } : undefined;
+      throw checkError(file, { message: first ? `SyntaxError: ${first.text}` : (err as Error).message, loc }, source);
     }
     return;
   }
@@ -195,7 +235,8 @@ async function checkTs(file: string, source: string, ext: string): Promise<void>
       debug('autorestart: %s: stripTypeScriptTypes: %s; not checked', file, (err as Error).message);
       return;
     }
-    await checkJs(file, js, jsKind(file, ext));
+    // Types are blanked out, not removed: places in `js` are places in `source`.
+    await checkJs(file, js, jsKind(file, ext), source);
     return;
   }
   debug('autorestart: %s: no TypeScript parser available (no tsx, no module.stripTypeScriptTypes); not checked', file);
@@ -233,7 +274,12 @@ export async function checkFile(file: string): Promise<void> {
     try {
       JSON.parse(source);
     } catch (err) {
-      throw checkError(file, `SyntaxError: ${(err as Error).message}`);
+      const message = (err as Error).message;
+      // "... at position N" (Node < 21), "... (line L column C)" (later).
+      const lc = /\(line (\d+) column (\d+)\)/.exec(message);
+      const pos = /at position (\d+)/.exec(message);
+      const loc = lc ? { line: Number(lc[1]), column: Number(lc[2]) } : pos ? lineColumn(source, Number(pos[1])) : undefined;
+      throw checkError(file, { message: `SyntaxError: ${message}`, loc }, source);
     }
     return;
   }

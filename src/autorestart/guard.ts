@@ -112,7 +112,9 @@ function markUp(why: string): void {
 function onUncaught(err: unknown): void {
   if (err === STOP) return;
   if (failed) {
-    debug('guard: after the failed start: %s', (err as Error)?.stack ?? err);
+    // Not an EPIPE: the stderr that failed would fail again, with another
+    // uncaught error, in a loop that starves every promise (the exit too).
+    if ((err as NodeJS.ErrnoException)?.code !== 'EPIPE') debug('guard: after the failed start: %s', (err as Error)?.stack ?? err);
     return;
   }
   fail(err);
