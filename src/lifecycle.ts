@@ -98,13 +98,26 @@ export function addServer(server: Server): void {
     servers.set(server, {});
     trackResponses(server);
   }
-  if (!watched.has(server)) {
-    watched.add(server);
-    server.on('close', () => {
-      // Closed for good (not listening again, no drain left to wait for).
-      if (!server.listening && servers.get(server)?.drain === undefined) servers.delete(server);
-    });
-  }
+  watch(server);
+}
+
+/**
+ * Listens to `server` once for good: each time it starts listening it is
+ * known (a server can close and listen again: a failed exec's resume), and
+ * once closed for good (not listening, no drain left) it is forgotten.
+ */
+function watch(server: Server): void {
+  if (watched.has(server)) return;
+  watched.add(server);
+  server.on('listening', () => {
+    if (internal.has(server)) return;
+    addServer(server);
+    for (const fn of onListening) fn(server);
+    if (upOnListen) markUp('a server listens');
+  });
+  server.on('close', () => {
+    if (!server.listening && servers.get(server)?.drain === undefined) servers.delete(server);
+  });
 }
 
 /** Every server that serves here: listening, or draining. */
@@ -131,18 +144,10 @@ export function setListenRewrite(fn: (server: Server, args: unknown[]) => unknow
 export const originalListen = NetServer.prototype.listen as (this: Server, ...args: unknown[]) => Server;
 
 function listenKnown(this: Server, ...args: unknown[]): Server {
-  const server = this;
-  if (!internal.has(server)) {
-    // Before Node's own listener: a 'listening' callback given to listen()
-    // that closes the server at once (the monitor's bind) sees it known.
-    server.once('listening', () => {
-      if (internal.has(server)) return;
-      addServer(server);
-      for (const fn of onListening) fn(server);
-      if (upOnListen) markUp('a server listens');
-    });
-  }
-  return originalListen.apply(server, rewriteListen?.(server, args) ?? args);
+  // Before Node's own 'listening' listener: a callback given to listen()
+  // that closes the server at once (the monitor's bind) sees it known.
+  if (!internal.has(this)) watch(this);
+  return originalListen.apply(this, rewriteListen?.(this, args) ?? args);
 }
 
 // One wrapper, whoever loads first; a second copy of the library (CJS and
