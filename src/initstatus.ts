@@ -17,6 +17,7 @@
  * holds the receiver state they share). This file is the public face, and
  * keeps the `dist/initstatus.js` path that package.json exports.
  */
+import { markUp } from './lifecycle';
 import { debuglog } from 'node:util';
 import { abortError, invalidArgType, invalidArgValue } from './errors';
 import { validateAbortSignal, validateObject, validateOptionKeys } from './validators';
@@ -93,6 +94,8 @@ export async function report(address: string | undefined, status?: null | Error 
   }
   if (status === '') throw invalidArgValue('status', status, 'must be null for "ready" or a non-empty message');
   if (address === undefined || address === '') return false;
+  // A daemon or a worker that says it is ready is up.
+  if (status === undefined || status === null) markUp('reported ready');
   if (address.startsWith(REPORTED_PREFIX) || delivered.has(address)) {
     debug('initstatus report: %s already reported, not reporting again', loggable(address));
     return false;

@@ -91,7 +91,7 @@ function assertServedThrough(r, restarts) {
     assert.ok(s.ok > restarts, `${s.ok} requests served`);
     // Every generation under systemd-socket-activate's PID; any other PID
     // that answered was a restart's bridge (its child).
-    const bridges = new Set([...r.out.matchAll(/^READY GEN \d+ PID (\d+) /gm)].map((m) => Number(m[1])).filter((p) => p !== r.pid));
+    const bridges = new Set([...r.out.matchAll(/^(?:\[(?:preflight|bridge) \d+\] )?READY GEN \d+ PID (\d+) /gm)].map((m) => Number(m[1])).filter((p) => p !== r.pid));
     assert.ok(s.pids.has(r.pid));
     for (const p of s.pids) assert.ok(p === r.pid || bridges.has(p), `pid ${p} answered`);
   }

@@ -76,7 +76,7 @@ test('200 in-place restarts under a small load loop lose no request; PID and por
   assert.ok(ok > restarts, `${ok} requests served`);
   // Every generation ran under the same PID; the others answering were
   // the restarts' bridges, children of it (one per restart).
-  const bridges = new Set([...out.matchAll(/^READY GEN \d+ PID (\d+) /gm)].map((m) => Number(m[1])).filter((p) => p !== child.pid));
+  const bridges = new Set([...out.matchAll(/^(?:\[(?:preflight|bridge) \d+\] )?READY GEN \d+ PID (\d+) /gm)].map((m) => Number(m[1])).filter((p) => p !== child.pid));
   assert.ok(pids.has(child.pid));
   for (const p of pids) assert.ok(p === child.pid || bridges.has(p), `pid ${p} answered`);
   assert.match(out, /READY GEN 200 PID \d+ inherited=true/);

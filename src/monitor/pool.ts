@@ -6,6 +6,7 @@
  * on; the monitor ends once every slot gave up); maxMemory replaces a
  * worker through the same roll.
  */
+import { enterPhase, markUp, phase } from '../lifecycle';
 import { setTimeout as delay } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { ready as sdReady, reloading as sdReloading, status as sdStatus, startWatchdog, notifyError } from '../systemd';
@@ -194,6 +195,7 @@ export class Pool {
     const live = this.slots.filter((s) => s.failed === null).length;
     if (!this.allReadyOnce && readyCount > 0 && readyCount === live) {
       this.allReadyOnce = true;
+      markUp('every worker slot is ready');
       sdReady(text);
       return;
     }
@@ -352,6 +354,7 @@ export class Pool {
     if (only === undefined) this.pendingFull = null;
     if (this.stopping || this.wake.signal.aborted) throw new Error('the monitor is stopping');
     this.cfg.emit({ type: 'reload', reason });
+    enterPhase('reloading', `rolling reload: ${reason}`);
     sdReloading();
     for (const slot of only ?? this.slots) {
       if (this.wake.signal.aborted) break;
@@ -378,6 +381,7 @@ export class Pool {
         this.cfg.emit({ type: 'reload-failed', slot: slot.index, error });
         // A slot that gave up stays so (its failed try costs no budget).
         if (!revive && slot.current === null && !this.wake.signal.aborted) void this.restart(slot, true);
+        backUp('the rolling reload failed');
         sdReady(`reload failed: ${error.message.replace(/[\r\n]+/g, ' ')}; ${this.statusText()}`);
         throw error;
       }
@@ -401,6 +405,7 @@ export class Pool {
     }
     if (this.wake.signal.aborted) throw new Error('the monitor is stopping');
     this.cfg.emit({ type: 'reload-done', workers: this.slots.length });
+    backUp('the rolling reload is done');
     sdReady(this.statusText());
   }
 
@@ -450,4 +455,9 @@ export class Pool {
     await Promise.all(jobs);
     await Promise.all([...this.live].map((w) => w.exited));
   }
+}
+
+/** The end of a rolling reload: the monitor is up again (unless it is stopping). */
+function backUp(reason: string): void {
+  if (phase() === 'reloading') enterPhase('up', reason);
 }
