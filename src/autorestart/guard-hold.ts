@@ -1,5 +1,5 @@
 /**
- * The first thing the guard of a new image does (guard.ts imports this
+ * The first thing the guard of a new image does (guard-start.ts imports this
  * module before any other): take over the restart signals the image before
  * was armed for. The exec reset them to their default action (for SIGHUP
  * and SIGUSR2: terminate), and the program arms restartOnSignal again only
@@ -14,6 +14,7 @@
  * runs (nothing from outside can keep a signal blocked or ignored there).
  */
 import { debuglog } from 'node:util';
+import { isMainThread } from 'node:worker_threads';
 
 const debug = debuglog('posix-daemon');
 
@@ -24,7 +25,7 @@ export const GUARD_ENV = 'POSIX_DAEMON_GUARD';
 const HOLDABLE = new Set(['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGUSR2', 'SIGQUIT', 'SIGWINCH', 'SIGPWR', 'SIGURG', 'SIGCONT',
   'SIGTSTP', 'SIGTTIN', 'SIGTTOU', 'SIGXCPU', 'SIGXFSZ', 'SIGVTALRM', 'SIGPROF', 'SIGALRM']);
 
-/** The `hold` list of the guard's variable (read, not removed: guard.ts removes it). */
+/** The `hold` list of the guard's variable (read, not removed: guard-start.ts removes it). */
 function heldSignals(): NodeJS.Signals[] {
   try {
     const v = JSON.parse(process.env[GUARD_ENV] ?? '{}') as { hold?: unknown };
@@ -34,7 +35,8 @@ function heldSignals(): NodeJS.Signals[] {
   }
 }
 
-const held = heldSignals();
+// Only the main thread receives signals (guard.ts loads nothing else in a Worker).
+const held = isMainThread ? heldSignals() : [];
 const holder = (sig: NodeJS.Signals): void => {
   debug('guard: %s while the new image starts: folded into the restart in progress', sig);
 };
