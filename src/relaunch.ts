@@ -147,7 +147,7 @@ export function parseNodeOptions(value: string): string[] | null {
 }
 
 /** The inverse of parseNodeOptions: quote what has a space, a quote or a backslash. */
-function serializeNodeOptions(args: readonly string[]): string {
+export function serializeNodeOptions(args: readonly string[]): string {
   return args.map((a) => (/[ "\\]/.test(a) ? `"${a.replace(/[\\"]/g, '\\$&')}"` : a)).join(' ');
 }
 
@@ -183,6 +183,25 @@ export function mainScript(): string | undefined {
   if (isSea() || isEvalProgram()) return undefined;
   const main = process.argv[1];
   return typeof main === 'string' && main !== '' && main !== '-' ? resolvePath(main) : undefined;
+}
+
+/**
+ * The main script as the command line spelled it (`node app.mjs`: `app.mjs`),
+ * when that still names `main` from the current directory; else `main`.
+ * Node makes process.argv[1] absolute; the command line (/proc/self/cmdline)
+ * keeps the user's spelling, which `ps` and `pgrep -f` match. A
+ * process.title set since, or a chdir() that changed what the spelling
+ * names, leaves `main`.
+ */
+export function scriptAsGiven(main: string): string {
+  try {
+    const cmdline = readFileSync('/proc/self/cmdline', 'utf8').split('\0');
+    const given = cmdline[1 + process.execArgv.length];
+    if (given !== undefined && given !== '' && resolvePath(given) === main) return given;
+  } catch {
+    // No /proc: the absolute path.
+  }
+  return main;
 }
 
 export interface ProgramArgvOptions {

@@ -2,7 +2,9 @@
 // issue 22's items on what it must not change in the program.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { fileScope, putFile as put, root, startNode, waitFor } from './helpers.mjs';
 
@@ -39,3 +41,50 @@ w.on('exit', (code) => {
   assert.doesNotMatch(app.err, /failed at start-up/);
   assert.equal(app.child.exitCode, null, 'still running');
 });
+
+for (const [what, nodeOptions] of [
+  ['without NODE_OPTIONS', undefined],
+  ['with its own NODE_OPTIONS (a preload in a path with a space)', '--require "./pre load/pre.cjs" --max-old-space-size=200'],
+]) {
+  test(`after a restart the command line, execArgv and NODE_OPTIONS are the first start's, ${what}`, { timeout: 60000 }, async () => {
+    const dir = dirs.make('pd-guard-cmdline-');
+    mkdirSync(join(dir, 'pre load'));
+    put(join(dir, 'pre load'), 'pre.cjs', 'console.log("PRELOAD " + process.pid);\n');
+    put(dir, 'app.mjs', `
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { restartOnSignal } from ${JSON.stringify(lib)};
+console.log('STATE ' + JSON.stringify({
+  cmdline: readFileSync('/proc/self/cmdline', 'latin1'),
+  argv0: process.argv0,
+  execArgv: process.execArgv,
+  argv: process.argv.slice(1),
+  nodeOptions: process.env.NODE_OPTIONS ?? null,
+  // What a child the program starts gets.
+  child: execFileSync('/bin/sh', ['-c', 'echo "\${NODE_OPTIONS-unset}"'], { encoding: 'utf8' }).trim(),
+}));
+restartOnSignal('SIGUSR2');
+setInterval(() => {}, 1 << 30);
+console.log('READY');
+`);
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS;
+    if (nodeOptions !== undefined) env.NODE_OPTIONS = nodeOptions;
+    const app = startNode('app.mjs', { args: ['an arg', basename(dir)], nodeArgs: ['--no-warnings'], argv0: 'node', cwd: dir, env, reaper });
+    await waitFor(() => app.out.includes('READY'), { what: () => `the first start (${app.err})`, timeout: 30000 });
+    process.kill(app.child.pid, 'SIGUSR2');
+    await waitFor(() => jsonLines(app.out, 'STATE ').length === 2 || app.child.exitCode !== null,
+      { what: () => `the restarted image (${app.out}; ${app.err})`, timeout: 30000 });
+    const [first, second] = jsonLines(app.out, 'STATE ');
+    assert.equal(first.cmdline, `node\0--no-warnings\0app.mjs\0an arg\0${basename(dir)}\0`);
+    assert.deepEqual(second, first, 'the restarted image looks like the first start');
+    assert.equal(first.child, nodeOptions ?? 'unset');
+    if (nodeOptions !== undefined) {
+      assert.equal(app.out.match(/^PRELOAD /gm)?.length, 2, 'the program\'s own preload ran in both images');
+    }
+    // Monitoring that matches the command line still finds it.
+    const pgrep = spawnSync('pgrep', ['-f', '-x', `node --no-warnings app.mjs an arg ${basename(dir)}`], { encoding: 'utf8' });
+    assert.equal(pgrep.stdout.trim(), String(app.child.pid));
+    assert.equal(app.child.exitCode, null, 'still running');
+  });
+}

@@ -13,7 +13,7 @@ import { currentSockets, handOffServers, type Handoff, type ServerHandoffEntry }
 import { notify, ready, reloading } from '../systemd';
 import { heldPidFileFds } from '../pidfile';
 import { childPids, execve } from '../posix';
-import { isSea, mainScript, programArgv } from '../relaunch';
+import { isSea, mainScript, programArgv, scriptAsGiven } from '../relaunch';
 import { abortError, workerUnsupported } from '../errors';
 import {
   validateBoolean, validateChildProcessAllowed, validateDuration, validateExecOptions, validateFunction, validateObject,
@@ -24,9 +24,9 @@ import { isBridge, pendingBridgeHandoff, pendingBridgePid, startPreflight, type 
 import { envFilePaths, envFileValues } from './env-file';
 import { inNodeModules, startedGraph } from './graph';
 import { GUARD_ENV, releaseHeldSignal } from './guard-hold';
+import { guardedNodeOptions, startsGuard } from './guard-env';
 
-/** The preload that guards an image started by a restart (see guard.ts). */
-export const GUARD_PATH = join(__dirname, 'guard.js');
+export { GUARD_PATH } from './guard-env';
 export { GUARD_ENV } from './guard-hold';
 /** What restarts the program: the guard of a failed start waits for the same. */
 export type GuardTrigger = { trigger: 'change' | 'call' } | { trigger: 'signal'; signal: string };
@@ -121,15 +121,14 @@ function flushCompileCache(): string | undefined {
 }
 
 /**
- * The command line of the next image: node, the guard (see guard.ts), then
- * this program's own command line (relaunch.ts: execArgv, the main script,
- * the arguments; `node -e` programs keep theirs).
+ * The command line of the next image: this program's own, as the user
+ * started it (relaunch.ts: argv[0], execArgv, the main script as it was
+ * spelled, the arguments; `node -e` programs keep theirs). The guard travels
+ * in NODE_OPTIONS (nextEnv, guard-env.ts): `ps` and `pgrep -f` see no
+ * difference after a restart. execve runs process.execPath whatever argv[0] says.
  */
 export function nextArgv(main: string | undefined, args: readonly string[] | undefined): string[] {
-  const argv = [process.execPath];
-  if (!isSea()) argv.push('--require', GUARD_PATH);
-  argv.push(...programArgv({ script: main ?? null, args }));
-  return argv;
+  return [process.argv0, ...programArgv({ script: main === undefined ? null : scriptAsGiven(main), args })];
 }
 
 /** The environment of the next image (and of its preflight), without the variables a hand-over adds. */
@@ -143,6 +142,8 @@ export function nextEnv(env: Record<string, string | undefined>): Record<string,
     if (fromFiles.get(k) === v) continue;
     out[k] = v;
   }
+  // The guard (see guard.ts), before the program's own preloads; a SEA runs no preload.
+  if (!isSea()) out.NODE_OPTIONS = guardedNodeOptions(out.NODE_OPTIONS);
   return out;
 }
 
@@ -159,7 +160,7 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
   const handedBridge = guard.bridgePid ?? pendingBridgePid();
   const children = childPids().filter((p) => p !== handedBridge);
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
-  if (argv[1] === '--require' && argv[2] === GUARD_PATH) childEnv[GUARD_ENV] = guardValue(guard);
+  if (startsGuard(childEnv)) childEnv[GUARD_ENV] = guardValue(guard);
   const cacheDir = flushCompileCache();
   if (compileCache && childEnv.NODE_COMPILE_CACHE === undefined && nodeModule.getCompileCacheDir) {
     childEnv.NODE_COMPILE_CACHE = cacheDir ?? join(tmpdir(), 'node-compile-cache');

@@ -1,9 +1,10 @@
 /**
  * The guard of an image a restart started, on its main thread (guard.ts
- * loads it): preloaded with `--require` (a
- * CommonJS file, so it runs before the main script whatever its module
- * type, on every supported Node), and invisible to the program: it removes
- * itself from `process.execArgv` and its variable from `process.env`.
+ * loads it): preloaded with `--require` in NODE_OPTIONS (a CommonJS file,
+ * so it runs before the main script whatever its module type, on every
+ * supported Node), and invisible to the program: guard.ts puts the
+ * program's own NODE_OPTIONS back, and this removes its variable from
+ * `process.env`.
  *
  * Why a preload: the failure it catches is the program's own start-up (a
  * throw at the top of an imported module, a rejected top-level await, an
@@ -40,6 +41,7 @@ const debug = debuglog('posix-daemon');
 
 type GuardInfo = GuardTrigger & { files?: string[]; upTimeout: number };
 
+/** An image that an older release restarted has the guard on its command line, not in NODE_OPTIONS. */
 function hideFromExecArgv(): void {
   const argv = process.execArgv;
   for (let i = 0; i < argv.length; i++) {

@@ -6,5 +6,10 @@
  * thread loads the guard.
  */
 import { isMainThread } from 'node:worker_threads';
+import { restoreNodeOptions } from './guard-env';
 
-if (isMainThread) require('./guard-start');
+if (isMainThread) {
+  // First: the program's own NODE_OPTIONS, before anything can start a child.
+  restoreNodeOptions();
+  require('./guard-start');
+}
