@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { fileScope, putFile as put, root, startNode, waitFor } from './helpers.mjs';
+import { fileScope, freePort, procStatus, putFile as put, root, startNode, waitFor } from './helpers.mjs';
 
 const { reaper, dirs } = fileScope();
 
@@ -88,3 +88,55 @@ console.log('READY');
     assert.equal(app.child.exitCode, null, 'still running');
   });
 }
+
+test('SIGUSR2 every 15 ms under restartOnSignal({ servers }): the service lives on under its PID across restarts', { timeout: 120000 }, async () => {
+  const dir = dirs.make('pd-guard-storm-');
+  const port = await freePort();
+  put(dir, 'app.mjs', `
+import http from 'node:http';
+import { readFileSync } from 'node:fs';
+import { listen, restartOnSignal } from ${JSON.stringify(lib)};
+const gen = Number(process.env.PD_GEN ?? 0);
+process.env.PD_GEN = String(gen + 1);
+const server = http.createServer((req, res) => res.end('ok'));
+await listen(server, { port: ${port}, host: '127.0.0.1' });
+restartOnSignal('SIGUSR2', { servers: [server] });
+const sig = Object.fromEntries(readFileSync('/proc/self/status', 'latin1').split('\\n')
+  .filter((l) => /^Sig(Blk|Ign|Cgt):/.test(l)).map((l) => l.split(/:\\s*/)));
+console.log('STATE ' + JSON.stringify({ pid: process.pid, sig, ldPreload: process.env.LD_PRELOAD ?? null,
+  hold: process.env.POSIX_DAEMON_HOLD ?? null }));
+console.log('READY ' + gen + ' ' + process.pid);
+`);
+  // The program's own LD_PRELOAD (libc: harmless) is what every image sees.
+  const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper, env: { ...process.env, LD_PRELOAD: 'libc.so.6' } });
+  await waitFor(() => app.out.includes('READY 0'), { what: () => `the first start (${app.err})`, timeout: 30000 });
+  const pid = app.child.pid;
+  let sent = 0;
+  const storm = setInterval(() => {
+    try {
+      process.kill(pid, 'SIGUSR2');
+      sent++;
+    } catch {
+      clearInterval(storm);
+    }
+  }, 15);
+  try {
+    // Each preflight prints its READY line too, under its own PID.
+    await waitFor(() => app.out.includes(`READY 4 ${pid}`) || app.child.exitCode !== null || app.child.signalCode !== null,
+      { what: () => `four restarts (${app.out}; ${app.err})`, timeout: 90000 });
+  } finally {
+    clearInterval(storm);
+  }
+  assert.deepEqual({ code: app.child.exitCode, signal: app.child.signalCode }, { code: null, signal: null },
+    `alive after ${sent} signals: ${app.out}`);
+  assert.deepEqual([...app.out.matchAll(new RegExp(`^READY (\\d+) ${pid}$`, 'gm'))].map((m) => Number(m[1])),
+    [0, 1, 2, 3, 4], 'one image after another, same PID');
+  // Every image's signal state and environment are the first start's:
+  // nothing stays blocked or held once the guard ran, no variable is left.
+  const states = jsonLines(app.out, 'STATE ').filter((st) => st.pid === pid);
+  assert.equal(states.length, 5);
+  for (const st of states) assert.deepEqual(st, states[0]);
+  assert.deepEqual(states[0].sig.SigBlk, '0000000000000000');
+  assert.deepEqual([states[0].ldPreload, states[0].hold], ['libc.so.6', null]);
+  assert.equal(procStatus(pid).SigBlk, '0000000000000000', 'no signal blocked');
+});

@@ -23,8 +23,9 @@ import { EXEC_CHILDREN_ENV } from './zombies';
 import { isBridge, pendingBridgeHandoff, pendingBridgePid, startPreflight, type Bridge } from './bridge';
 import { envFilePaths, envFileValues } from './env-file';
 import { inNodeModules, startedGraph } from './graph';
-import { GUARD_ENV, releaseHeldSignal } from './guard-hold';
+import { GUARD_ENV, isHoldable, releaseHeldSignal } from './guard-hold';
 import { guardedNodeOptions, startsGuard } from './guard-env';
+import { holdAcrossExec } from './exec-hold';
 
 export { GUARD_PATH } from './guard-env';
 export { GUARD_ENV } from './guard-hold';
@@ -160,13 +161,19 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
   const handedBridge = guard.bridgePid ?? pendingBridgePid();
   const children = childPids().filter((p) => p !== handedBridge);
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
-  if (startsGuard(childEnv)) childEnv[GUARD_ENV] = guardValue(guard);
+  // The guard holds the restart signals the program is armed for, and the
+  // exec from its first instruction on (exec-hold.ts): only with a guard.
+  let blockSignals: NodeJS.Signals[] = [];
+  if (startsGuard(childEnv)) {
+    childEnv[GUARD_ENV] = guardValue(guard);
+    blockSignals = holdAcrossExec(childEnv, heldSignals());
+  }
   const cacheDir = flushCompileCache();
   if (compileCache && childEnv.NODE_COMPILE_CACHE === undefined && nodeModule.getCompileCacheDir) {
     childEnv.NODE_COMPILE_CACHE = cacheDir ?? join(tmpdir(), 'node-compile-cache');
   }
   debug('autorestart: execve %s %j (children handed over: %j)', process.execPath, argv.slice(1), children);
-  return execve(process.execPath, argv, childEnv, { keepFds });
+  return execve(process.execPath, argv, childEnv, { keepFds, blockSignals });
 }
 
 /**
@@ -201,7 +208,12 @@ function guardValue(info: GuardInfo): string {
   const own = files.filter((f) => !inNodeModules(f));
   let list = [...own, ...files.filter((f) => inNodeModules(f))];
   while (list.length > 0 && JSON.stringify(list).length > 64 * 1024) list = list.slice(0, Math.floor(list.length * 0.9));
-  return JSON.stringify({ ...info.trigger, hold: [...armedSignals.keys()], files: list, upTimeout: info.upTimeout });
+  return JSON.stringify({ ...info.trigger, hold: heldSignals(), files: list, upTimeout: info.upTimeout });
+}
+
+/** The signals the next image holds while it starts: those this one is armed for (SIGUSR1 is the inspector's). */
+function heldSignals(): NodeJS.Signals[] {
+  return [...armedSignals.keys()].filter(isHoldable);
 }
 
 // The restart in progress, if any: a second trigger (signal, change, call)
