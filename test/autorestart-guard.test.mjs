@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import http from 'node:http';
 import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -139,4 +140,106 @@ console.log('READY ' + gen + ' ' + process.pid);
   assert.deepEqual(states[0].sig.SigBlk, '0000000000000000');
   assert.deepEqual([states[0].ldPreload, states[0].hold], ['libc.so.6', null]);
   assert.equal(procStatus(pid).SigBlk, '0000000000000000', 'no signal blocked');
+});
+
+/** GET / on 127.0.0.1:port: the body, or the error's code. */
+function get(port) {
+  return new Promise((resolve) => {
+    http.get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => resolve(body));
+    }).on('error', (err) => resolve(err.code));
+  });
+}
+
+for (const preflight of [true, false]) {
+  test(`restartOnChange (preflight: ${preflight}): a version that throws 100 ms after listen() keeps the PID and the socket, waits for a change, and the fix restarts it`, { timeout: 120000 }, async () => {
+    const dir = dirs.make('pd-guard-devloop-');
+    const port = await freePort();
+    put(dir, 'version.mjs', 'export const version = 1;\nexport async function warmUp() {}\n');
+    put(dir, 'app.mjs', `
+import http from 'node:http';
+import { listen, restartOnChange } from ${JSON.stringify(lib)};
+import { version, warmUp } from './version.mjs';
+const server = http.createServer((req, res) => res.end('V ' + version + ' PID ' + process.pid));
+await listen(server, { port: ${port}, host: '127.0.0.1' });
+restartOnChange({ servers: [server], preflight: ${preflight}, persistent: true });
+console.log('READY ' + version + ' ' + process.pid);
+await warmUp();
+`);
+    const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
+    const pid = app.child.pid;
+    await waitFor(() => app.out.includes(`READY 1 ${pid}`), { what: () => `v1 (${app.err})`, timeout: 30000 });
+    put(dir, 'version.mjs', `export const version = 2;
+export async function warmUp() {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  throw new Error('warm-up failed');
+}
+`);
+    await waitFor(() => /the new code crashed: Error: warm-up failed; waiting for a change/.test(app.err) ||
+      app.child.exitCode !== null || app.child.signalCode !== null,
+    { what: () => `the crash message (${app.out}; ${app.err})`, timeout: 30000 });
+    assert.deepEqual({ code: app.child.exitCode, signal: app.child.signalCode }, { code: null, signal: null },
+      `still running: ${app.out}\n${app.err}`);
+    assert.ok(app.out.includes(`READY 2 ${pid}`), 'v2 came up under the same PID before it crashed');
+    // The socket is still open.
+    assert.notEqual(await get(port), 'ECONNREFUSED');
+    put(dir, 'version.mjs', 'export const version = 3;\nexport async function warmUp() {}\n');
+    await waitFor(() => app.out.includes(`READY 3 ${pid}`) || app.child.exitCode !== null,
+      { what: () => `v3 (${app.out}; ${app.err})`, timeout: 30000 });
+    assert.equal(await get(port), `V 3 PID ${pid}`);
+    // A crash of the fixed image is a crash to wait out too: the dev loop never ends.
+    put(dir, 'version.mjs', 'export const version = 4;\nexport async function warmUp() { setTimeout(() => process.exit(3), 100); }\n');
+    await waitFor(() => /the new code crashed: Error: process\.exit\(3\)/.test(app.err) || app.child.exitCode !== null,
+      { what: () => `the second crash (${app.out}; ${app.err})`, timeout: 30000 });
+    assert.equal(app.child.exitCode, null, 'still running');
+    put(dir, 'version.mjs', 'export const version = 5;\nexport async function warmUp() {}\n');
+    await waitFor(() => app.out.includes(`READY 5 ${pid}`), { what: () => `v5 (${app.out}; ${app.err})`, timeout: 30000 });
+    assert.equal(await get(port), `V 5 PID ${pid}`);
+  });
+}
+
+test('restartOnChange: a preflight that was up and ended while the old image drained refuses the restart; the old version goes on', { timeout: 120000 }, async () => {
+  const dir = dirs.make('pd-guard-preflight-ended-');
+  const port = await freePort();
+  put(dir, 'version.mjs', 'export const version = 1;\nexport async function warmUp() {}\n');
+  put(dir, 'app.mjs', `
+import http from 'node:http';
+import { listen, restartOnChange } from ${JSON.stringify(lib)};
+import { version, warmUp } from './version.mjs';
+const server = http.createServer((req, res) => {
+  if (req.url === '/slow') {
+    console.log('SLOW');
+    setTimeout(() => res.end('slow ' + version), 2000);
+  } else res.end('V ' + version + ' PID ' + process.pid);
+});
+await listen(server, { port: ${port}, host: '127.0.0.1' });
+restartOnChange({ servers: [server], persistent: true, onError: (e) => console.log('REFUSED ' + e.code + ' ' + e.message.split('\\n')[0]) });
+console.log('READY ' + version + ' ' + process.pid);
+await warmUp();
+`);
+  const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
+  const pid = app.child.pid;
+  await waitFor(() => app.out.includes(`READY 1 ${pid}`), { what: () => `v1 (${app.err})`, timeout: 30000 });
+  // The drain waits for this request: the preflight ends meanwhile.
+  const slow = new Promise((resolve) => http.get({ host: '127.0.0.1', port, path: '/slow', agent: false }, (res) => {
+    let body = '';
+    res.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => resolve(body));
+  }).on('error', (err) => resolve(err.code)));
+  await waitFor(() => app.out.includes('SLOW'), { what: 'the slow request' });
+  put(dir, 'version.mjs', `export const version = 2;
+export async function warmUp() {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  throw new Error('warm-up failed');
+}
+`);
+  await waitFor(() => app.out.includes('REFUSED') || app.out.includes(`READY 2 ${pid}`) || app.child.exitCode !== null,
+    { what: () => `the refusal (${app.out}; ${app.err})`, timeout: 30000 });
+  assert.match(app.out, /^REFUSED ERR_RESTART_REFUSED restart refused: the new version \(preflight pid \d+\) ended after it was up, before the exec; the running version goes on$/m);
+  assert.equal(await slow, 'slow 1');
+  assert.equal(await get(port), `V 1 PID ${pid}`, 'the old version serves again');
+  assert.ok(!app.out.includes(`READY 2 ${pid}`), 'never exec\'d');
+  put(dir, 'version.mjs', 'export const version = 3;\nexport async function warmUp() {}\n');
+  await waitFor(() => app.out.includes(`READY 3 ${pid}`), { what: () => `v3 (${app.out}; ${app.err})`, timeout: 30000 });
+  assert.equal(await get(port), `V 3 PID ${pid}`);
 });

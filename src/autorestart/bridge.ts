@@ -174,6 +174,11 @@ export interface PreflightError extends Error {
   stderr: string;
 }
 
+/** The preflight came up, then ended before the exec (seen by the exec, just before it). */
+export function preflightEnded(pid: number): PreflightError {
+  return refused(pid, 'ended after it was up, before the exec', undefined, null, null, '');
+}
+
 function refused(pid: number, why: string, cause: unknown, exitCode: number | null, signalCode: NodeJS.Signals | null,
   stderr: string): PreflightError {
   const tail = stderr.trim() === '' ? '' : `\n--- its stderr (end) ---\n${stderr.trimEnd()}`;

@@ -13,6 +13,7 @@ import { currentSockets, handOffServers, type Handoff, type ServerHandoffEntry }
 import { notify, ready, reloading } from '../systemd';
 import { heldPidFileFds } from '../pidfile';
 import { childPids, execve } from '../posix';
+import { readProcStat } from '../procstat';
 import { isSea, mainScript, programArgv, scriptAsGiven } from '../relaunch';
 import { abortError, workerUnsupported } from '../errors';
 import {
@@ -20,7 +21,7 @@ import {
   validateOptionKeys,
 } from '../validators';
 import { EXEC_CHILDREN_ENV } from './zombies';
-import { isBridge, pendingBridgeHandoff, pendingBridgePid, startPreflight, type Bridge } from './bridge';
+import { isBridge, pendingBridgeHandoff, pendingBridgePid, preflightEnded, startPreflight, type Bridge } from './bridge';
 import { envFilePaths, envFileValues } from './env-file';
 import { inNodeModules, startedGraph } from './graph';
 import { GUARD_ENV, isHoldable, releaseHeldSignal } from './guard-hold';
@@ -158,6 +159,12 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
   // Only the bridge handed on is: an older one left pending (a failed
   // start) that a new preflight replaced gets EOF on its control pipe (close-
   // on-exec), drains, exits, and is an ordinary child of the next image.
+  // A preflight that was up and has ended since (a crash soon after
+  // listen(), while this image drained) shows what the next image would
+  // do: refused while it can still be seen. Its exit is not reaped here.
+  if (guard.bridgePid !== undefined && hasEnded(guard.bridgePid)) {
+    throw Object.assign(new Refused(), { cause: preflightEnded(guard.bridgePid) });
+  }
   const handedBridge = guard.bridgePid ?? pendingBridgePid();
   const children = childPids().filter((p) => p !== handedBridge);
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
@@ -174,6 +181,13 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
   }
   debug('autorestart: execve %s %j (children handed over: %j)', process.execPath, argv.slice(1), children);
   return execve(process.execPath, argv, childEnv, { keepFds, blockSignals });
+}
+
+/** Whether `pid` is seen to have ended (gone or a zombie); without /proc, never. */
+function hasEnded(pid: number): boolean {
+  if (readProcStat(process.pid) === null) return false;
+  const st = readProcStat(pid);
+  return st === null || st.state === 'Z' || st.state === 'X';
 }
 
 /**

@@ -26,7 +26,13 @@
  *   serving), and the program's files (those of this start and of the
  *   image before) are watched: the next change restarts into the fix; the
  *   restart signal, when one started this image, too.
- * Once up, the guard is gone: a later crash is a crash.
+ * Once up, the guard is gone: a later crash is a crash. Except in an image
+ * restartOnChange started (development: nodemon's loop): there the guard
+ * stays for the image's whole life, and a crash at any time (an uncaught
+ * exception or rejection, a process.exit() with a non-zero code) is
+ * printed ("the new code crashed: ...; waiting for a change") and waited
+ * out the same way, with the sockets the program's servers took kept and
+ * handed to the fix. The dev loop never ends on the program's account.
  */
 // First: the restart signals are held before anything else is loaded.
 import { heldRestartSignals, releaseHeldSignals as releaseSignals } from './guard-hold';
@@ -34,7 +40,7 @@ import { existsSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { GUARD_ENV, GUARD_PATH, completeReload, type GuardTrigger } from './exec';
 import { holdBridge, isBridge, reportStart, whenUp } from './bridge';
-import { socketsWereHanded } from '../sockets';
+import { inheritedServers, socketsWereHanded } from '../sockets';
 import { toCatchableSignal } from '../validators';
 
 const debug = debuglog('posix-daemon');
@@ -92,6 +98,12 @@ const startArgs = process.argv.slice(2);
 
 let up = false;
 let failed = false;
+/**
+ * restartOnChange started this image: the guard stays once it is up (a
+ * bridge's parent decides for it, so not in a bridge). A signal or a call
+ * is production: there a crash after the start is the service manager's.
+ */
+const forLife = info.trigger === 'change' && !isBridge();
 const realExit = process.exit;
 /** Thrown by the guarded process.exit to stop the code that called it. */
 const STOP = Symbol('posix-daemon guard: process.exit() before the image was up');
@@ -106,7 +118,8 @@ const held = heldRestartSignals();
 function markUp(why: string): void {
   if (up || failed) return;
   up = true;
-  debug('guard: up (%s)', why);
+  debug('guard: up (%s)%s', why, forLife ? '; guarding on (restartOnChange)' : '');
+  if (forLife) return;
   process.removeListener('uncaughtException', onUncaught);
   process.removeListener('beforeExit', onBeforeExit);
   if (process.exit === guardedExit) process.exit = realExit;
@@ -114,6 +127,9 @@ function markUp(why: string): void {
 
 function onUncaught(err: unknown): void {
   if (err === STOP) return;
+  // Guarding on after the start: a program with its own listener handles
+  // its exceptions (Node would not end it either).
+  if (up && !failed && process.listenerCount('uncaughtException') > 1) return;
   if (failed) {
     debug('guard: after the failed start: %s', (err as Error)?.stack ?? err);
     return;
@@ -139,8 +155,14 @@ const guardedExit = function exit(code?: number | string | null): never {
   // start, a program that is done): honoured, sockets waiting or not. A
   // guard that turned it into "waiting for a fix" left a process behind
   // with nobody to end it.
-  if (up || failed || c === 0) return realExit.call(process, code as number);
-  fail(new Error(`process.exit(${code ?? ''}) before it was up`));
+  if (c === 0 || (!forLife && (up || failed))) return realExit.call(process, code as number);
+  // Guarding for life: what is left of a crashed program calling exit(1)
+  // must not end the wait for a fix either.
+  if (failed) {
+    debug('guard: process.exit(%s) after the crash: still waiting for a change', code ?? '');
+    throw STOP;
+  }
+  fail(new Error(`process.exit(${code ?? ''}) ${up ? 'after' : 'before'} it was up`));
   throw STOP;
 } as typeof process.exit;
 
@@ -160,12 +182,13 @@ function fail(err: unknown): void {
   const signals = fixSignals();
   const waiting = signals.length > 0 ? `waiting for ${signals.join(' or ')} or a change` : 'waiting for a change';
   const first = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  const what = up ? 'the new code crashed' : 'the new code failed at start-up';
   // Watching first, then the message: an edit made on reading it is seen.
   void waitForFix(signals);
   // waitForFix armed restartOnSignal for the held signals synchronously.
   releaseSignals();
-  process.stderr.write(`posix-daemon: the new code failed at start-up: ${first}; ${waiting}\n${describe(err)}\n`);
-  if (process.env.NOTIFY_SOCKET) completeReload(`the new code failed at start-up: ${first}; ${waiting}`, err);
+  process.stderr.write(`posix-daemon: ${what}: ${first}; ${waiting}\n${describe(err)}\n`);
+  if (process.env.NOTIFY_SOCKET) completeReload(`${what}: ${first}; ${waiting}`, err);
 }
 
 /** The signals a failed image restarts on: the one that started it and those the image before was armed for. */
@@ -181,6 +204,9 @@ async function waitForFix(signals: NodeJS.Signals[]): Promise<void> {
   const { restartOnSignal } = require('./signals') as typeof import('./signals');
   const options = {
     env: startEnv, args: startArgs, persistent: true,
+    // Up before it crashed: its servers took the handed-over sockets, which
+    // travel with them (sockets no server took travel anyway).
+    servers: up ? inheritedServers() : [],
     // The files the image before had loaded: the fix may be in one this
     // start never reached.
     paths: (info.files ?? []).filter((f) => existsSync(f)),
