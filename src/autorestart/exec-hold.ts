@@ -12,13 +12,12 @@ import { constants as osConstants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { debuglog } from 'node:util';
 import { addonPath } from '../native';
+import { HOLD_ENV, HOLD_NAME } from './guard-env';
 
 const debug = debuglog('posix-daemon');
 
 /** The preload, built next to the addon (Linux only). */
-const HOLD_PATH = join(dirname(addonPath), 'posix_daemon_hold.so');
-/** The held signals' numbers, for hold.c (which removes the variable). */
-const HOLD_ENV = 'POSIX_DAEMON_HOLD';
+const HOLD_PATH = join(dirname(addonPath), HOLD_NAME);
 
 let usable: boolean | undefined;
 /** LD_PRELOAD cannot name a path with a space or a colon (its separators). */

@@ -144,8 +144,10 @@ export function nextEnv(env: Record<string, string | undefined>): Record<string,
     if (fromFiles.get(k) === v) continue;
     out[k] = v;
   }
-  // The guard (see guard.ts), before the program's own preloads; a SEA runs no preload.
-  if (!isSea()) out.NODE_OPTIONS = guardedNodeOptions(out.NODE_OPTIONS);
+  // The guard (see guard.ts), before the program's own preloads; a SEA runs
+  // no preload. A NODE_OPTIONS --env-file loaded is kept too: the next
+  // image's file would not override the variable set here.
+  if (!isSea()) out.NODE_OPTIONS = guardedNodeOptions(env.NODE_OPTIONS);
   return out;
 }
 

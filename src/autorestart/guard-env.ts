@@ -35,3 +35,25 @@ export function startsGuard(env: Record<string, string | undefined>): boolean {
   const value = env.NODE_OPTIONS;
   return value === PREFIX || (value?.startsWith(`${PREFIX} `) ?? false);
 }
+
+/** The held signals' numbers, for native/hold.c (which removes the variable). */
+export const HOLD_ENV = 'POSIX_DAEMON_HOLD';
+/** The file name of native/hold.c's build: the exec puts it first in LD_PRELOAD. */
+export const HOLD_NAME = 'posix_daemon_hold.so';
+
+/**
+ * What hold.c undoes before Node's main, when it did not run (an exec in
+ * secure mode, a node with file capabilities, ignores LD_PRELOAD): the
+ * program and its children must never load it or see its variable.
+ */
+export function restoreHoldEnv(): void {
+  if (process.env[HOLD_ENV] === undefined) return;
+  delete process.env[HOLD_ENV];
+  const value = process.env.LD_PRELOAD;
+  if (value === undefined) return;
+  const n = value.search(/[ :]/);
+  const first = n === -1 ? value : value.slice(0, n);
+  if (!first.endsWith(`/${HOLD_NAME}`)) return;
+  if (n === -1) delete process.env.LD_PRELOAD;
+  else process.env.LD_PRELOAD = value.slice(n + 1);
+}

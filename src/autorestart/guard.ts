@@ -6,10 +6,12 @@
  * thread loads the guard.
  */
 import { isMainThread } from 'node:worker_threads';
-import { restoreNodeOptions } from './guard-env';
+import { restoreHoldEnv, restoreNodeOptions } from './guard-env';
 
 if (isMainThread) {
-  // First: the program's own NODE_OPTIONS, before anything can start a child.
+  // First: the program's own NODE_OPTIONS (and LD_PRELOAD, if hold.c could
+  // not put it back), before anything can start a child.
   restoreNodeOptions();
+  restoreHoldEnv();
   require('./guard-start');
 }
