@@ -154,6 +154,12 @@ export function nextEnv(env: Record<string, string | undefined>): Record<string,
 /** `argv`/`childEnv` from nextArgv/nextEnv; the entry file already checked by the caller (see restartViaExec). */
 function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: number[], compileCache: boolean,
   guard: GuardInfo): never {
+  // A preflight that was up and has ended since (a crash soon after
+  // listen(), while this image drained) shows what the next image would
+  // do: refused while it can still be seen. Its exit is not reaped here.
+  if (guard.bridgePid !== undefined && hasEnded(guard.bridgePid)) {
+    throw Object.assign(new Refused(), { cause: preflightEnded(guard.bridgePid) });
+  }
   // Children survive the exec (same PID, still their parent), but the new
   // image cannot know them: hand the list over. childPids() includes any
   // inherited ones not reaped yet, so nothing is lost across several execs.
@@ -161,12 +167,6 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
   // Only the bridge handed on is: an older one left pending (a failed
   // start) that a new preflight replaced gets EOF on its control pipe (close-
   // on-exec), drains, exits, and is an ordinary child of the next image.
-  // A preflight that was up and has ended since (a crash soon after
-  // listen(), while this image drained) shows what the next image would
-  // do: refused while it can still be seen. Its exit is not reaped here.
-  if (guard.bridgePid !== undefined && hasEnded(guard.bridgePid)) {
-    throw Object.assign(new Refused(), { cause: preflightEnded(guard.bridgePid) });
-  }
   const handedBridge = guard.bridgePid ?? pendingBridgePid();
   const children = childPids().filter((p) => p !== handedBridge);
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
