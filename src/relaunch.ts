@@ -186,22 +186,28 @@ export function mainScript(): string | undefined {
 }
 
 /**
+ * The command line as the kernel has it, read when this module loads:
+ * before the program is likely to set process.title, which overwrites it.
+ */
+const startCmdline = ((): string[] | undefined => {
+  try {
+    return readFileSync('/proc/self/cmdline', 'utf8').split('\0');
+  } catch {
+    return undefined;  // no /proc
+  }
+})();
+
+/**
  * The main script as the command line spelled it (`node app.mjs`: `app.mjs`),
  * when that still names `main` from the current directory; else `main`.
  * Node makes process.argv[1] absolute; the command line (/proc/self/cmdline)
- * keeps the user's spelling, which `ps` and `pgrep -f` match. A
- * process.title set since, or a chdir() that changed what the spelling
- * names, leaves `main`.
+ * keeps the user's spelling, which `ps` and `pgrep -f` match. A chdir()
+ * that changed what the spelling names, or a command line that does not
+ * match (a process.title set before this module loaded), leaves `main`.
  */
 export function scriptAsGiven(main: string): string {
-  try {
-    const cmdline = readFileSync('/proc/self/cmdline', 'utf8').split('\0');
-    const given = cmdline[1 + process.execArgv.length];
-    if (given !== undefined && given !== '' && resolvePath(given) === main) return given;
-  } catch {
-    // No /proc: the absolute path.
-  }
-  return main;
+  const given = startCmdline?.[1 + process.execArgv.length];
+  return given !== undefined && given !== '' && resolvePath(given) === main ? given : main;
 }
 
 export interface ProgramArgvOptions {

@@ -43,9 +43,10 @@ w.on('exit', (code) => {
   assert.equal(app.child.exitCode, null, 'still running');
 });
 
-for (const [what, nodeOptions] of [
-  ['without NODE_OPTIONS', undefined],
-  ['with its own NODE_OPTIONS (a preload in a path with a space)', '--require "./pre load/pre.cjs" --max-old-space-size=200'],
+for (const [what, nodeOptions, title] of [
+  ['without NODE_OPTIONS', undefined, false],
+  ['with its own NODE_OPTIONS (a preload in a path with a space)', '--require "./pre load/pre.cjs" --max-old-space-size=200', false],
+  ['when the program sets process.title (which overwrites the command line)', undefined, true],
 ]) {
   test(`after a restart the command line, execArgv and NODE_OPTIONS are the first start's, ${what}`, { timeout: 60000 }, async () => {
     const dir = dirs.make('pd-guard-cmdline-');
@@ -65,6 +66,7 @@ console.log('STATE ' + JSON.stringify({
   child: execFileSync('/bin/sh', ['-c', 'echo "\${NODE_OPTIONS-unset}"'], { encoding: 'utf8' }).trim(),
 }));
 restartOnSignal('SIGUSR2');
+${title ? "process.title = 'renamed';" : ''}
 setInterval(() => {}, 1 << 30);
 console.log('READY');
 `);
@@ -83,8 +85,9 @@ console.log('READY');
     if (nodeOptions !== undefined) {
       assert.equal(app.out.match(/^PRELOAD /gm)?.length, 2, 'the program\'s own preload ran in both images');
     }
-    // Monitoring that matches the command line still finds it.
-    const pgrep = spawnSync('pgrep', ['-f', '-x', `node --no-warnings app.mjs an arg ${basename(dir)}`], { encoding: 'utf8' });
+    // Monitoring that matches the command line still finds it (the title, if set, is what it shows).
+    const pgrep = spawnSync('pgrep', ['-f', '-x', title ? 'renamed' : `node --no-warnings app.mjs an arg ${basename(dir)}`],
+      { encoding: 'utf8' });
     assert.equal(pgrep.stdout.trim(), String(app.child.pid));
     assert.equal(app.child.exitCode, null, 'still running');
   });
