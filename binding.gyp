@@ -45,6 +45,20 @@
           "type": "none"
         }]
       ]
+    },
+    {
+      "target_name": "posix_daemon_hold",
+      "target_conditions": [["_type=='loadable_module'", {"product_extension": "so"}]],
+      "conditions": [
+        ["OS=='linux'", {
+          "type": "loadable_module",
+          "sources": ["native/hold.c"],
+          "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-fno-exceptions"],
+          "ldflags": ["-Wl,--as-needed", "-Wl,-z,defs"]
+        }, {
+          "type": "none"
+        }]
+      ]
     }
   ]
 }

@@ -38,9 +38,11 @@
 //   Node's handlers runs on it half-way; the mask is emptied just before
 //   execve(2), as the new image must start with it empty. A signal arriving
 //   in between is handled by the old image and lost with it: the same as
-//   one arriving a moment earlier (pending signals that are still blocked
-//   would survive the exec, but the new image could not unblock them without
-//   knowing).
+//   one arriving a moment earlier. The one exception is `blocked`: signals
+//   the caller asks to leave blocked (restartViaExec's restart signals),
+//   for a new image that knows to handle and unblock them first thing
+//   (hold.c). One sent during the exec or the next image's start-up stays
+//   pending instead of meeting SIG_DFL. If execve fails the mask is restored.
 // No fd is ever dup2()'d over: an fd libuv or V8 owns is never replaced,
 // even for an instant (on Node 20 fd 4 is libuv's signal pipe).
 #include <errno.h>
@@ -119,6 +121,7 @@ struct Attempt {
   std::vector<int> keep;                        // sorted
   std::vector<int> fds;                         // open now
   std::vector<std::pair<int, int>> to_inherit;  // fd, current flags
+  sigset_t blocked;                             // the mask the new image starts with
   SavedState saved;
 };
 
@@ -135,6 +138,15 @@ void Prepare(const Napi::CallbackInfo& info, Attempt* a) {
   // libuv holds there in this multi-threaded process; never offered.
   if (info.Length() > 4 && !info[4].IsUndefined()) {
     throw ArgValueError(env, "moveFds", "is not supported: keep the fds where they are (keepFds)");
+  }
+  sigemptyset(&a->blocked);
+  if (info.Length() > 5 && !info[5].IsUndefined()) {
+    for (int sig : FdArray(info[5], "blockSignals", 1)) {
+      if (sig >= NSIG || sig == SIGKILL || sig == SIGSTOP) {
+        throw ArgValueError(env, "blockSignals", "must list catchable signal numbers");
+      }
+      sigaddset(&a->blocked, sig);
+    }
   }
   std::sort(a->keep.begin(), a->keep.end());
   a->fds = OpenFds();
@@ -203,10 +215,8 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   // fork() could notice (it would leak them).
   for (auto& k : to_inherit) SetFdFlags(k.first, k.second, k.second & ~FD_CLOEXEC, &saved.kept_flags);
 
-  // The new image must start with an empty signal mask.
-  sigset_t none;
-  sigemptyset(&none);
-  pthread_sigmask(SIG_SETMASK, &none, nullptr);
+  // The new image starts with an empty signal mask, but for `blocked`.
+  pthread_sigmask(SIG_SETMASK, &a.blocked, nullptr);
   execve(a.file.c_str(), a.argv.data(), a.envp.data());
   int err = errno;
 

@@ -178,8 +178,9 @@ try {
       // The systemd units and server the README installs from node_modules.
       /^examples\/systemd\/[^/]+\.(mjs|service|socket)$/,
       /^prebuilds\/[^/]+\/[^/]+\.node$/,
-      // The init image (native/init-loop.c), a plain-C shared object.
-      /^prebuilds\/[^/]+\/posix_daemon_init\.so$/,
+      // The init image (native/init-loop.c) and the restart-signal hold
+      // (native/hold.c): plain-C shared objects.
+      /^prebuilds\/[^/]+\/posix_daemon_(init|hold)\.so$/,
     ];
     const required = {
       'package.json': /^package\.json$/,
@@ -193,7 +194,10 @@ try {
       'dist/*.d.mts': /^dist\/.+\.d\.mts$/,
       [`prebuilds/${plat}/*.node`]: new RegExp(`^prebuilds/${plat}/[^/]+\\.node$`),
       ...(process.platform === 'linux'
-        ? { [`prebuilds/${plat}/posix_daemon_init.so`]: new RegExp(`^prebuilds/${plat}/posix_daemon_init\\.so$`) } : {}),
+        ? {
+          [`prebuilds/${plat}/posix_daemon_init.so`]: new RegExp(`^prebuilds/${plat}/posix_daemon_init\\.so$`),
+          [`prebuilds/${plat}/posix_daemon_hold.so`]: new RegExp(`^prebuilds/${plat}/posix_daemon_hold\\.so$`),
+        } : {}),
       'native/init-loop.c': /^native\/init-loop\.c$/,
     };
     // Every file the exports map points at must be in the tarball.

@@ -43,7 +43,7 @@ export interface RawAddon {
   fork(plan: unknown): number;
   /** `pidfd`: the exec level's, opened by its parent intermediate (nested plans on Linux), else -1. */
   fork(plan: unknown, withPidfd: true): { pid: number; pidfd: number };
-  execve(file: string, args: string[], env: string[], keepFds?: number[]): never;
+  execve(file: string, args: string[], env: string[], keepFds?: number[], moveFds?: undefined, blockSignals?: number[]): never;
   dup(fd: number, minFd?: number): number;
   waitpid(pid: number, flags?: number): RawWaitResult;
   wait4(pid: number, flags?: number): RawWaitResult;

@@ -17,7 +17,7 @@ import { abortError, invalidArgType, invalidArgValue, workerUnsupported } from '
 import {
   envToArray, signalName, validateAbortSignal, validateArgs, validateArray, validateBoolean,
   validateChildProcessAllowed, validateCString, validateFdList, validateInteger, validateObject, validateOpenFds,
-  validateOptionKeys, toSignalNumber,
+  validateOptionKeys, toCatchableSignal, toSignalNumber,
 } from './validators';
 
 // Node's own channel for process.execve (Node >= 23.11): tools that watch
@@ -283,6 +283,13 @@ export interface ExecveOptions {
    * a running Node process every low number may be one libuv owns.)
    */
   keepFds?: number[];
+  /**
+   * Signals (names or numbers, catchable) left blocked in the new image's
+   * mask: one sent during the exec or the new program's start-up stays
+   * pending, for a program that handles them first and then unblocks them.
+   * Default none: the mask is emptied.
+   */
+  blockSignals?: Array<NodeJS.Signals | number>;
 }
 
 /**
@@ -290,8 +297,8 @@ export interface ExecveOptions {
  * parameters, validation and error codes, the same PID afterwards. `args` is
  * the whole argv (args[0] is argv[0]). In addition: stdio goes back to the
  * blocking mode it had when the process started, the signal mask is emptied
- * and ignored signals go back to SIG_DFL, every fd but 0-2 and
- * `options.keepFds` is closed. If execve(2) fails, all of that is undone and
+ * (but for `options.blockSignals`) and ignored signals go back to SIG_DFL,
+ * every fd but 0-2 and `options.keepFds` is closed. If execve(2) fails, all of that is undone and
  * an error with `code`, `errno`, `syscall: 'execve'` and `path` is thrown.
  */
 export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv | Record<string, string> = process.env,
@@ -304,7 +311,7 @@ export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv
   // process.execve takes three arguments and ignores a fourth: so do we,
   // unless it is an options object.
   const opts: ExecveOptions = options !== null && typeof options === 'object' && !Array.isArray(options) ? options : {};
-  validateOptionKeys(opts, 'options', ['keepFds', 'moveFds']);  // moveFds: refused below, with its reason
+  validateOptionKeys(opts, 'options', ['keepFds', 'moveFds', 'blockSignals']);  // moveFds: refused below, with its reason
   const keepFds = snapshot(opts.keepFds ?? []);
   validateFdList(keepFds, 'options.keepFds', 3);
   if ((opts as { moveFds?: unknown }).moveFds !== undefined) {
@@ -312,11 +319,14 @@ export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv
       'is not supported: dup2 onto a running Node process\'s fds could replace one libuv owns; use keepFds');
   }
   validateOpenFds(keepFds, 'options.keepFds');
+  const blockSignals = snapshot(opts.blockSignals ?? []);
+  validateArray(blockSignals, 'options.blockSignals');
+  const blocked = blockSignals.map((s, i) => toSignalNumber(toCatchableSignal(s, `options.blockSignals[${i}]`), 'signal'));
   // What Node >= 23.11 publishes for process.execve, in the same place:
   // after validation, before the permission check and the exec.
   if (execveChannel.hasSubscribers) execveChannel.publish({ execPath: file, args, env: envArray });
   validateChildProcessAllowed(file);
-  return addon.execve(file, args, envArray, keepFds);
+  return addon.execve(file, args, envArray, keepFds, undefined, blocked);
 }
 
 function toWaitResult(raw: RawWaitResult): WaitResult {

@@ -147,7 +147,7 @@ export function parseNodeOptions(value: string): string[] | null {
 }
 
 /** The inverse of parseNodeOptions: quote what has a space, a quote or a backslash. */
-function serializeNodeOptions(args: readonly string[]): string {
+export function serializeNodeOptions(args: readonly string[]): string {
   return args.map((a) => (/[ "\\]/.test(a) ? `"${a.replace(/[\\"]/g, '\\$&')}"` : a)).join(' ');
 }
 
@@ -183,6 +183,31 @@ export function mainScript(): string | undefined {
   if (isSea() || isEvalProgram()) return undefined;
   const main = process.argv[1];
   return typeof main === 'string' && main !== '' && main !== '-' ? resolvePath(main) : undefined;
+}
+
+/**
+ * The command line as the kernel has it, read when this module loads:
+ * before the program is likely to set process.title, which overwrites it.
+ */
+const startCmdline = ((): string[] | undefined => {
+  try {
+    return readFileSync('/proc/self/cmdline', 'utf8').split('\0');
+  } catch {
+    return undefined;  // no /proc
+  }
+})();
+
+/**
+ * The main script as the command line spelled it (`node app.mjs`: `app.mjs`),
+ * when that still names `main` from the current directory; else `main`.
+ * Node makes process.argv[1] absolute; the command line (/proc/self/cmdline)
+ * keeps the user's spelling, which `ps` and `pgrep -f` match. A chdir()
+ * that changed what the spelling names, or a command line that does not
+ * match (a process.title set before this module loaded), leaves `main`.
+ */
+export function scriptAsGiven(main: string): string {
+  const given = startCmdline?.[1 + process.execArgv.length];
+  return given !== undefined && given !== '' && resolvePath(given) === main ? given : main;
 }
 
 export interface ProgramArgvOptions {

@@ -55,6 +55,14 @@ test('execve gives the new program an empty signal mask and no ignored signals',
   assert.equal(get('SigBlk'), 0n, r.stdout);
 });
 
+test('blockSignals: the new program starts with those signals blocked, and only those', async () => {
+  const r = await run('block-signals');
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n').map((l) => l.split(/:\s+/));
+  // SIGHUP is 1 (bit 0), SIGUSR2 12 (bit 11).
+  assert.deepEqual(lines, [['SigBlk', '0000000000000801'], ['SigIgn', '0000000000000000']]);
+});
+
 test('execve closes a listening socket unless keepFds names it', async () => {
   for (const keep of [false, true]) {
     const r = await run('listen', keep ? 'keep' : 'drop');
@@ -79,7 +87,8 @@ test('a failed execve throws a Node-style error and leaves the process working',
   assert.equal(err.path, '/nonexistent/program');
   assert.equal(err.message, "ENOENT: no such file or directory, execve '/nonexistent/program'");
   const state = JSON.parse(/STATE (.*)/.exec(r.stdout)[1]);
-  assert.deepEqual(state.after, state.before, 'ignored signals, fd flags and stdio mode restored');
+  assert.deepEqual(state.after, state.before, 'ignored signals, signal mask (blockSignals too), fd flags and stdio mode restored');
+  assert.equal(state.after.sigblk, '0000000000000000');
   assert.notEqual(state.before.sigign, '0000000000000000', 'Node ignores SIGPIPE, so SigIgn was non-zero');
   assert.match(r.stdout, /STILL ALIVE/);
 });
@@ -127,6 +136,9 @@ test('execve validates like process.execve', () => {
   assert.throws(() => execve('/bin/true', [], {}, { keepFds: [1] }), { code: 'ERR_OUT_OF_RANGE' });
   assert.throws(() => execve('/bin/true', [], {}, { keepFds: [987654] }), { code: 'EBADF' });
   // Moving fds onto low numbers would replace fds libuv owns: not offered.
+  assert.throws(() => execve('/bin/true', [], {}, { blockSignals: 'SIGHUP' }), { code: 'ERR_INVALID_ARG_TYPE', message: /"options\.blockSignals" property must be an instance of Array/ });
+  assert.throws(() => execve('/bin/true', [], {}, { blockSignals: ['SIGKILL'] }), { code: 'ERR_INVALID_ARG_VALUE', message: /options\.blockSignals\[0\].*can be caught/ });
+  assert.throws(() => execve('/bin/true', [], {}, { blockSignals: ['SIGNOPE'] }), { code: 'ERR_UNKNOWN_SIGNAL' });
   assert.throws(() => execve('/bin/true', [], {}, { moveFds: [[1, 3]] }), { code: 'ERR_INVALID_ARG_VALUE', message: /options\.moveFds.*is not supported/ });
 });
 

@@ -181,11 +181,11 @@ export class TempDirs {
 }
 
 /**
- * `node [nodeArgs] file [args]`, registered with `reaper`: `out` and `err`
+ * `node [nodeArgs] file [args]` (argv[0] `argv0`, default the node binary's path), registered with `reaper`: `out` and `err`
  * are what it printed so far, `exited` resolves with { code, signal }.
  */
-export function startNode(file, { args = [], nodeArgs = [], cwd, env = process.env, reaper } = {}) {
-  const child = spawn(process.execPath, [...nodeArgs, file, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startNode(file, { args = [], nodeArgs = [], cwd, env = process.env, reaper, argv0 } = {}) {
+  const child = spawn(process.execPath, [...nodeArgs, file, ...args], { cwd, env, argv0, stdio: ['ignore', 'pipe', 'pipe'] });
   reaper?.add(child.pid);
   const run = { child, out: '', err: '' };
   child.stdout.setEncoding('utf8').on('data', (d) => { run.out += d; });

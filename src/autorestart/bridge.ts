@@ -322,6 +322,11 @@ async function locateSyntaxError(): Promise<string | undefined> {
   return undefined;
 }
 
+/** The preflight came up, then ended before the exec (seen by the exec, just before it). */
+export function preflightEnded(pid: number): PreflightError {
+  return refused(pid, 'ended after it was up, before the exec', undefined, null, null, '');
+}
+
 function refused(pid: number, why: string, cause: unknown, exitCode: number | null, signalCode: NodeJS.Signals | null,
   stderr: string): PreflightError {
   // Its stderr was forwarded to ours as it came (marked): printed once, not

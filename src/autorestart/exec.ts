@@ -13,7 +13,8 @@ import { currentSockets, handOffServers, type Handoff, type ServerHandoffEntry }
 import { notificationsSent, notify, ready, reloading } from '../systemd';
 import { heldPidFileFds } from '../pidfile';
 import { childPids, execve } from '../posix';
-import { isSea, mainScript, programArgv } from '../relaunch';
+import { readProcStat } from '../procstat';
+import { isSea, mainScript, programArgv, scriptAsGiven } from '../relaunch';
 import { abortError, codedError, workerUnsupported } from '../errors';
 import { enterPhase, isStopping, phase } from '../lifecycle';
 import {
@@ -21,13 +22,14 @@ import {
   validateOptionKeys,
 } from '../validators';
 import { EXEC_CHILDREN_ENV } from './zombies';
-import { isBridge, pendingBridgeHandoff, pendingBridgePid, startPreflight, type Bridge } from './bridge';
+import { isBridge, pendingBridgeHandoff, pendingBridgePid, preflightEnded, startPreflight, type Bridge } from './bridge';
 import { envFilePaths, envFileValues } from './env-file';
 import { inNodeModules, startedGraph } from './graph';
-import { GUARD_ENV, releaseHeldSignal } from './guard-hold';
+import { GUARD_ENV, isHoldable, releaseHeldSignal } from './guard-hold';
+import { guardedNodeOptions, startsGuard } from './guard-env';
+import { holdAcrossExec } from './exec-hold';
 
-/** The preload that guards an image started by a restart (see guard.ts). */
-export const GUARD_PATH = join(__dirname, 'guard.js');
+export { GUARD_PATH } from './guard-env';
 export { GUARD_ENV } from './guard-hold';
 /** What restarts the program: the guard of a failed start waits for the same. */
 export type GuardTrigger = { trigger: 'change' | 'call' } | { trigger: 'signal'; signal: string };
@@ -128,15 +130,14 @@ function flushCompileCache(): string | undefined {
 }
 
 /**
- * The command line of the next image: node, the guard (see guard.ts), then
- * this program's own command line (relaunch.ts: execArgv, the main script,
- * the arguments; `node -e` programs keep theirs).
+ * The command line of the next image: this program's own, as the user
+ * started it (relaunch.ts: argv[0], execArgv, the main script as it was
+ * spelled, the arguments; `node -e` programs keep theirs). The guard travels
+ * in NODE_OPTIONS (nextEnv, guard-env.ts): `ps` and `pgrep -f` see no
+ * difference after a restart. execve runs process.execPath whatever argv[0] says.
  */
 export function nextArgv(main: string | undefined, args: readonly string[] | undefined): string[] {
-  const argv = [process.execPath];
-  if (!isSea()) argv.push('--require', GUARD_PATH);
-  argv.push(...programArgv({ script: main ?? null, args }));
-  return argv;
+  return [process.argv0, ...programArgv({ script: main === undefined ? null : scriptAsGiven(main), args })];
 }
 
 /** The environment of the next image (and of its preflight), without the variables a hand-over adds. */
@@ -150,12 +151,22 @@ export function nextEnv(env: Record<string, string | undefined>): Record<string,
     if (fromFiles.get(k) === v) continue;
     out[k] = v;
   }
+  // The guard (see guard.ts), before the program's own preloads; a SEA runs
+  // no preload. A NODE_OPTIONS --env-file loaded is kept too: the next
+  // image's file would not override the variable set here.
+  if (!isSea()) out.NODE_OPTIONS = guardedNodeOptions(env.NODE_OPTIONS);
   return out;
 }
 
 /** `argv`/`childEnv` from nextArgv/nextEnv; the entry file already checked by the caller (see restartViaExec). */
 function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: number[], compileCache: boolean,
   guard: GuardInfo): never {
+  // A preflight that was up and has ended since (a crash soon after
+  // listen(), while this image drained) shows what the next image would
+  // do: refused while it can still be seen. Its exit is not reaped here.
+  if (guard.bridgePid !== undefined && hasEnded(guard.bridgePid)) {
+    throw Object.assign(new Refused(), { cause: preflightEnded(guard.bridgePid) });
+  }
   // Children survive the exec (same PID, still their parent), but the new
   // image cannot know them: hand the list over. childPids() includes any
   // inherited ones not reaped yet, so nothing is lost across several execs.
@@ -166,13 +177,26 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
   const handedBridge = guard.bridgePid ?? pendingBridgePid();
   const children = childPids().filter((p) => p !== handedBridge);
   if (children.length > 0) childEnv[EXEC_CHILDREN_ENV] = children.join(',');
-  if (argv[1] === '--require' && argv[2] === GUARD_PATH) childEnv[GUARD_ENV] = guardValue(guard);
+  // The guard holds the restart signals the program is armed for, and the
+  // exec from its first instruction on (exec-hold.ts): only with a guard.
+  let blockSignals: NodeJS.Signals[] = [];
+  if (startsGuard(childEnv)) {
+    childEnv[GUARD_ENV] = guardValue(guard);
+    blockSignals = holdAcrossExec(childEnv, heldSignals());
+  }
   const cacheDir = flushCompileCache();
   if (compileCache && childEnv.NODE_COMPILE_CACHE === undefined && nodeModule.getCompileCacheDir) {
     childEnv.NODE_COMPILE_CACHE = cacheDir ?? join(tmpdir(), 'node-compile-cache');
   }
   debug('autorestart: execve %s %j (children handed over: %j)', process.execPath, argv.slice(1), children);
-  return execve(process.execPath, argv, childEnv, { keepFds });
+  return execve(process.execPath, argv, childEnv, { keepFds, blockSignals });
+}
+
+/** Whether `pid` is seen to have ended (gone or a zombie); without /proc, never. */
+function hasEnded(pid: number): boolean {
+  if (readProcStat(process.pid) === null) return false;
+  const st = readProcStat(pid);
+  return st === null || st.state === 'Z' || st.state === 'X';
 }
 
 /**
@@ -207,7 +231,12 @@ function guardValue(info: GuardInfo): string {
   const own = files.filter((f) => !inNodeModules(f));
   let list = [...own, ...files.filter((f) => inNodeModules(f))];
   while (list.length > 0 && JSON.stringify(list).length > 64 * 1024) list = list.slice(0, Math.floor(list.length * 0.9));
-  return JSON.stringify({ ...info.trigger, hold: [...armedSignals.keys()], files: list, upTimeout: info.upTimeout });
+  return JSON.stringify({ ...info.trigger, hold: heldSignals(), files: list, upTimeout: info.upTimeout });
+}
+
+/** The signals the next image holds while it starts: those this one is armed for (SIGUSR1 is the inspector's). */
+function heldSignals(): NodeJS.Signals[] {
+  return [...armedSignals.keys()].filter(isHoldable);
 }
 
 // The restart in progress, if any: a second trigger (signal, change, call)

@@ -1,5 +1,5 @@
 /**
- * The first thing the guard of a new image does (guard.ts imports this
+ * The first thing the guard of a new image does (guard-start.ts imports this
  * module before any other): take over the restart signals the image before
  * was armed for. The exec reset them to their default action (for SIGHUP
  * and SIGUSR2: terminate), and the program arms restartOnSignal again only
@@ -8,12 +8,14 @@
  * starting. A signal is held until the program arms it again (its start
  * may go on long after the image counts as up: a top-level await, an init
  * after listen()), or one preflightTimeout after the exec at the latest (a
- * version that no longer restarts on it). Kept apart from the guard's other imports so the holder is in
- * place as early as a preload can be: what is left is Node's own start-up,
- * which resets every signal's mask and disposition before any JavaScript
- * runs (nothing from outside can keep a signal blocked or ignored there).
+ * version that no longer restarts on it). Kept apart from the guard's other
+ * imports so the holder is in place as early as a preload can be. Node's
+ * own start-up before it is covered by the exec (exec-hold.ts, hold.c): the
+ * signals stay blocked across it and a C preload handles them before
+ * Node's main; the listener added here replaces that handler.
  */
 import { debuglog } from 'node:util';
+import { isMainThread } from 'node:worker_threads';
 
 const debug = debuglog('posix-daemon');
 
@@ -24,17 +26,23 @@ export const GUARD_ENV = 'POSIX_DAEMON_GUARD';
 const HOLDABLE = new Set(['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGUSR2', 'SIGQUIT', 'SIGWINCH', 'SIGPWR', 'SIGURG', 'SIGCONT',
   'SIGTSTP', 'SIGTTIN', 'SIGTTOU', 'SIGXCPU', 'SIGXFSZ', 'SIGVTALRM', 'SIGPROF', 'SIGALRM']);
 
-/** The `hold` list of the guard's variable (read, not removed: guard.ts removes it). */
+/** Whether the next image's guard can hold `sig` (the exec holds only those too). */
+export function isHoldable(sig: string): sig is NodeJS.Signals {
+  return HOLDABLE.has(sig);
+}
+
+/** The `hold` list of the guard's variable (read, not removed: guard-start.ts removes it). */
 function heldSignals(): NodeJS.Signals[] {
   try {
     const v = JSON.parse(process.env[GUARD_ENV] ?? '{}') as { hold?: unknown };
-    return Array.isArray(v.hold) ? v.hold.filter((s): s is NodeJS.Signals => typeof s === 'string' && HOLDABLE.has(s)) : [];
+    return Array.isArray(v.hold) ? v.hold.filter((s): s is NodeJS.Signals => typeof s === 'string' && isHoldable(s)) : [];
   } catch {
     return [];
   }
 }
 
-const held = heldSignals();
+// Only the main thread receives signals (guard.ts loads nothing else in a Worker).
+const held = isMainThread ? heldSignals() : [];
 const holder = (sig: NodeJS.Signals): void => {
   debug('guard: %s while the new image starts: folded into the restart in progress', sig);
 };
