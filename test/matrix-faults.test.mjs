@@ -16,9 +16,11 @@ import {
 const { reaper, dirs } = fileScope();
 const cells = new Map();
 const FAULTS = ['throw-before-listen', 'syntax-error', 'exit-0', 'never-ready'];
+const DEV = ['throws 100 ms after listen (restartOnChange)'];
 const KILLS = ['SIGKILL of a preflight', 'SIGKILL of a bridge', 'SIGKILL of a worker mid-roll', 'SIGKILL of the monitor'];
 after(() => {
   console.log(`\n${table('fault \\ serving', FAULTS, SERVES, cells)}\n`);
+  console.log(`\n${table('development', DEV, SERVES, cells)}\n`);
   console.log(`\n${table('process killed', KILLS, ['listen', 'plain'], cells)}\n`);
 });
 
@@ -97,6 +99,22 @@ for (const fault of FAULTS) {
       assert.deepEqual(await ended(app), { code: 0, signal: null }, app.err);
     });
   }
+}
+
+// Development: nodemon waits for the next change after a crash at any time,
+// and so does restartOnChange: same PID, sockets kept, the next save restarts.
+for (const serve of SERVES) {
+  cell(DEV[0], serve, async () => {
+    const { dir, port, app, pid } = await started(serve, { trigger: 'change' });
+    setVersion(dir, 2, 'throw-after-listen');
+    await waitFor(() => app.err.includes('boom after listen in v2'), { timeout: 30000, what: () => `the crash; ${app.err}` });
+    await sleep(300);
+    assert.ok(isAlive(pid), `the dev loop ended: ${app.err}`);
+    setVersion(dir, 3);
+    await waitServing(port, 3, { pid, n: 3 });
+    process.kill(pid, 'SIGTERM');
+    assert.deepEqual(await ended(app), { code: 0, signal: null }, app.err);
+  });
 }
 
 for (const serve of ['listen', 'plain']) {
