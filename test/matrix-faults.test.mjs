@@ -17,7 +17,7 @@ const { reaper, dirs } = fileScope();
 const cells = new Map();
 const FAULTS = ['throw-before-listen', 'syntax-error', 'exit-0', 'never-ready'];
 const DEV = ['throws 100 ms after listen (restartOnChange)'];
-const KILLS = ['SIGKILL of a preflight', 'SIGKILL of a bridge', 'SIGKILL of a worker mid-roll', 'SIGKILL of the monitor'];
+const KILLS = ['SIGKILL of a preflight', 'SIGKILL of a bridge (refused, then restarts)', 'SIGKILL of a worker mid-roll', 'SIGKILL of the monitor'];
 after(() => {
   console.log(`\n${table('fault \\ serving', FAULTS, SERVES, cells)}\n`);
   console.log(`\n${table('development', DEV, SERVES, cells)}\n`);
@@ -141,7 +141,7 @@ for (const serve of ['listen', 'plain']) {
     assert.deepEqual(await ended(app), { code: 0, signal: null }, app.err);
   });
 
-  cell('SIGKILL of a bridge', serve, async () => {
+  cell(KILLS[1], serve, async () => {
     const { dir, port, app, pid } = await started(serve, { trigger: 'call' });
     // A request in flight holds the old image's drain: the bridge serves meanwhile.
     const slow = get(port, '/slow');
@@ -151,10 +151,16 @@ for (const serve of ['listen', 'plain']) {
     const bridge = Number((await waitFor(() => /READY v2 pid (\d+)/.exec(app.out), { what: () => `the bridge; ${app.err}` }))[1]);
     reaper.add(bridge);
     process.kill(bridge, 'SIGKILL');
-    // The restart goes on: the new image takes the sockets and reaps the dead bridge.
+    // A new version that died after it came up is refused before the exec:
+    // this image resumes on the same sockets once its drain is done.
     assert.equal((await slow).status, 200);
-    await waitServing(port, 2, { pid, n: 3 });
+    await waitFor(() => app.err.includes('restart refused'), { what: () => `the refusal; ${app.err}` });
+    await waitServing(port, 1, { pid, n: 3 });
     await waitFor(() => !isAlive(bridge), { what: 'the bridge reaped' });
+    // The next trigger restarts.
+    process.kill(pid, 'SIGUSR2');
+    await waitServing(port, 2, { pid, n: 3 });
+    await waitFor(() => childrenOf(pid).length === 0, { what: 'the new bridge gone' });
     assert.deepEqual(childrenOf(pid), []);
     process.kill(pid, 'SIGTERM');
     assert.deepEqual(await ended(app), { code: 0, signal: null }, app.err);
