@@ -7,10 +7,14 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const dir = dirname(fileURLToPath(import.meta.url));
-const only = process.argv.slice(2);
+// Arguments pick files by a part of their name; `!part` leaves such files out.
+const args = process.argv.slice(2);
+const only = args.filter((a) => !a.startsWith('!'));
+const without = args.filter((a) => a.startsWith('!')).map((a) => a.slice(1));
 const files = readdirSync(dir)
   .filter((f) => /\.test\.(mjs|cjs)$/.test(f))
   .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
+  .filter((f) => !without.some((o) => f.includes(o)))
   .sort()
   .map((f) => join(dir, f));
 if (files.length === 0) {
