@@ -3,6 +3,7 @@
 
 #include <napi.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <string>
@@ -142,6 +143,44 @@ class LoopHandle {
   void* owner_;
   State* state_;
   friend void InitLoop(Napi::Env env);
+};
+
+// The state a JS object keeps for an fd of its own that a LoopHandle polls
+// (ProcessHandle's pidfd, NotifySocket's socket): the fd, its poll, and
+// whether the object pins itself (Ref) while it waits. `Self` is the
+// ObjectWrap, whose Unref() ends the pin.
+template <typename Self>
+class PolledFd {
+ protected:
+  void Unpin() {
+    if (!pinned_) return;
+    pinned_ = false;
+    static_cast<Self*>(this)->Unref();
+  }
+
+  // Closes the fd: through its poll when there is one (libuv closes it once
+  // done with it), else directly.
+  void ShutdownFd() {
+    if (poll_ != nullptr) {
+      poll_->Close();
+      poll_ = nullptr;
+    } else if (fd_ != -1) {
+      close(fd_);
+    }
+    fd_ = -1;
+  }
+
+  // The environment ended with the poll open: it closed the poll and the fd.
+  static void OnPollTeardown(void* owner) {
+    auto* self = static_cast<Self*>(owner);
+    self->poll_ = nullptr;
+    self->fd_ = -1;
+    self->Unpin();
+  }
+
+  int fd_ = -1;
+  LoopHandle* poll_ = nullptr;
+  bool pinned_ = false;
 };
 
 // Per-environment bookkeeping for LoopHandle. Called first from the addon's

@@ -49,7 +49,8 @@ int NotifyAddress(const std::string& address, struct sockaddr_un* sa, socklen_t*
 // no blocking (issue 22, item 14: a 2 ms budget lost READY=1 to a manager
 // 20 ms late). The socket belongs to this object, and to the poll handle
 // once watched (closed with it).
-class NotifySocket : public Napi::ObjectWrap<NotifySocket> {
+class NotifySocket : public Napi::ObjectWrap<NotifySocket>, PolledFd<NotifySocket> {
+  friend class PolledFd<NotifySocket>;
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NotifySocket",
@@ -90,7 +91,7 @@ class NotifySocket : public Napi::ObjectWrap<NotifySocket> {
     address_ = address;
   }
 
-  ~NotifySocket() override { Shutdown(); }
+  ~NotifySocket() override { ShutdownFd(); }
 
  private:
   // send(message, fds?): true once queued with the manager, false while its
@@ -159,7 +160,7 @@ class NotifySocket : public Napi::ObjectWrap<NotifySocket> {
     fd_ = -1;  // the poll owns it from here on, closed on failure too
     poll_ = LoopHandle::PollWritable(env, fd, OnEvent, this);
     fd_ = fd;
-    poll_->OnTeardown(OnTeardown);
+    poll_->OnTeardown(OnPollTeardown);
     Ref();  // alive until close(): only the poll refers to it then
     pinned_ = true;
     return env.Undefined();
@@ -171,39 +172,13 @@ class NotifySocket : public Napi::ObjectWrap<NotifySocket> {
     CallFromLoop(env, [&] { self->callback_.Value().MakeCallback(env.Global(), {}, *self->context_); });
   }
 
-  static void OnTeardown(void* owner) {
-    auto* self = static_cast<NotifySocket*>(owner);
-    self->poll_ = nullptr;  // closed for us, with the fd
-    self->fd_ = -1;
-    self->Unpin();
-  }
-
-  void Unpin() {
-    if (!pinned_) return;
-    pinned_ = false;
-    Unref();
-  }
-
-  void Shutdown() {
-    if (poll_ != nullptr) {
-      poll_->Close();  // closes fd_ once libuv is done with it
-      poll_ = nullptr;
-    } else if (fd_ != -1) {
-      close(fd_);
-    }
-    fd_ = -1;
-  }
-
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Shutdown();
+    ShutdownFd();
     Unpin();
     return info.Env().Undefined();
   }
 
-  int fd_ = -1;
   std::string address_;
-  LoopHandle* poll_ = nullptr;
-  bool pinned_ = false;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;
 };

@@ -53,7 +53,8 @@ bool IsPidfdOf(int fd, pid_t pid) {
 #endif
 }
 
-class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
+class ProcessHandle : public Napi::ObjectWrap<ProcessHandle>, PolledFd<ProcessHandle> {
+  friend class PolledFd<ProcessHandle>;
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "ProcessHandle",
@@ -88,7 +89,7 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
     if (fd_ == -1) throw ErrnoError(env, errno, "pidfd_open");
   }
 
-  ~ProcessHandle() override { Shutdown(); }
+  ~ProcessHandle() override { ShutdownFd(); }
 
  private:
   // kill(signal): true if sent, false if the process has already ended
@@ -121,7 +122,7 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
     fd_ = -1;
     poll_ = LoopHandle::Poll(env, fd, OnEvent, this);
     fd_ = fd;
-    poll_->OnTeardown(OnTeardown);
+    poll_->OnTeardown(OnPollTeardown);
     watching_ = true;
     if (unref_) poll_->SetRef(false);
     // Pinned until the callback, ref'd or not: only the callback knows who
@@ -133,13 +134,6 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
   }
 
   static void OnEvent(void* owner) { static_cast<ProcessHandle*>(owner)->Fire(); }
-
-  static void OnTeardown(void* owner) {
-    auto* self = static_cast<ProcessHandle*>(owner);
-    self->poll_ = nullptr;  // closed for us, with the fd
-    self->fd_ = -1;
-    self->Unpin();
-  }
 
   void Fire() {
     // Readable stays readable: stop polling before JS runs. The fd itself
@@ -153,24 +147,8 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
     });
   }
 
-  void Unpin() {
-    if (!pinned_) return;
-    pinned_ = false;
-    Unref();
-  }
-
-  void Shutdown() {
-    if (poll_ != nullptr) {
-      poll_->Close();  // closes fd_ once libuv is done with it
-      poll_ = nullptr;
-    } else if (fd_ != -1) {
-      close(fd_);
-    }
-    fd_ = -1;
-  }
-
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Shutdown();
+    ShutdownFd();
     Unpin();
     return info.Env().Undefined();
   }
@@ -186,10 +164,7 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
   }
   Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
 
-  int fd_ = -1;
-  LoopHandle* poll_ = nullptr;
   bool watching_ = false;
-  bool pinned_ = false;
   bool unref_ = false;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;
