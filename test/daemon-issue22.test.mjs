@@ -7,20 +7,16 @@ import http from 'node:http';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileScope, fixtures, freePort, isAlive, procEnv, procStat, runNode, waitFor } from './helpers.mjs';
+import { daemonApp, daemonBaseEnv, daemonGate, DAEMON_ENV_KEY, failureLine } from './daemon-helpers.mjs';
 import { openProcess } from '../dist/index.mjs';
 import { childPids } from '../dist/posix.mjs';
 
-const app = join(fixtures, 'daemon-app.mjs');
-const ENV_KEY = 'POSIX_DAEMON_TEST_DAEMON';
+const app = daemonApp;
+const ENV_KEY = DAEMON_ENV_KEY;
 const { reaper, dir } = fileScope('posix-daemon-issue22-');
 const tmp = realpathSync(dir);
 
-const baseEnv = {
-  PATH: process.env.PATH ?? '/usr/bin:/bin',
-  HOME: process.env.HOME ?? '/root',
-  USER: 'posix-daemon-tester',
-  LEAK_ME: 'secret',
-};
+const baseEnv = daemonBaseEnv;
 
 function run(mode, opts = {}, { env = baseEnv, ...rest } = {}) {
   return runNode(app, [mode, JSON.stringify(opts)], { env, reaper, ...rest });
@@ -32,11 +28,7 @@ function daemonPid(r) {
   return reaper.add(Number(m[1]));
 }
 
-function failure(r) {
-  const m = /^ERROR (\d+) (.*)$/m.exec(r.stdout);
-  assert.ok(m, `expected an ERROR line, got: ${r.stdout} ${r.stderr}`);
-  return { pid: Number(m[1]), ...JSON.parse(m[2]) };
-}
+const failure = failureLine;
 
 /** Resolves once `pid` has ended (a pidfd); the limit is a safety net. */
 function ended(pid, limit = 20000) {
@@ -54,32 +46,7 @@ function ended(pid, limit = 20000) {
   return Promise.race([h.exited, late]).finally(() => { clearTimeout(timer); h.close(); });
 }
 
-/** The daemon connects here before it does what its mode says: the test learns its PID while the foreground waits. */
-async function gate() {
-  const waiting = [];
-  const conns = [];
-  const server = createServer((s) => {
-    let buf = '';
-    s.setEncoding('utf8');
-    s.on('error', () => {});
-    s.on('data', (d) => {
-      buf += d;
-      const m = /DAEMON (\d+)\n/.exec(buf);
-      if (m && !s.pid) {
-        s.pid = reaper.add(Number(m[1]));
-        const w = waiting.shift();
-        if (w) w(s);
-        else conns.push(s);
-      }
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  after(() => server.close());
-  return {
-    port: server.address().port,
-    next: () => (conns.length > 0 ? Promise.resolve(conns.shift()) : new Promise((r) => waiting.push(r))),
-  };
-}
+const gate = () => daemonGate(reaper);
 
 async function stop(pid) {
   try {

@@ -3,16 +3,16 @@
 // stderr), unknown option keys, `node -e` programs.
 import { test, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Reaper, fixtures, root, isAlive, procStat, procEnv, procCwd, procFds, runNode, waitFor } from './helpers.mjs';
+import { daemonApp, daemonBaseEnv, daemonGate, DAEMON_ENV_KEY, failureLine } from './daemon-helpers.mjs';
 import { daemonize, openProcess } from '../dist/index.mjs';
 import { childPids } from '../dist/posix.mjs';
 
-const app = join(fixtures, 'daemon-app.mjs');
-const ENV_KEY = 'POSIX_DAEMON_TEST_DAEMON';
+const app = daemonApp;
+const ENV_KEY = DAEMON_ENV_KEY;
 const reaper = new Reaper();
 const tmp = realpathSync(mkdtempSync(join(tmpdir(), 'posix-daemon-lifecycle-')));
 
@@ -31,38 +31,9 @@ function run(mode, opts = {}, rest = {}) {
   return runNode(app, [mode, JSON.stringify(opts)], { env: baseEnv, reaper, ...rest });
 }
 
-function failure(r) {
-  const m = /^ERROR (\d+) (.*)$/m.exec(r.stdout);
-  assert.ok(m, `expected an ERROR line, got: ${r.stdout} ${r.stderr}`);
-  return { pid: Number(m[1]), ...JSON.parse(m[2]) };
-}
+const failure = failureLine;
 
-/** The daemon connects here before it does what its mode says: the test learns its PID while the foreground waits. */
-async function gate() {
-  const waiting = [];
-  const conns = [];
-  const server = createServer((s) => {
-    let buf = '';
-    s.setEncoding('utf8');
-    s.on('error', () => {});
-    s.on('data', (d) => {
-      buf += d;
-      const m = /DAEMON (\d+)\n/.exec(buf);
-      if (m && !s.pid) {
-        s.pid = reaper.add(Number(m[1]));
-        const w = waiting.shift();
-        if (w) w(s);
-        else conns.push(s);
-      }
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  after(() => server.close());
-  return {
-    port: server.address().port,
-    next: () => (conns.length > 0 ? Promise.resolve(conns.shift()) : new Promise((r) => waiting.push(r))),
-  };
-}
+const gate = () => daemonGate(reaper);
 
 /**
  * Resolves once `pid` has ended (a pidfd: no polling). The limit is a safety
