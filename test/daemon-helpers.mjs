@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fixtures } from './helpers.mjs';
+import { openProcess } from '../dist/index.mjs';
 
 export const daemonApp = join(fixtures, 'daemon-app.mjs');
 export const DAEMON_ENV_KEY = 'POSIX_DAEMON_TEST_DAEMON';
@@ -52,4 +53,23 @@ export async function daemonGate(reaper) {
     port: server.address().port,
     next: () => (conns.length > 0 ? Promise.resolve(conns.shift()) : new Promise((r) => waiting.push(r))),
   };
+}
+
+/**
+ * Resolves once `pid` has ended (a pidfd: no polling). The limit is a safety
+ * net so that a daemon that stays fails the test instead of hanging it.
+ */
+export function processEnded(pid, limit = 20000) {
+  let h;
+  try {
+    h = openProcess(pid);
+  } catch (err) {
+    if (err.code === 'ESRCH') return Promise.resolve();
+    throw err;
+  }
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`process ${pid} is still running`)), limit);
+  });
+  return Promise.race([h.exited, late]).finally(() => { clearTimeout(timer); h.close(); });
 }

@@ -7,8 +7,7 @@ import http from 'node:http';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileScope, fixtures, freePort, isAlive, procEnv, procStat, runNode, waitFor } from './helpers.mjs';
-import { daemonApp, daemonBaseEnv, daemonGate, DAEMON_ENV_KEY, failureLine } from './daemon-helpers.mjs';
-import { openProcess } from '../dist/index.mjs';
+import { daemonApp, daemonBaseEnv, daemonGate, DAEMON_ENV_KEY, failureLine, processEnded } from './daemon-helpers.mjs';
 import { childPids } from '../dist/posix.mjs';
 
 const app = daemonApp;
@@ -30,21 +29,7 @@ function daemonPid(r) {
 
 const failure = failureLine;
 
-/** Resolves once `pid` has ended (a pidfd); the limit is a safety net. */
-function ended(pid, limit = 20000) {
-  let h;
-  try {
-    h = openProcess(pid);
-  } catch (err) {
-    if (err.code === 'ESRCH') return Promise.resolve();
-    throw err;
-  }
-  let timer;
-  const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`process ${pid} is still running`)), limit);
-  });
-  return Promise.race([h.exited, late]).finally(() => { clearTimeout(timer); h.close(); });
-}
+const ended = processEnded;
 
 const gate = () => daemonGate(reaper);
 

@@ -7,8 +7,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, realpathSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Reaper, fixtures, root, isAlive, procStat, procEnv, procCwd, procFds, runNode, waitFor } from './helpers.mjs';
-import { daemonApp, daemonBaseEnv, daemonGate, DAEMON_ENV_KEY, failureLine } from './daemon-helpers.mjs';
-import { daemonize, openProcess } from '../dist/index.mjs';
+import { daemonApp, daemonBaseEnv, daemonGate, DAEMON_ENV_KEY, failureLine, processEnded } from './daemon-helpers.mjs';
+import { daemonize } from '../dist/index.mjs';
 import { childPids } from '../dist/posix.mjs';
 
 const app = daemonApp;
@@ -35,24 +35,7 @@ const failure = failureLine;
 
 const gate = () => daemonGate(reaper);
 
-/**
- * Resolves once `pid` has ended (a pidfd: no polling). The limit is a safety
- * net so that a daemon that stays fails the test instead of hanging it.
- */
-function ended(pid, limit = 20000) {
-  let h;
-  try {
-    h = openProcess(pid);
-  } catch (err) {
-    if (err.code === 'ESRCH') return Promise.resolve();
-    throw err;
-  }
-  let timer;
-  const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`daemon ${pid} is still running`)), limit);
-  });
-  return Promise.race([h.exited, late]).finally(() => { clearTimeout(timer); h.close(); });
-}
+const ended = processEnded;
 
 describe('a foreground that dies while it waits takes its daemon with it (issue 16, item 16)', () => {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGKILL']) {

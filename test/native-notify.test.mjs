@@ -23,7 +23,7 @@ test('notify() to a full NOTIFY_SOCKET under a stream of signals returns at once
   skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
 }, async () => {
   const path = join(dir, 'notify.sock');
-  const receiver = spawn('python3', [join(fixtures, 'native-notify-full.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-receiver.py'), path, 'hold'], { stdio: ['pipe', 'pipe', 'inherit'] });
   reaper.add(receiver.pid);
   const receiverClosed = once(receiver, 'close');
   const rx = lines(receiver);
@@ -62,7 +62,7 @@ test('a manager 20+ ms late still gets READY=1, STATUS= and STOPPING=1, in order
   skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
 }, async () => {
   const path = join(dir, 'late.sock');
-  const receiver = spawn('python3', [join(fixtures, 'native-notify-late.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-receiver.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
   reaper.add(receiver.pid);
   const rx = lines(receiver);
   await waitFor(() => rx.text.includes('full'), { what: 'the receiver queue to be full' });
@@ -95,7 +95,7 @@ test('storeFds() behind a full queue sends the fd even though the caller closed 
   skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
 }, async () => {
   const path = join(dir, 'late-fds.sock');
-  const receiver = spawn('python3', [join(fixtures, 'native-notify-late.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-receiver.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
   reaper.add(receiver.pid);
   const rx = lines(receiver);
   await waitFor(() => rx.text.includes('full'), { what: 'the receiver queue to be full' });
@@ -123,7 +123,7 @@ test('restartViaExec waits for datagrams the manager had no room for: READY, REL
   skip: (!hasPython || process.platform !== 'linux') && 'needs python3 and Linux',
 }, async () => {
   const path = join(dir, 'late-exec.sock');
-  const receiver = spawn('python3', [join(fixtures, 'native-notify-late.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-receiver.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
   reaper.add(receiver.pid);
   const rx = lines(receiver);
   await waitFor(() => rx.text.includes('full'), { what: 'the receiver queue to be full' });
@@ -158,7 +158,7 @@ test('strace: a full queue costs one EAGAIN, then the kernel says when (EPOLLOUT
 }, async () => {
   const path = join(dir, 'late-strace.sock');
   const log = join(dir, 'notify.strace');
-  const receiver = spawn('python3', [join(fixtures, 'native-notify-late.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const receiver = spawn('python3', [join(fixtures, 'native-notify-receiver.py'), path], { stdio: ['pipe', 'pipe', 'inherit'] });
   reaper.add(receiver.pid);
   const rx = lines(receiver);
   await waitFor(() => rx.text.includes('full'), { what: 'the receiver queue to be full' });
