@@ -129,6 +129,9 @@ test('under load, every restart has a preflight and a bridge: no request fails, 
   assert.deepEqual(zombieChildren(app.child.pid), []);
   // Every bridge was a child of the service's PID, and said so; its lines
   // come through the service's output marked with its PID.
+  // (Copied by whichever image holds the bridge's output pipe: possibly
+  // after that image's own lines.)
+  await waitFor(() => app.lines(/READY V \d+ PID \d+ BRIDGE true/).length >= restarts, { what: () => `every bridge's line: ${app.out}` });
   const bridgeLines = app.lines(/READY V \d+ PID \d+ BRIDGE true/);
   assert.equal(bridgeLines.length, restarts, app.out);
   for (const line of bridgeLines) {

@@ -45,7 +45,9 @@ console.log('LISTEN ' + JSON.stringify({
   await waitFor(() => images().length === 1, { what: 'the first start', timeout: 30000 });
   for (let n = 2; n <= 3; n++) {
     process.kill(child.pid, 'SIGUSR2');
-    await waitFor(() => images().length === n || /REFUSED/.test(app.out),
+    // The bridge's line is copied by the image that holds its output pipe:
+    // it may come after the new image's own line.
+    await waitFor(() => (images().length === n && lines().length === 2 * n - 1) || /REFUSED/.test(app.out),
       { what: () => `image ${n} (exit ${child.exitCode} ${child.signalCode}; stdout: ${app.out}; stderr: ${app.err})`, timeout: 30000 });
   }
   const bridges = lines().filter((l) => l.pid !== child.pid);
