@@ -80,6 +80,10 @@ async function activateAndRestart({ ports, fdnames, listenOptions, restarts = 3 
     await Promise.all(clients);
     agent.destroy();
   }
+  // A bridge that answered has said so on a line the image holding its
+  // output pipe copies, possibly after that image's own: wait for it.
+  await waitFor(() => seen.every((s) => [...s.pids].every((p) => p === child.pid || out.includes(` PID ${p} `))),
+    { what: () => `the bridges' lines: ${out}` });
   const fds = procFds(child.pid);
   process.kill(child.pid, 'SIGTERM');
   return { pid: child.pid, out, seen, fds };
