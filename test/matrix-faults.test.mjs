@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileScope, freePort, isAlive, waitFor } from './helpers.mjs';
 import {
-  SERVES, ended, get, loadClients, setVersion, startApp, table, waitServing,
+  SERVES, childrenOf, ended, get, loadClients, setVersion, startApp, table, waitServing,
 } from './matrix-helpers.mjs';
 
 const { reaper, dirs } = fileScope();
@@ -44,15 +44,6 @@ async function started(serve, options = {}) {
     await waitFor(() => app.out.includes(`READY v1 pid ${pid}`), { what: () => `v1; stderr: ${app.err}` });
   }
   return { dir, port, app, pid };
-}
-
-/** The PIDs of `pid`'s children. */
-function childrenOf(pid) {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
 }
 
 function isPreflight(pid) {

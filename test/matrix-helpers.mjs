@@ -3,10 +3,10 @@
 // against each lifecycle operation and fault, under keep-alive clients.
 // One app, written into a temp dir per cell, configured by its environment.
 import http from 'node:http';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { isAlive, putFile, root, startNode, waitFor } from './helpers.mjs';
+import { putFile, root, startNode, waitFor } from './helpers.mjs';
 
 export const SERVES = ['listen', 'plain', 'fd', 'express', 'fastify'];
 
@@ -176,7 +176,13 @@ export async function ended(run, timeout = 20000) {
 }
 
 /** The PIDs whose parent is `pid` (from /proc). */
-export { isAlive };
+export function childrenOf(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
 
 /** The matrix printed as a table, ✓/✗ per cell. */
 export function table(title, rows, columns, cells) {

@@ -6,12 +6,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileScope, freePort, isAlive, waitFor } from './helpers.mjs';
 import { notifyReceiver } from './systemd-helpers.mjs';
 import {
-  SERVES, ended, get, loadClients, setVersion, startApp, table, waitServing,
+  SERVES, childrenOf, ended, get, loadClients, setVersion, startApp, table, waitServing,
 } from './matrix-helpers.mjs';
 
 const { reaper, dirs } = fileScope();
@@ -19,15 +18,6 @@ const cells = new Map();
 const OPS = ['restartViaExec', 'restartOnSignal', 'restartOnChange', 'second trigger', 'SIGTERM', 'SIGTERM during restart',
   'rolling reload', 'notify socket', 'daemonize + workers'];
 after(() => console.log(`\n${table('serving \\ operation', SERVES, OPS, cells)}\n`));
-
-/** The PIDs of `pid`'s children. */
-function childrenOf(pid) {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
 
 /** Runs one cell: the body asserts; the cell records whether it held. */
 function cell(serve, op, body) {
