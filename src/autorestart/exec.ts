@@ -423,7 +423,6 @@ export function isRefusal(err: unknown): boolean {
   return err !== null && typeof err === 'object' && kRefusal in err;
 }
 
-/** Never settles: what a restart trigger is in a preflight/bridge, which must never restart. */
 /** Hands an error that prevented a restart to `onError` (and debuglog); a throwing hook is only logged. */
 export function report(onError: ((err: Error) => void) | undefined, err: Error): void {
   debug('autorestart: not restarting: %s', err?.message);
@@ -440,6 +439,7 @@ export function report(onError: ((err: Error) => void) | undefined, err: Error):
   }
 }
 
+/** Never settles: what a restart trigger is in a preflight/bridge, which must never restart. */
 export function never(what: string, signal?: AbortSignal): Promise<never> {
   debug('autorestart: %s in a preflight/bridge: inactive', what);
   // Inactive, but the caller's AbortSignal still ends it, as it would anywhere.
