@@ -50,7 +50,7 @@
 #elif defined(__aarch64__)
 #define PD_INTERP "/lib/ld-linux-aarch64.so.1"
 #endif
-#ifdef PD_INTERP
+#if defined(PD_INTERP) && !defined(PD_INIT_STATIC)
 __attribute__((used, section(".interp"))) const char pd_init_interp[] = PD_INTERP;
 #endif
 
@@ -408,6 +408,15 @@ static void init_main(int argc, char** argv) {
   }
 }
 
+#ifdef PD_INIT_STATIC
+// The static image (scripts/prebuild-all.mjs): an ordinary executable
+// linked with musl's libc.a, so there is no loader and no libc to find in
+// the image it runs in (glibc, musl, distroless or a busybox-static rootfs).
+int main(int argc, char** argv) {
+  init_main(argc, argv);
+  return 127;
+}
+#else
 // The entry point. The stack holds argc, argv[], NULL, envp[] as the kernel
 // (or the dynamic loader, run as `ld.so this.so ...`) left it; the loader
 // has already relocated this object and initialised libc.
@@ -443,3 +452,4 @@ __asm__(
 #else
 #error "posix_daemon_init: no entry point for this architecture"
 #endif
+#endif  // PD_INIT_STATIC
