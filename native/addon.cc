@@ -1,5 +1,6 @@
 // Entry point of the posix-daemon addon: registers each part's bindings.
 #include "common.h"
+#include "pd.h"
 
 namespace {
 
@@ -15,11 +16,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
   pd::InitInit(env, exports);
-  pd::InitPidfd(env, exports);
+  if (!pd_init_pidfd(env, exports)) return exports;
   pd::InitFiles(env, exports);
-  pd::InitNotify(env, exports);
+  if (!pd_init_notify(env, exports)) return exports;
   pd::InitSockets(env, exports);
-  pd::InitInotify(env, exports);
+  if (!pd_init_inotify(env, exports)) return exports;
   return exports;
 }
 
