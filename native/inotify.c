@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include "pd.h"
+#include "wrap.h"
 
 #ifdef __linux__
 
@@ -125,6 +126,7 @@ static inotify_watcher* in_this(napi_env env, napi_callback_info info, size_t n,
 }
 
 static napi_value in_new(napi_env env, napi_callback_info info) {
+  if (!pd_require_new(env, info)) return NULL;
   napi_value argv[1], self;
   if (!pd_args(env, info, 1, argv, &self)) return NULL;
   napi_valuetype type;

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "pd.h"
-#include "polled.h"
+#include "wrap.h"
 
 /* SCM_MAX_FD: the kernel refuses more in one message. */
 #define NOTIFY_MAX_FDS 253
@@ -84,6 +84,7 @@ static notify_socket* ns_this(napi_env env, napi_callback_info info, size_t n, n
 /* new NotifySocket(address): "/path" or "@abstract". Throws a Node-style
  * error (connect, socket) when the manager cannot be reached. */
 static napi_value ns_new(napi_env env, napi_callback_info info) {
+  if (!pd_require_new(env, info)) return NULL;
   napi_value argv[1], self;
   if (!pd_args(env, info, 1, argv, &self)) return NULL;
   char* address = NULL;

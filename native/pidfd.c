@@ -19,7 +19,7 @@
 #endif
 
 #include "pd.h"
-#include "polled.h"
+#include "wrap.h"
 
 #if defined(__linux__) && !defined(SYS_pidfd_send_signal)
 #define SYS_pidfd_send_signal 424
@@ -94,6 +94,7 @@ static process_handle* ph_this(napi_env env, napi_callback_info info, size_t n, 
  * left alone. Taken on success only: whenever this throws, the caller
  * still owns it (and closes it). */
 static napi_value ph_new(napi_env env, napi_callback_info info) {
+  if (!pd_require_new(env, info)) return NULL;
   napi_value argv[2], self;
   if (!pd_args(env, info, 2, argv, &self)) return NULL;
   int32_t pid;

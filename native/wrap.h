@@ -1,4 +1,7 @@
-/* The state a JS object keeps for an fd of its own that a pd_loop_handle
+/* Helpers for the addon's classes (napi_define_class + napi_wrap), the
+ * parts of node-addon-api's ObjectWrap the JS side could tell apart.
+ *
+ * The state a JS object keeps for an fd of its own that a pd_loop_handle
  * polls (ProcessHandle's pidfd, NotifySocket's socket): the fd, its poll,
  * and whether the object pins itself while it waits.
  *
@@ -7,12 +10,26 @@
  * poll knows about waits on the object. The owning struct must start with
  * a pd_polled_fd, so that the owner pointer given to the poll is both.
  */
-#ifndef POSIX_DAEMON_POLLED_H
-#define POSIX_DAEMON_POLLED_H
+#ifndef POSIX_DAEMON_WRAP_H
+#define POSIX_DAEMON_WRAP_H
 
 #include <unistd.h>
 
 #include "pd.h"
+
+/* A class made by napi_define_class is a plain function: called without
+ * `new`, `this` would be the receiver (an exports object, say). Throws as
+ * an ES class would, and as ObjectWrap did. false after throwing. */
+static inline bool pd_require_new(napi_env env, napi_callback_info info) {
+  napi_value target = NULL;
+  if (napi_get_new_target(env, info, &target) != napi_ok) {
+    pd_throw_last(env);
+    return false;
+  }
+  if (target != NULL) return true;
+  napi_throw_type_error(env, NULL, "Class constructors cannot be invoked without 'new'");
+  return false;
+}
 
 typedef struct {
   napi_env env;
@@ -61,4 +78,4 @@ static inline void pd_polled_on_teardown(void* owner) {
   pd_polled_unpin(p);
 }
 
-#endif /* POSIX_DAEMON_POLLED_H */
+#endif /* POSIX_DAEMON_WRAP_H */
