@@ -6,7 +6,7 @@
         "native/addon.cc",
         "native/args.cc",
         "native/fds.cc",
-        "native/fork.cc",
+        "native/fork.c",
         "native/exec.cc",
         "native/wait.cc",
         "native/proc.cc",

@@ -10,7 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::RecordStdioFlags();
   // First: every part's libuv handles are tracked per environment from here.
   pd::InitLoop(env);
-  pd::InitFork(env, exports);
+  if (!pd_init_fork(env, exports)) return exports;  // its exception stays pending
   pd::InitExec(env, exports);
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
