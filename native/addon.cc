@@ -7,10 +7,18 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Remember how stdio looked before anything (typically Node's lazy
   // process.stdout getter) switched it to non-blocking, so an exec can hand
   // the next image the mode the process was started with.
-  pd::RecordStdioFlags();
+  pd_record_stdio_flags();
   // First: every part's libuv handles are tracked per environment from here.
-  pd::InitLoop(env);
-  if (!pd_init_fork(env, exports)) return exports;  // its exception stays pending
+  if (!pd_loop_init(env)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
+  if (!pd_init_fork(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   pd::InitExec(env, exports);
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
