@@ -14,7 +14,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     napi_get_and_clear_last_exception(env, &e);
     throw Napi::Error(env, e);
   }
-  pd::InitFork(env, exports);
+  if (!pd_init_fork(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   pd::InitExec(env, exports);
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
