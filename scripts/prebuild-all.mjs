@@ -29,6 +29,7 @@ import {
 import { availableParallelism } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LIBCS, LINUX_ARCHES, targetFiles } from './prebuild-names.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const started = Date.now();
@@ -38,7 +39,7 @@ const ARCHES = {
   x64: { gyp: 'x64', debian: 'amd64', triplet: 'x86_64-linux-gnu', musl: 'x86_64-linux-musl', gnuCross: null },
   arm64: { gyp: 'arm64', debian: 'arm64', triplet: 'aarch64-linux-gnu', musl: 'aarch64-linux-musl', gnuCross: 'aarch64-linux-gnu-' },
 };
-const TARGETS = ['linux-x64-glibc', 'linux-x64-musl', 'linux-arm64-glibc', 'linux-arm64-musl'];
+const TARGETS = LINUX_ARCHES.flatMap((arch) => LIBCS.map((libc) => `linux-${arch}-${libc}`));
 const SUITE = 'bullseye';
 const MIRROR = process.env.DEBIAN_MIRROR || 'http://deb.debian.org/debian';
 const DEBOOTSTRAP_BASE = ['--variant=minbase', '--include=libc6-dev'];
@@ -388,15 +389,7 @@ async function buildInitStatic(gyp, tc, work, dest) {
   publish(tmp, dest);
 }
 
-/** The files of one target, as [name, builder]. */
-function targetFiles(libc) {
-  const files = [
-    [`posix-daemon.napi.${libc}.node`, buildAddon],
-    [`posix_daemon_hold.${libc}.so`, buildHold],
-  ];
-  if (libc === 'musl') files.push(['posix_daemon_init.musl.static', buildInitStatic]);
-  return files;
-}
+const BUILDERS = [[/\.node$/, buildAddon], [/^posix_daemon_hold\./, buildHold], [/^posix_daemon_init\..*\.static$/, buildInitStatic]];
 
 // --------------------------------------------------------------------- main
 const opts = parseArgs(process.argv.slice(2));
@@ -415,7 +408,8 @@ for (const target of opts.targets) {
   }
   const work = join(workRoot, target);
   rmSync(work, { recursive: true, force: true });
-  for (const [name, build] of targetFiles(libc)) {
+  for (const name of targetFiles(libc)) {
+    const build = BUILDERS.find(([re]) => re.test(name))[1];
     const dest = join(opts.out, `linux-${arch}`, name);
     try {
       await build(gyp, tc, work, dest);
