@@ -16,6 +16,9 @@
 // what node-gyp would build, plus what a shipped binary needs: -O2, -fPIC,
 // hidden visibility, no debug info, stripped.
 //
+// Environment: DEBIAN_MIRROR (debootstrap's), PREBUILD_CACHE_DIR (instead
+// of .cache/).
+//
 // Options: --target NAME[,NAME] (repeatable; linux-x64-glibc, linux-x64-musl,
 // linux-arm64-glibc, linux-arm64-musl; default all), --out DIR (default
 // prebuilds). Prints one line per file written; a target that cannot be
@@ -33,6 +36,9 @@ import { LIBCS, LINUX_ARCHES, targetFiles } from './prebuild-names.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const started = Date.now();
+// The sysroots and objects. PREBUILD_CACHE_DIR shares one .cache between
+// copies of the package (scripts/test-package.mjs packs a fresh clone).
+const cache = process.env.PREBUILD_CACHE_DIR ? resolve(process.env.PREBUILD_CACHE_DIR) : join(repo, '.cache');
 
 // ------------------------------------------------------------------ targets
 const ARCHES = {
@@ -195,7 +201,7 @@ function have(cmd) {
  */
 function sysroot(arch) {
   const a = ARCHES[arch];
-  const root = join(repo, '.cache', 'sysroot', `${SUITE}-${arch}`);
+  const root = join(cache, 'sysroot', `${SUITE}-${arch}`);
   const stamp = `${root}.stamp`;
   const args = [...DEBOOTSTRAP_BASE, `--arch=${a.debian}`, '--foreign', SUITE];
   // The stamp names how the sysroot was made: a change remakes it.
@@ -206,7 +212,7 @@ function sysroot(arch) {
   if (!have('debootstrap')) throw new Error('debootstrap is missing (apt-get install debootstrap)');
   if (process.getuid?.() !== 0) throw new Error('debootstrap needs root to make the sysroot');
   const t0 = Date.now();
-  const tmp = `${root}.tmp`;
+  const tmp = `${root}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   rmSync(stamp, { force: true });
   mkdirSync(dirname(root), { recursive: true });
@@ -219,7 +225,7 @@ function sysroot(arch) {
   rmSync(root, { recursive: true, force: true });
   renameSync(tmp, root);
   writeFileSync(stamp, want);
-  console.log(`sysroot ${relative(repo, root)} made in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  console.log(`sysroot ${root} made in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   return { root, cached: false };
 }
 
@@ -395,7 +401,8 @@ const BUILDERS = [[/\.node$/, buildAddon], [/^posix_daemon_hold\./, buildHold], 
 const opts = parseArgs(process.argv.slice(2));
 const gyp = readGyp();
 const failures = [];
-const workRoot = join(repo, '.cache', 'prebuild-obj');
+// Per run: two runs sharing a cache do not mix their objects.
+const workRoot = join(cache, 'prebuild-obj', String(process.pid));
 for (const target of opts.targets) {
   const [, arch, libc] = /^linux-(x64|arm64)-(glibc|musl)$/.exec(target);
   let tc;
@@ -423,6 +430,7 @@ for (const target of opts.targets) {
   }
   rmSync(work, { recursive: true, force: true });
 }
+rmSync(workRoot, { recursive: true, force: true });
 const secs = ((Date.now() - started) / 1000).toFixed(1);
 if (failures.length) {
   console.error(`prebuild-all: ${failures.length} failed (${secs} s):\n  ${failures.join('\n  ')}`);
