@@ -42,8 +42,8 @@ const cache = process.env.PREBUILD_CACHE_DIR ? resolve(process.env.PREBUILD_CACH
 
 // ------------------------------------------------------------------ targets
 const ARCHES = {
-  x64: { gyp: 'x64', debian: 'amd64', triplet: 'x86_64-linux-gnu', musl: 'x86_64-linux-musl', gnuCross: null },
-  arm64: { gyp: 'arm64', debian: 'arm64', triplet: 'aarch64-linux-gnu', musl: 'aarch64-linux-musl', gnuCross: 'aarch64-linux-gnu-' },
+  x64: { debian: 'amd64', triplet: 'x86_64-linux-gnu', musl: 'x86_64-linux-musl', gnuCross: null },
+  arm64: { debian: 'arm64', triplet: 'aarch64-linux-gnu', musl: 'aarch64-linux-musl', gnuCross: 'aarch64-linux-gnu-' },
 };
 const TARGETS = LINUX_ARCHES.flatMap((arch) => LIBCS.map((libc) => `linux-${arch}-${libc}`));
 const SUITE = 'bullseye';
