@@ -47,15 +47,24 @@ static void hold(const char* list, sigset_t* set) {
   }
 }
 
+// Whether the n bytes at `entry` end with `name`.
+static int ends_with(const char* entry, size_t n, const char* name) {
+  size_t k = strlen(name);
+  return n >= k && memcmp(entry + n - k, name, k) == 0;
+}
+
 // Removes the first entry of LD_PRELOAD when it is this object (the exec
-// puts it first, before the program's own value, with a space).
+// puts it first, before the program's own value, with a space). Its name:
+// a local build's, or a prebuild's with its libc (src/autorestart/guard-env.ts
+// matches the same three).
 static void restore_preload(void) {
-  static const char kName[] = "/posix_daemon_hold.so";
   const char* value = getenv("LD_PRELOAD");
   if (value == NULL) return;
   size_t n = strcspn(value, " :");
-  size_t k = sizeof(kName) - 1;
-  if (n < k || memcmp(value + n - k, kName, k) != 0) return;
+  if (!ends_with(value, n, "/posix_daemon_hold.so") && !ends_with(value, n, "/posix_daemon_hold.glibc.so") &&
+      !ends_with(value, n, "/posix_daemon_hold.musl.so")) {
+    return;
+  }
   if (value[n] == '\0') {
     unsetenv("LD_PRELOAD");
   } else {

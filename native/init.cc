@@ -82,7 +82,9 @@ Napi::Value BecomeInit(const Napi::CallbackInfo& info) {
   std::string file = CString(info[0], "file");
   CStrings argv(CStringArray(info[1], "argv"));
   CStrings envp(CStringArray(info[2], "env"));
-  if (argv.size() < 3) throw ArgValueError(env, "argv", "is too short");
+  // [loader, image, args...] for the shared-object image; [image, args...]
+  // for the static one (prebuilds), `posix-daemon-init --help` among them.
+  if (argv.size() < 2) throw ArgValueError(env, "argv", "is too short");
 
   // Everything blocked from here on and through execve: the new image keeps
   // the mask and every pending signal, so nothing sent to PID 1 from now on

@@ -179,8 +179,11 @@ try {
       /^examples\/systemd\/[^/]+\.(mjs|service|socket)$/,
       /^prebuilds\/[^/]+\/[^/]+\.node$/,
       // The init image (native/init-loop.c) and the restart-signal hold
-      // (native/hold.c): plain-C shared objects.
-      /^prebuilds\/[^/]+\/posix_daemon_(init|hold)\.so$/,
+      // (native/hold.c): plain-C shared objects, untagged (prebuildify's
+      // copy of build/Release) or tagged with their libc
+      // (scripts/prebuild-all.mjs), and the static init image.
+      /^prebuilds\/[^/]+\/posix_daemon_(init|hold)(\.(glibc|musl))?\.so$/,
+      /^prebuilds\/[^/]+\/posix_daemon_init\.musl\.static$/,
     ];
     const required = {
       'package.json': /^package\.json$/,
@@ -281,7 +284,9 @@ try {
       symlinkSync(join(repoDir, 'node_modules'), join(clone, 'node_modules'), 'dir');
       const dest = join(work, 'clone-pack');
       mkdirSync(dest);
-      const packed = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', dest], { cwd: clone, log }).replace(/^[^[]*/, ''));
+      // prepack runs prebuild:all: the repository's sysroots serve (no second debootstrap).
+      const packEnv = { ...process.env, PREBUILD_CACHE_DIR: join(repoDir, '.cache') };
+      const packed = JSON.parse(run(npm, ['pack', '--json', '--pack-destination', dest], { cwd: clone, log, env: packEnv }).replace(/^[^[]*/, ''));
       const listing = run('tar', ['tzf', join(dest, packed[0].filename)]).split('\n').map((l) => l.replace(/^package\//, ''));
       const plat = `${process.platform}-${process.arch}`;
       const absent = [

@@ -4,8 +4,10 @@
  * Plain `node` as PID 1 never reaps orphans (they stay zombies) and, having
  * no handler, ignores SIGTERM from `docker stop`. Call `await init()` first
  * thing in the program: as PID 1 the process turns into a tiny init (an
- * execve into native/init-loop.c, a plain-C image run by the dynamic loader;
- * no JavaScript engine, no node, no C++ runtime in it) that starts the same
+ * execve into native/init-loop.c, a plain-C image: with a prebuild, a static
+ * executable with musl's libc inside, which needs no loader and no libc of
+ * the image it runs in; with a local build, a shared object run by node's
+ * dynamic loader; no JavaScript engine, no node, no C++ runtime in it) that starts the same
  * command line again as its child, forwards signals to it, reaps every
  * process and exits with the program's status. In the child, and in any
  * process that is not PID 1, `init()` resolves at once.
@@ -18,7 +20,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 import { debuglog } from 'node:util';
-import { addon, addonPath } from './native';
+import { addon, addonLibc, addonPath } from './native';
 import { featureUnavailable, invalidArgValue, workerUnsupported } from './errors';
 import { programArgv as thisProgramArgv } from './relaunch';
 import {
@@ -72,8 +74,20 @@ export function isUnderInit(): boolean {
   return v !== undefined && /^[1-9]\d{0,9}$/.test(v) && Number(v) === process.ppid;
 }
 
-/** The init image: the plain-C shared object built next to the addon. */
-export const initImagePath: string = join(dirname(addonPath), 'posix_daemon_init.so');
+/**
+ * The static init image beside a prebuilt addon (scripts/prebuild-all.mjs),
+ * the same for both libcs: it needs neither.
+ */
+const staticImage = addonLibc === null ? null : join(dirname(addonPath), 'posix_daemon_init.musl.static');
+
+/** Whether the init image is the static executable (run directly, no loader, any libc). */
+export const initImageStatic: boolean = staticImage !== null && existsSync(staticImage);
+
+/**
+ * The init image: the static executable beside a prebuild, else the
+ * plain-C shared object of the local build (run through node's loader).
+ */
+export const initImagePath: string = initImageStatic ? staticImage! : join(dirname(addonPath), 'posix_daemon_init.so');
 
 /** Signals the init image never forwards (native/init-loop.c): it reaps on SIGCHLD; faults are its own. */
 const NEVER_FORWARDED = new Set(['SIGCHLD', 'SIGFPE', 'SIGILL', 'SIGSEGV', 'SIGBUS', 'SIGABRT', 'SIGTRAP', 'SIGSYS']);
@@ -125,8 +139,11 @@ export function initImageCommand(imageArgs: string[]): { file: string; argv: str
   if (process.platform !== 'linux' || addon.becomeInit === undefined || addon.initRuntime === undefined) {
     throw featureUnavailable('init() (it needs Linux)');
   }
+  // argv[0] is the image itself: the kernel runs it, nothing to load.
+  if (initImageStatic) return { file: initImagePath, argv: [initImagePath, ...imageArgs] };
   const { interpreter, glibc } = addon.initRuntime();
-  if (glibc === null) throw featureUnavailable('init() (it needs glibc; this node runs on another C library)');
+  // The shared object names glibc's loader; a musl node has none to lend.
+  if (glibc === null) throw featureUnavailable('init() (with a local build it needs glibc; this node runs on another C library: use a prebuild, whose init image is static)');
   if (!existsSync(initImagePath)) {
     throw featureUnavailable(`init() (the init image ${initImagePath} is missing: rebuild the package, or use a prebuild for linux-x64/arm64)`);
   }
@@ -171,8 +188,8 @@ export function execInitImage(imageArgs: string[]): never {
  * exit code (128+N after signal N; optionally remapped).
  *
  * Code that runs before `init()` runs twice (once in PID 1, once in the
- * program); call it first, or start with `posix-daemon-init`. Linux with
- * glibc only.
+ * program); call it first, or start with `posix-daemon-init`. Linux only
+ * (with a local build, glibc only: its image runs through node's loader).
  */
 export async function init(options: InitOptions = {}): Promise<void> {
   validateObject(options as unknown, 'options');

@@ -1,6 +1,6 @@
 // The one place the addon is loaded. node-gyp-build picks a prebuild from
 // prebuilds/<platform>-<arch>/ when one matches, else build/Release.
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { featureUnavailable } from './errors';
 
 export interface RawWaitResult {
@@ -97,10 +97,34 @@ if (process.platform === 'win32') {
 
 const packageRoot = join(__dirname, '..');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
-const nodeGypBuild = require('node-gyp-build') as ((dir: string) => RawAddon) & { resolve(dir: string): string };
+const nodeGypBuild = require('node-gyp-build') as ((dir: string) => RawAddon) & {
+  resolve(dir: string): string;
+  parseTags(file: string): { libc?: string } | undefined;
+};
 
 /** The raw bindings. Prefer the validated wrappers in `posix`. */
 export const addon: RawAddon = nodeGypBuild(packageRoot);
 
 /** Absolute path of the .node file that was loaded (a prebuild or a local build). */
 export const addonPath: string = nodeGypBuild.resolve(packageRoot);
+
+/**
+ * The libc tag of the loaded file, read the way node-gyp-build reads it
+ * (`posix-daemon.napi.musl.node`: 'musl'); null for a local build
+ * (build/Release) or an untagged prebuild.
+ */
+export const addonLibc: 'glibc' | 'musl' | null = (() => {
+  const libc = nodeGypBuild.parseTags(basename(addonPath))?.libc;
+  return libc === 'glibc' || libc === 'musl' ? libc : null;
+})();
+
+/**
+ * A file built with the addon, next to it, for the same libc:
+ * `companionPath('posix_daemon_hold', '.so')` is `posix_daemon_hold.musl.so`
+ * beside a musl prebuild and `posix_daemon_hold.so` in build/Release. Picked
+ * by the .node actually loaded, so it always matches it (LIBC, Alpine or
+ * not).
+ */
+export function companionPath(base: string, ext: string): string {
+  return join(dirname(addonPath), addonLibc === null ? `${base}${ext}` : `${base}.${addonLibc}${ext}`);
+}

@@ -249,18 +249,21 @@ export async function warmUp() {
   assert.equal(await get(port), `V 3 PID ${pid}`);
 });
 
-test('when the hold preload could not run (LD_PRELOAD ignored), the guard still takes it out of the environment, and nothing stays blocked', { timeout: 30000 }, async () => {
-  const dir = dirs.make('pd-guard-nohold-');
-  put(dir, 'app.cjs', `
+// A local build's name, and a prebuild's for each libc (src/native.ts companionPath).
+for (const holdName of ['posix_daemon_hold.so', 'posix_daemon_hold.glibc.so', 'posix_daemon_hold.musl.so']) {
+  test(`when the hold preload could not run (LD_PRELOAD ignored), the guard still takes it out of the environment, and nothing stays blocked (${holdName})`, { timeout: 30000 }, async () => {
+    const dir = dirs.make('pd-guard-nohold-');
+    put(dir, 'app.cjs', `
 const { readFileSync } = require('node:fs');
 const st = readFileSync('/proc/self/status', 'latin1');
 console.log(JSON.stringify({ ld: process.env.LD_PRELOAD ?? null, hold: process.env.POSIX_DAEMON_HOLD ?? null,
   nodeOptions: process.env.NODE_OPTIONS ?? null, sigBlk: /SigBlk:\\s*(\\w+)/.exec(st)[1] }));
-`);
-  const guard = join(root, 'dist', 'autorestart', 'guard.js');
-  const env = { ...process.env, NODE_OPTIONS: `--require ${guard}`, POSIX_DAEMON_HOLD: '12',
-    LD_PRELOAD: '/nonexistent/posix_daemon_hold.so libc.so.6' };
-  const app = startNode(join(dir, 'app.cjs'), { cwd: dir, env, reaper });
-  assert.deepEqual(await app.exited, { code: 0, signal: null }, app.err);
-  assert.deepEqual(JSON.parse(app.out), { ld: 'libc.so.6', hold: null, nodeOptions: null, sigBlk: '0000000000000000' });
-});
+  `);
+    const guard = join(root, 'dist', 'autorestart', 'guard.js');
+    const env = { ...process.env, NODE_OPTIONS: `--require ${guard}`, POSIX_DAEMON_HOLD: '12',
+      LD_PRELOAD: `/nonexistent/${holdName} libc.so.6` };
+    const app = startNode(join(dir, 'app.cjs'), { cwd: dir, env, reaper });
+    assert.deepEqual(await app.exited, { code: 0, signal: null }, app.err);
+    assert.deepEqual(JSON.parse(app.out), { ld: 'libc.so.6', hold: null, nodeOptions: null, sigBlk: '0000000000000000' });
+  });
+}

@@ -222,8 +222,9 @@ const runners = {
     assert.ok(inside > 1, 'the program is not PID 1: the init is');
     const [pid1] = childPids(q.child.pid);
     reaper.add(pid1);
-    // The init image (plain C, run by the dynamic loader), not node.
-    assert.match(readFileSync(`/proc/${pid1}/cmdline`, 'latin1'), /posix_daemon_init\.so/, 'PID 1 is the init');
+    // The init image (plain C: a local build's run by the dynamic loader, a
+    // prebuild's static), not node.
+    assert.match(readFileSync(`/proc/${pid1}/cmdline`, 'latin1'), /posix_daemon_init\.(so|musl\.static)/, 'PID 1 is the init');
     // docker stop: SIGTERM to PID 1, which forwards it to the program (exit 0).
     process.kill(pid1, 'SIGTERM');
     assert.deepEqual(await q.exited, { code: 0, signal: null });

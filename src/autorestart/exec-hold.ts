@@ -9,15 +9,14 @@
  */
 import { existsSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { dirname, join } from 'node:path';
 import { debuglog } from 'node:util';
-import { addonPath } from '../native';
-import { HOLD_ENV, HOLD_NAME } from './guard-env';
+import { companionPath } from '../native';
+import { HOLD_BASE, HOLD_ENV } from './guard-env';
 
 const debug = debuglog('posix-daemon');
 
-/** The preload, built next to the addon (Linux only). */
-const HOLD_PATH = join(dirname(addonPath), HOLD_NAME);
+/** The preload, built next to the addon for its libc (Linux only). */
+const HOLD_PATH = companionPath(HOLD_BASE, '.so');
 
 let usable: boolean | undefined;
 /** LD_PRELOAD cannot name a path with a space or a colon (its separators). */

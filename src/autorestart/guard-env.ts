@@ -38,8 +38,16 @@ export function startsGuard(env: Record<string, string | undefined>): boolean {
 
 /** The held signals' numbers, for native/hold.c (which removes the variable). */
 export const HOLD_ENV = 'POSIX_DAEMON_HOLD';
-/** The file name of native/hold.c's build: the exec puts it first in LD_PRELOAD. */
-export const HOLD_NAME = 'posix_daemon_hold.so';
+/**
+ * native/hold.c's build: `posix_daemon_hold.so` (a local build) or
+ * `posix_daemon_hold.<libc>.so` (a prebuild). The exec puts it first in
+ * LD_PRELOAD.
+ */
+export const HOLD_BASE = 'posix_daemon_hold';
+/** Whether an LD_PRELOAD entry names hold.c's build (what hold.c itself matches). */
+export function isHoldPath(entry: string): boolean {
+  return /\/posix_daemon_hold(\.(glibc|musl))?\.so$/.test(entry);
+}
 
 /**
  * What hold.c undoes before Node's main, when it did not run (an exec in
@@ -53,7 +61,7 @@ export function restoreHoldEnv(): void {
   if (value === undefined) return;
   const n = value.search(/[ :]/);
   const first = n === -1 ? value : value.slice(0, n);
-  if (!first.endsWith(`/${HOLD_NAME}`)) return;
+  if (!isHoldPath(first)) return;
   if (n === -1) delete process.env.LD_PRELOAD;
   else process.env.LD_PRELOAD = value.slice(n + 1);
 }
