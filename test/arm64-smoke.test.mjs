@@ -83,17 +83,19 @@ test('fork with a plan, exec, waitpid: an exit code and a death by signal', { ti
   const cwd = realpathSync(dirs.make('pd-smoke-fork-'));
   // The child runs until the test closes its stdin, so /proc can be read meanwhile.
   const [r, w] = pipe();
+  const script = "process.stdin.resume().on('end', () => process.exit(7))";
   const pid = reaper.add(fork({
     file: process.execPath,
-    args: ['-e', "process.stdin.resume().on('end', () => process.exit(7))"],
+    args: ['-e', script],
     setsid: true,
     cwd,
     stdio: [r, 1, 2],
     env: { ...process.env, POSIX_DAEMON_SMOKE: 'plan' },
   }));
   closeSync(r);
-  await wait(() => imageOf(pid)?.argv.includes('-e'), () => `pid ${pid} to exec node (${JSON.stringify(imageOf(pid))})`);
-  assert.equal(imageOf(pid).exe, node, 'the child runs node');
+  // Until it has exec'd, the child is a copy of this process.
+  await wait(() => imageOf(pid)?.argv.at(-1) === script, () => `pid ${pid} to exec node (${JSON.stringify(imageOf(pid))})`);
+  assert.deepEqual(imageOf(pid), { exe: node, argv: [process.execPath, '-e', script], emulated: imageOf(pid).emulated });
   const st = procStat(pid);
   assert.equal(st.ppid, process.pid);
   assert.equal(st.session, pid, 'setsid: it leads its own session');
@@ -106,8 +108,9 @@ test('fork with a plan, exec, waitpid: an exit code and a death by signal', { ti
   assert.equal(status.signal, null);
   assert.equal(procStat(pid), null, 'reaped');
 
-  const sleeper = reaper.add(fork({ file: process.execPath, args: ['-e', 'setInterval(() => {}, 1 << 30)'] }));
-  await wait(() => imageOf(sleeper)?.argv.includes('-e'), `pid ${sleeper} to exec node`);
+  const forever = 'setInterval(() => {}, 1 << 30)';
+  const sleeper = reaper.add(fork({ file: process.execPath, args: ['-e', forever] }));
+  await wait(() => imageOf(sleeper)?.argv.at(-1) === forever, `pid ${sleeper} to exec node`);
   process.kill(sleeper, 'SIGTERM');
   const killed = waitpid(sleeper);
   assert.equal(killed.exitCode, null);
