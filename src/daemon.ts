@@ -397,6 +397,25 @@ function withStderrFile(err: unknown, path: string): void {
 }
 
 /**
+ * Whether this process was a child subreaper, and whether it is one now.
+ * Where there are none (macOS; qemu-user, which answers EINVAL to both
+ * prctl calls: an arm64 image run on an x64 host, as `docker run
+ * --platform` does), the daemon is re-parented to init and its end is
+ * learnt from the readiness pipe. A real Linux kernel (>= 3.4) never
+ * answers EINVAL here.
+ */
+function becomeSubreaper(): { wasSubreaper: boolean; subreaper: boolean } {
+  try {
+    const wasSubreaper = isChildSubreaper();
+    return { wasSubreaper, subreaper: wasSubreaper || setChildSubreaper(true) };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+    debug('daemonize: no child subreapers here (prctl: EINVAL): the daemon is not adopted');
+    return { wasSubreaper: false, subreaper: false };
+  }
+}
+
+/**
  * The double fork, with stdio on /dev/null or the log files. We are a child
  * subreaper for the duration of the (synchronous) call: when the
  * intermediate process exits (spawnDetached reaps it) the orphaned daemon is
@@ -411,8 +430,7 @@ function spawnAdopted(
   const keepFds = [...o.keepFds];
   for (const fd of [...readinessFds, ...(pidFile !== null ? [pidFile.fd] : [])]) if (!keepFds.includes(fd)) keepFds.push(fd);
   const fds: number[] = [];
-  const wasSubreaper = isChildSubreaper();
-  const subreaper = wasSubreaper || setChildSubreaper(true);
+  const { wasSubreaper, subreaper } = becomeSubreaper();
   try {
     const nullFd = openSync('/dev/null', 'r+');
     fds.push(nullFd);
