@@ -88,7 +88,8 @@ export function buildRootfs({ cacheRoot, rebuild = false, log = () => {} }) {
     run(npm, ['install', '--omit=dev', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: app, log });
     writeFileSync(join(app, 'app.mjs'), '');  // bind-mount target for the program
     const prebuilds = join(app, 'node_modules', 'posix-daemon', 'prebuilds', `${process.platform}-${process.arch}`);
-    const addon = readdirSync(prebuilds).find((f) => f.endsWith('.node'));
+    // The addon this glibc node loads (the musl one sits beside it).
+    const addon = readdirSync(prebuilds).find((f) => f.endsWith('.node') && !/\.musl\./.test(f));
     if (!addon) throw new Error(`no prebuild in ${prebuilds}`);
 
     copyInto(root, process.execPath, '/usr/local/bin/node');
