@@ -54,10 +54,12 @@ const TARGETS = ARCHES.flatMap((arch) => [
   { arch, libc: 'static', kind: 'init', file: `prebuilds/linux-${arch}/posix_daemon_init.musl.static` },
 ]);
 // The bound on the tarball: every install downloads every target. Measured
-// (stripped): an addon .node ~0.3 MB, a hold .so and the init image tens of
-// KB, dist/ ~0.9 MB: about 2.6 MB unpacked, under 1 MB packed. 2 MB packed
-// leaves twice that; a build with debug info (several MB per .node) or a
-// stray file of size trips it.
+// with prebuild:all's files (stripped, C++ runtime linked in): a glibc
+// addon .node 420 KB (x64) / 388 KB (arm64), a hold .so 14-66 KB, the init
+// image 37-66 KB; dist/ and the rest ~0.8 MB: 617 KB packed, 1.9 MB
+// unpacked without the two musl addons, so about 1 MB packed with them.
+// 2 MB packed leaves twice that; a build with debug info (several MB per
+// .node) or a stray large file trips it.
 const MAX_PACKED = 2 * 1024 * 1024;
 // The libc node-gyp-build sees here (its rule: musl when /etc/alpine-release
 // exists; LIBC overrides), hence the addon check 2 must load.
