@@ -205,6 +205,7 @@ function loaderReport(file, arch, libc) {
   let env = process.env;
   if (libc === 'musl') {
     if (!existsSync(MUSL_LOADER[arch])) return { skip: `no ${MUSL_LOADER[arch]} here (Debian: musl${arch === 'arm64' ? ':arm64' : ''})` };
+    if (!runsHere(arch)) return { skip: `${arch} executables do not run here (Debian: qemu-user-binfmt)` };
     cmd = [MUSL_LOADER[arch], '--list', file];
   } else if (arch === process.arch) {
     cmd = [GLIBC_LOADER[arch], file];
@@ -212,6 +213,7 @@ function loaderReport(file, arch, libc) {
   } else {
     const loader = join(ARM64_PREFIX, 'lib', basename(GLIBC_LOADER[arch]));
     if (arch !== 'arm64' || !existsSync(loader)) return { skip: `no ${loader} here (Debian: libc6-arm64-cross)` };
+    if (!onPath('qemu-aarch64')) return { skip: 'no qemu-aarch64 here (Debian: qemu-user)' };
     cmd = ['qemu-aarch64', '-L', ARM64_PREFIX, '-E', 'LD_TRACE_LOADED_OBJECTS=1', '-E', 'LD_BIND_NOW=1', '-E', 'LD_WARN=yes', loader, file];
   }
   const r = spawnSync(cmd[0], cmd.slice(1), { env, encoding: 'utf8', timeout: 60000 });
@@ -232,6 +234,10 @@ function loaderReport(file, arch, libc) {
   if (libc === 'musl') for (const l of libs) if (!l.endsWith(`=> ${MUSL_LOADER[arch]}`)) problems.push(`links ${l}`);
   return { cmd, unresolved, problems, libs };
 }
+
+const onPath = (cmd) => (process.env.PATH ?? '').split(delimiter).some((d) => d && existsSync(join(d, cmd)));
+// Another arch's executables run here when binfmt_misc hands them to qemu.
+const runsHere = (arch) => arch === process.arch || (arch === 'arm64' && existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64'));
 
 /** The arm64 node to load the arm64 addon with: --arm64-node, else the newest .cache/node-arm64-*. */
 function arm64Node() {
@@ -449,6 +455,10 @@ try {
       const name = `${t.file}: ${t.kind === 'init' ? 'runs' : 'loads'}`;
       try {
         if (!existsSync(file)) throw new Error('not in the tarball');
+        if (t.kind === 'init' && !runsHere(t.arch)) {
+          skip(name, `${t.arch} executables do not run here (Debian: qemu-user-binfmt)`);
+          continue;
+        }
         if (t.kind === 'init') {
           // Static: no loader to find, wherever it runs (arm64 through binfmt).
           const interp = elfInterp(file);
@@ -465,7 +475,7 @@ try {
         }
         if (t.kind === 'addon' && t.libc === 'glibc' && t.arch === 'arm64') {
           const node = arm64Node();
-          if (node && prebuildProject) {
+          if (node && prebuildProject && runsHere('arm64')) {
             // Loaded for real: the arm64 node (dynamic, glibc) under qemu-user.
             writeFileSync(join(prebuildProject, 'arm64.cjs'), arm64Script);
             const r = spawnSync(node, ['arm64.cjs'], {
