@@ -13,17 +13,58 @@
 //                maps build/Release/*.node.
 // 4. clone     - `npm pack` in a fresh clone (no dist/, build/, prebuilds/)
 //                ships dist/ and this platform's prebuild: `prepack` built them.
+// 5. targets   - every prebuild of every target is in the tarball (TARGETS
+//                below) and the tarball is not larger than MAX_PACKED; each
+//                binary is loaded by a loader for its libc and arch, where
+//                this machine has one: node (x64 glibc, check 2), the arm64
+//                node under qemu-user (.cache/node-arm64-*, else qemu and the
+//                arm64 glibc loader in trace mode), musl's loaders in list
+//                mode (x64, and arm64 through binfmt); the static init image
+//                is run (arm64 through binfmt).
+//
+//   node scripts/test-package.mjs [--keep] [--tarball FILE] [--arm64-node FILE]
+//     --tarball     test this tarball instead of packing one (what a release
+//                   would publish)
+//     --arm64-node  the arm64 node to load the arm64 glibc addon with
+//                   (default: the newest .cache/node-arm64-*/bin/node)
 //
 // Prints one line per check and a closing "package: N passed, N failed".
 import { spawnSync } from 'node:child_process';
 import {
-  cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync, appendFileSync,
+  cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync, appendFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, delimiter, dirname, join } from 'node:path';
+import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import { findPrebuild, npm, packTarball, repo as repoDir, run } from './stage.mjs';
+import { elfInterp } from './container/rootfs.mjs';
 
-const keep = process.argv.includes('--keep');
+const argv = process.argv.slice(2);
+const opt = (name) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : null);
+const keep = argv.includes('--keep');
+const givenTarball = opt('--tarball');
+
+// ----------------------------------------------------------------- targets
+// Every file `npm run prebuild:all` writes, one name per target (the
+// addon's names are node-gyp-build's tags: napi, glibc|musl).
+const ARCHES = ['x64', 'arm64'];
+const LIBCS = ['glibc', 'musl'];
+const TARGETS = ARCHES.flatMap((arch) => [
+  ...LIBCS.map((libc) => ({ arch, libc, kind: 'addon', file: `prebuilds/linux-${arch}/posix-daemon.napi.${libc}.node` })),
+  ...LIBCS.map((libc) => ({ arch, libc, kind: 'hold', file: `prebuilds/linux-${arch}/posix_daemon_hold.${libc}.so` })),
+  { arch, libc: 'static', kind: 'init', file: `prebuilds/linux-${arch}/posix_daemon_init.musl.static` },
+]);
+// The bound on the tarball: every install downloads every target. Measured
+// with prebuild:all's files (stripped, C++ runtime linked in): a glibc
+// addon .node 420 KB (x64) / 388 KB (arm64), a hold .so 14-66 KB, the init
+// image 37-66 KB; dist/ and the rest ~0.8 MB: 617 KB packed, 1.9 MB
+// unpacked without the two musl addons, so about 1 MB packed with them.
+// 2 MB packed leaves twice that; a build with debug info (several MB per
+// .node) or a stray large file trips it.
+const MAX_PACKED = 2 * 1024 * 1024;
+// The libc node-gyp-build sees here (its rule: musl when /etc/alpine-release
+// exists; LIBC overrides), hence the addon check 2 must load.
+const hostLibc = process.env.LIBC || (existsSync('/etc/alpine-release') ? 'musl' : 'glibc');
+const hostAddon = process.platform === 'linux' ? `prebuilds/linux-${process.arch}/posix-daemon.napi.${hostLibc}.node` : null;
 const work = mkdtempSync(join(tmpdir(), 'posix-daemon-pkgtest-'));
 const logFile = join(work, 'test-package.log');
 const log = (text) => appendFileSync(logFile, `${text}\n`);
@@ -32,6 +73,12 @@ const results = [];
 function record(name, ok, detail) {
   results.push({ name, ok });
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${detail ? `: ${detail}` : ''}`);
+}
+
+/** A check this machine cannot make (no loader for that target here): shown, not counted. */
+function skip(name, why) {
+  results.push({ name, ok: true, skipped: true });
+  console.log(`skip ${name}: ${why}`);
 }
 
 // ---------------------------------------------------------------- the check
@@ -83,8 +130,10 @@ const maps = [...new Set(readFileSync('/proc/self/maps', 'utf8').split('\n')
   .map((l) => l.split(/\s+/).slice(5).join(' ')).filter((p) => /posix-daemon.*\.node$/.test(p)))];
 const pkgDir = require.resolve('posix-daemon/package.json').replace(/package\.json$/, '');
 const wantRel = expect === 'prebuild' ? /^prebuilds\/[^/]+\/[^/]+\.node$/ : /^build\/Release\/[^/]+\.node$/;
-const okPath = (p) => p.startsWith(pkgDir) && wantRel.test(p.slice(pkgDir.length));
-if (maps.length !== 1 || !okPath(maps[0])) problems.push('mapped addon ' + JSON.stringify(maps) + ' is not ' + pkgDir + wantRel.source);
+// The prebuild node-gyp-build must pick, when the caller names it.
+const exact = process.argv[3];
+const okPath = (p) => p.startsWith(pkgDir) && (exact ? p.slice(pkgDir.length) === exact : wantRel.test(p.slice(pkgDir.length)));
+if (maps.length !== 1 || !okPath(maps[0])) problems.push('mapped addon ' + JSON.stringify(maps) + ' is not ' + pkgDir + (exact ?? wantRel.source));
 // addonPath as the library reports it (dist/native.js is not a public subpath).
 let addonPath = null;
 try { addonPath = require(pkgDir + 'dist/native.js').addonPath; } catch (e) { problems.push('dist/native.js: ' + e.message); }
@@ -109,8 +158,8 @@ if (process.platform === 'linux') {
 console.log(JSON.stringify({ node: process.version, loaded, missing, problems, binding, addon: maps[0] ?? null }));
 `;
 
-function runCheck(project, expect, env) {
-  const r = spawnSync(process.execPath, ['check.mjs', expect], { cwd: project, env, encoding: 'utf8' });
+function runCheck(project, expect, env, exact) {
+  const r = spawnSync(process.execPath, ['check.mjs', expect, ...(exact ? [exact] : [])], { cwd: project, env, encoding: 'utf8' });
   log(`$ node check.mjs ${expect}\n${r.stdout}${r.stderr}`);
   const line = (r.stdout ?? '').trim().split('\n').pop();
   let res;
@@ -128,6 +177,91 @@ function runCheck(project, expect, env) {
     detail: `${Object.keys(res.loaded).length} subpaths via import+require, fork+wait4 ok, addon ${res.addon.slice(res.addon.indexOf('node_modules/'))}`,
   };
 }
+
+// ------------------------------------------------ 5. loaders, per target
+// Written here, small on purpose: scripts/check-floor.mjs (the floor check,
+// not on main yet) may export the same reading of a loader's report; then
+// one of the two goes.
+
+// What node itself gives an addon: the only symbols an addon may leave
+// unresolved. A hold .so (LD_PRELOADed into any program) may leave none.
+const FROM_NODE = /^(napi_|node_api_|uv_)/;
+const MUSL_LOADER = { x64: '/lib/ld-musl-x86_64.so.1', arm64: '/lib/ld-musl-aarch64.so.1' };
+const GLIBC_LOADER = { x64: '/lib64/ld-linux-x86-64.so.2', arm64: '/lib/ld-linux-aarch64.so.1' };
+const ARM64_PREFIX = '/usr/aarch64-linux-gnu';  // Debian's libc6-arm64-cross (and libstdc++6-arm64-cross)
+
+/**
+ * Has a loader resolve `file` without running it. musl: `<ld-musl> --list
+ * FILE` ("Error relocating F: SYM: symbol not found", "Error loading shared
+ * library L"). glibc: the loader with LD_TRACE_LOADED_OBJECTS=1
+ * LD_BIND_NOW=1 LD_WARN=yes, which is `ldd -r` ("undefined symbol: SYM",
+ * "L => not found", "version `V' not found"); for arm64 through
+ * `qemu-aarch64 -L <prefix> -E ...`: -E hands the variables to the guest
+ * only (in qemu's own environment the host's loader would trace qemu).
+ * Returns { cmd, unresolved, problems, libs } or { skip }.
+ */
+function loaderReport(file, arch, libc) {
+  let cmd;
+  let env = process.env;
+  if (libc === 'musl') {
+    if (!existsSync(MUSL_LOADER[arch])) return { skip: `no ${MUSL_LOADER[arch]} here (Debian: musl${arch === 'arm64' ? ':arm64' : ''})` };
+    if (!runsHere(arch)) return { skip: `${arch} executables do not run here (Debian: qemu-user-binfmt)` };
+    cmd = [MUSL_LOADER[arch], '--list', file];
+  } else if (arch === process.arch) {
+    cmd = [GLIBC_LOADER[arch], file];
+    env = { ...process.env, LD_TRACE_LOADED_OBJECTS: '1', LD_BIND_NOW: '1', LD_WARN: 'yes' };
+  } else {
+    const loader = join(ARM64_PREFIX, 'lib', basename(GLIBC_LOADER[arch]));
+    if (arch !== 'arm64' || !existsSync(loader)) return { skip: `no ${loader} here (Debian: libc6-arm64-cross)` };
+    if (!onPath('qemu-aarch64')) return { skip: 'no qemu-aarch64 here (Debian: qemu-user)' };
+    cmd = ['qemu-aarch64', '-L', ARM64_PREFIX, '-E', 'LD_TRACE_LOADED_OBJECTS=1', '-E', 'LD_BIND_NOW=1', '-E', 'LD_WARN=yes', loader, file];
+  }
+  const r = spawnSync(cmd[0], cmd.slice(1), { env, encoding: 'utf8', timeout: 60000 });
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
+  log(`$ ${cmd.join(' ')} -> ${r.status ?? r.signal}\n${out}`);
+  if (r.error) return { cmd, unresolved: [], problems: [`${cmd[0]}: ${r.error.message}`], libs: [] };
+  const unresolved = [];
+  const problems = [];
+  const libs = [];
+  for (const line of out.split('\n')) {
+    let m;
+    if ((m = /^Error relocating [^:]+: ([^:]+): symbol not found/.exec(line) ?? /^undefined symbol: (\S+)/.exec(line))) unresolved.push(m[1]);
+    else if ((m = /^\s*(\S+) => not found/.exec(line))) problems.push(`${m[1]} not found`);
+    else if ((m = /^\s*(\S+) => (\S+)/.exec(line))) libs.push(`${m[1]} => ${m[2]}`);
+    else if (/Error|not found|cannot/i.test(line)) problems.push(line.trim());
+  }
+  // A musl binary may link musl's libc and nothing else.
+  if (libc === 'musl') for (const l of libs) if (!l.endsWith(`=> ${MUSL_LOADER[arch]}`)) problems.push(`links ${l}`);
+  return { cmd, unresolved, problems, libs };
+}
+
+const onPath = (cmd) => (process.env.PATH ?? '').split(delimiter).some((d) => d && existsSync(join(d, cmd)));
+// Another arch's executables run here when binfmt_misc hands them to qemu.
+const runsHere = (arch) => arch === process.arch || (arch === 'arm64' && existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64'));
+
+/** The arm64 node to load the arm64 addon with: --arm64-node, else the newest .cache/node-arm64-*. */
+function arm64Node() {
+  const given = opt('--arm64-node');
+  if (given) return resolve(given);
+  const cache = join(repoDir, '.cache');
+  if (!existsSync(cache)) return null;
+  const found = readdirSync(cache).map((d) => /^node-arm64-(\d+)\.(\d+)\.(\d+)$/.exec(d)).filter(Boolean)
+    .filter((m) => existsSync(join(cache, m[0], 'bin', 'node')))
+    .sort((a, b) => a[1] - b[1] || a[2] - b[2] || a[3] - b[3]);
+  return found.length ? join(cache, found.at(-1)[0], 'bin', 'node') : null;
+}
+
+// Under the arm64 node, in the project check 2 installed into: the package
+// as a user requires it; node-gyp-build must pick the arm64 glibc addon.
+const arm64Script = String.raw`
+const posix = require('posix-daemon/posix');
+const pkgDir = require.resolve('posix-daemon/package.json').replace(/package\.json$/, '');
+const { addonPath } = require(pkgDir + 'dist/native.js');
+const sid = posix.getsid();
+const pid = posix.fork({ file: '/bin/true', args: [] });
+const w = posix.wait4(pid);
+console.log(JSON.stringify({ arch: process.arch, version: process.version, addon: addonPath.slice(pkgDir.length), sid, forked: w.pid === pid, exitCode: w.exitCode }));
+`;
 
 function newProject(name) {
   const dir = join(work, name);
@@ -159,9 +293,10 @@ function toolLessPath() {
   return bin;
 }
 
+let prebuildProject = null;  // check 2's project, once the tarball is installed there
 try {
   // ---------------------------------------------------- stage and pack
-  const tarball = packTarball(work, { log, keep });
+  const tarball = givenTarball ? resolve(givenTarball) : packTarball(work, { log, keep });
 
   // ------------------------------------------------------ 1. contents
   {
@@ -177,30 +312,23 @@ try {
       /^dist\/[^/]+\/[^/]+\.(js|d\.ts)$/,
       // The systemd units and server the README installs from node_modules.
       /^examples\/systemd\/[^/]+\.(mjs|service|socket)$/,
-      /^prebuilds\/[^/]+\/[^/]+\.node$/,
-      // The init image (native/init-loop.c) and the restart-signal hold
-      // (native/hold.c): plain-C shared objects, untagged (prebuildify's
-      // copy of build/Release) or tagged with their libc
-      // (scripts/prebuild-all.mjs), and the static init image.
-      /^prebuilds\/[^/]+\/posix_daemon_(init|hold)(\.(glibc|musl))?\.so$/,
-      /^prebuilds\/[^/]+\/posix_daemon_init\.musl\.static$/,
+      // Linux: exactly the targets' files (TARGETS). macOS prebuilds, which
+      // only a macOS runner builds, may be added by the release workflow.
+      ...TARGETS.map((t) => new RegExp(`^${t.file.replace(/\./g, '\\.')}$`)),
+      /^prebuilds\/darwin-(x64|arm64)\/[^/]+\.node$/,
     ];
     const required = {
       'package.json': /^package\.json$/,
       'README.md': /^README\.md$/,
       LICENSE: /^LICENSE$/,
       'binding.gyp': /^binding\.gyp$/,
-      'native/*.cc': /^native\/[^/]+\.cc$/,
+      'native/*.c or *.cc': /^native\/[^/]+\.(c|cc)$/,
       'dist/*.js': /^dist\/.+\.js$/,
       'dist/*.d.ts': /^dist\/.+\.d\.ts$/,
       'dist/*.mjs': /^dist\/.+\.mjs$/,
       'dist/*.d.mts': /^dist\/.+\.d\.mts$/,
       [`prebuilds/${plat}/*.node`]: new RegExp(`^prebuilds/${plat}/[^/]+\\.node$`),
-      ...(process.platform === 'linux'
-        ? {
-          [`prebuilds/${plat}/posix_daemon_init.so`]: new RegExp(`^prebuilds/${plat}/posix_daemon_init\\.so$`),
-          [`prebuilds/${plat}/posix_daemon_hold.so`]: new RegExp(`^prebuilds/${plat}/posix_daemon_hold\\.so$`),
-        } : {}),
+      ...Object.fromEntries(TARGETS.map((t) => [t.file, new RegExp(`^${t.file.replace(/\./g, '\\.')}$`)])),
       'native/init-loop.c': /^native\/init-loop\.c$/,
     };
     // Every file the exports map points at must be in the tarball.
@@ -220,6 +348,22 @@ try {
       problems.length ? problems.join('\n      ') : `${basename(tarball)}: ${listing.length} files, only dist/ native/ binding.gyp prebuilds/ examples/systemd/ README.md LICENSE package.json`);
   }
 
+  // ----------------------------------------------------- 1b. its size
+  {
+    // `tar tv` lists each member's size: the unpacked figure is their sum.
+    const members = run('tar', ['tvzf', tarball]).split('\n').filter(Boolean).map((l) => {
+      const f = l.split(/\s+/);
+      return { size: Number(f[2]), path: f.slice(5).join(' ').replace(/^package\//, ''), dir: l.startsWith('d') };
+    }).filter((m) => !m.dir);
+    const packed = statSync(tarball).size;
+    const unpacked = members.reduce((n, m) => n + m.size, 0);
+    const kb = (n) => `${(n / 1024).toFixed(0)} KB`;
+    const binaries = members.filter((m) => m.path.startsWith('prebuilds/')).reduce((n, m) => n + m.size, 0);
+    const biggest = [...members].sort((a, b) => b.size - a.size).slice(0, 3).map((m) => `${m.path} ${kb(m.size)}`).join(', ');
+    record(`tarball size (at most ${kb(MAX_PACKED)} packed)`, packed <= MAX_PACKED,
+      `${kb(packed)} packed, ${kb(unpacked)} unpacked, ${members.length} files (prebuilds/ ${kb(binaries)}; largest: ${biggest})`);
+  }
+
   // ------------------------------- 2. install with no compiler: prebuild
   {
     const name = 'install from prebuild, no compiler on PATH';
@@ -230,10 +374,11 @@ try {
       const probe = spawnSync('/bin/sh', ['-c', 'for t in cc gcc g++ c++ clang clang++ make gmake; do command -v $t; done'], { env, encoding: 'utf8' });
       if (probe.stdout.trim() !== '') throw new Error(`compiler tools still reachable: ${probe.stdout.trim()}`);
       const project = newProject('prebuild');
+      prebuildProject = project;
       run(npm, ['install', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: project, env, log });
       const installed = join(project, 'node_modules', 'posix-daemon');
       if (existsSync(join(installed, 'build'))) throw new Error('a build/ directory appeared: something tried a source build');
-      const r = runCheck(project, 'prebuild', env);
+      const r = runCheck(project, 'prebuild', env, hostAddon);
       record(name, r.ok, r.detail);
     } catch (err) {
       record(name, false, err.message.split('\n').slice(0, 6).join('\n      '));
@@ -300,6 +445,74 @@ try {
       record(name, false, err.message.split('\n').slice(0, 6).join('\n      '));
     }
   }
+
+  // ------------------------------------------------- 5. every target loads
+  {
+    const unpack = join(work, 'targets');
+    mkdirSync(unpack);
+    run('tar', ['xzf', tarball, '-C', unpack]);
+    const pkgDir = join(unpack, 'package');
+    for (const t of TARGETS) {
+      const file = join(pkgDir, t.file);
+      const name = `${t.file}: ${t.kind === 'init' ? 'runs' : 'loads'}`;
+      try {
+        if (!existsSync(file)) throw new Error('not in the tarball');
+        if (t.kind === 'init' && !runsHere(t.arch)) {
+          skip(name, `${t.arch} executables do not run here (Debian: qemu-user-binfmt)`);
+          continue;
+        }
+        if (t.kind === 'init') {
+          // Static: no loader to find, wherever it runs (arm64 through binfmt).
+          const interp = elfInterp(file);
+          if (interp !== null) throw new Error(interp === undefined ? 'not an ELF file' : `not static: needs ${interp}`);
+          const runs = [[['-w', '--', '/bin/true'], 0], [['-w', '--', '/bin/sh', '-c', 'exit 7'], 7]].map(([args, want]) => {
+            const r = spawnSync(file, args, { encoding: 'utf8', timeout: 60000 });
+            log(`$ ${t.file} ${args.join(' ')} -> ${r.status ?? r.signal}\n${r.stderr}`);
+            return { args, want, got: r.error ? r.error.code : r.status ?? r.signal, err: r.stderr.trim() };
+          });
+          const bad = runs.filter((x) => x.got !== x.want);
+          if (bad.length) throw new Error(bad.map((x) => `${x.args.join(' ')} gave ${x.got}, not ${x.want} ${x.err}`).join('; '));
+          record(name, true, `static, ${runs.map((x) => `\`${x.args.join(' ')}\` → ${x.got}`).join(', ')}${t.arch !== process.arch ? ` (${t.arch} through qemu binfmt)` : ''}`);
+          continue;
+        }
+        if (t.kind === 'addon' && t.libc === 'glibc' && t.arch === 'arm64') {
+          const node = arm64Node();
+          if (node && prebuildProject && runsHere('arm64')) {
+            // Loaded for real: the arm64 node (dynamic, glibc) under qemu-user.
+            writeFileSync(join(prebuildProject, 'arm64.cjs'), arm64Script);
+            const r = spawnSync(node, ['arm64.cjs'], {
+              cwd: prebuildProject, encoding: 'utf8', timeout: 300000, env: { ...process.env, QEMU_LD_PREFIX: ARM64_PREFIX },
+            });
+            log(`$ ${node} arm64.cjs -> ${r.status ?? r.signal}\n${r.stdout}${r.stderr}`);
+            let res = null;
+            try { res = JSON.parse((r.stdout ?? '').trim().split('\n').pop()); } catch { /* below */ }
+            if (!res) throw new Error(`the arm64 node failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`);
+            // Its session is ours (spawnSync starts none). Our own /proc,
+            // not the guest's: qemu-user fakes most of /proc/self/stat.
+            const ourSid = Number(readFileSync('/proc/self/stat', 'latin1').split(') ')[1].split(' ')[3]);
+            const ok = res.arch === 'arm64' && res.addon === t.file && res.sid === ourSid && res.forked && res.exitCode === 0;
+            record(name, ok, `node ${res.version} ${res.arch} (qemu-user, ${node.startsWith(repoDir) ? node.slice(repoDir.length + 1) : node}) picked ${res.addon}; getsid ${res.sid} (ours ${ourSid}), fork+wait4 /bin/true → ${res.exitCode}`);
+            continue;
+          }
+          log(`no arm64 node (${node ? 'check 2 installed nothing' : 'no .cache/node-arm64-*'}): the loader's trace instead`);
+        }
+        const rep = loaderReport(file, t.arch, t.libc);
+        if (rep.skip) {
+          skip(name, rep.skip);
+          continue;
+        }
+        const allowed = t.kind === 'addon' ? FROM_NODE : /^$/;
+        const wrong = rep.unresolved.filter((sym) => !allowed.test(sym));
+        const problems = [...rep.problems, ...(wrong.length ? [`symbols not found: ${wrong.join(', ')}`] : [])];
+        const how = `${basename(rep.cmd[0])}${rep.cmd[0] === 'qemu-aarch64' ? ` + ${basename(rep.cmd.at(-2))}` : ''}`;
+        record(name, problems.length === 0, problems.length ? `${how}: ${problems.join('; ')}`
+          : `${how}: links ${rep.libs.map((l) => l.split(' ')[0]).join(' ') || 'nothing'}; ` +
+            (t.kind === 'addon' ? `${rep.unresolved.length} unresolved, all node's (napi_/node_api_/uv_)` : 'nothing unresolved'));
+      } catch (err) {
+        record(name, false, err.message.split('\n').slice(0, 6).join('\n      '));
+      }
+    }
+  }
 } catch (err) {
   record('stage and pack', false, err.message.split('\n').slice(0, 12).join('\n      '));
 }
@@ -307,5 +520,6 @@ try {
 const failed = results.filter((r) => !r.ok).length;
 if (failed || keep) console.log(`log and projects kept in ${work}`);
 else rmSync(work, { recursive: true, force: true });
-console.log(`package: ${results.length - failed} passed, ${failed} failed`);
+const skipped = results.filter((r) => r.skipped).length;
+console.log(`package: ${results.length - failed - skipped} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 process.exit(failed ? 1 : 0);

@@ -2,7 +2,7 @@
 // container, `<runtime> run` with the program's output piped, kill/exec
 // through the runtime, and a clean-up that deletes every container started.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The runtimes' context: `work` holds their state and the bundles; `log` gets every command. */
@@ -83,15 +83,24 @@ export function containers({ work, appFile, log }) {
     node: (s) => [...PROGRAM, s],
   };
 
-  function config({ rootfs, init, scenario, readonly = false, uid = 0 }) {
+  // `args` (the static rootfs's cases) replaces the node program; `out`, a
+  // host directory, is mounted writable at /out (what the program leaves
+  // there is read after the container ends); `tmpfs` puts one on /tmp (a
+  // read-only rootfs without /app has nowhere else to write).
+  function config({ rootfs, init, scenario, readonly = false, uid = 0, args, out, tmpfs = false }) {
+    const extra = [
+      ...(rootfs.app === false ? [] : [{ destination: '/app/app.mjs', type: 'bind', source: appFile, options: ['rbind', 'ro'] }]),
+      ...(out ? [{ destination: '/out', type: 'bind', source: out, options: ['rbind', 'rw'] }] : []),
+      ...(tmpfs ? [{ destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=16384k'] }] : []),
+    ];
     return {
       ociVersion: '1.0.2',
       process: {
         terminal: false,
         user: { uid, gid: uid },
-        args: ENTRY[init](scenario, rootfs),
+        args: args ?? ENTRY[init](scenario, rootfs),
         env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'HOME=/tmp', ...(init === 'node' ? ['APP_NO_INIT=1'] : [])],
-        cwd: '/app',
+        cwd: rootfs.app === false ? '/' : '/app',
         capabilities: Object.fromEntries(['bounding', 'effective', 'permitted'].map((k) => [k, ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE']])),
         rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
         noNewPrivileges: true,
@@ -104,7 +113,7 @@ export function containers({ work, appFile, log }) {
         { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
         { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
         { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-        { destination: '/app/app.mjs', type: 'bind', source: appFile, options: ['rbind', 'ro'] },
+        ...extra,
       ],
       linux: {
         namespaces: ['pid', 'ipc', 'uts', 'mount', 'network'].map((type) => ({ type })),
@@ -126,7 +135,13 @@ export function containers({ work, appFile, log }) {
     const id = `pdtest-${process.pid}-${++serial}`;
     const bundle = join(work, id);
     mkdirSync(bundle);
-    writeFileSync(join(bundle, 'config.json'), JSON.stringify(config({ rootfs, ...spec }), null, 1));
+    // The program's writable directory (/out): any uid may write it.
+    const outDir = spec.out ? join(bundle, 'out') : undefined;
+    if (outDir) {
+      mkdirSync(outDir);
+      chmodSync(outDir, 0o777);
+    }
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(config({ rootfs, ...spec, out: outDir }), null, 1));
     const pidFile = join(bundle, 'pid');
     // The PID file appears once the container's process exists.
     let onPid;
@@ -164,6 +179,7 @@ export function containers({ work, appFile, log }) {
     });
     return {
       id,
+      out: outDir,
       pidSeen,
       exited,
       output: () => out,
