@@ -12,9 +12,9 @@
         "native/proc.cc",
         "native/init.cc",
         "native/pidfd.cc",
-        "native/files.cc",
+        "native/files.c",
         "native/notify.cc",
-        "native/sockets.cc",
+        "native/sockets.c",
         "native/inotify.cc",
         "native/loop.cc"
       ],

@@ -1,5 +1,6 @@
 // Entry point of the posix-daemon addon: registers each part's bindings.
 #include "common.h"
+#include "pd.h"
 
 namespace {
 
@@ -16,9 +17,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitProc(env, exports);
   pd::InitInit(env, exports);
   pd::InitPidfd(env, exports);
-  pd::InitFiles(env, exports);
+  if (!pd_init_files(env, exports)) return exports;  // its exception pending
   pd::InitNotify(env, exports);
-  pd::InitSockets(env, exports);
+  if (!pd_init_sockets(env, exports)) return exports;  // its exception pending
   pd::InitInotify(env, exports);
   return exports;
 }

@@ -220,9 +220,7 @@ void InitWait(Napi::Env env, Napi::Object exports);
 void InitProc(Napi::Env env, Napi::Object exports);
 void InitInit(Napi::Env env, Napi::Object exports);   // init.cc
 void InitPidfd(Napi::Env env, Napi::Object exports);  // pidfd.cc
-void InitFiles(Napi::Env env, Napi::Object exports);  // files.cc
 void InitNotify(Napi::Env env, Napi::Object exports);
-void InitSockets(Napi::Env env, Napi::Object exports);
 void InitInotify(Napi::Env env, Napi::Object exports);
 
 }  // namespace pd
