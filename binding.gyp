@@ -10,7 +10,7 @@
         "native/exec.cc",
         "native/wait.cc",
         "native/proc.cc",
-        "native/init.cc",
+        "native/init.c",
         "native/pidfd.cc",
         "native/files.c",
         "native/notify.cc",

@@ -15,7 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitExec(env, exports);
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
-  pd::InitInit(env, exports);
+  if (!pd_init_init(env, exports)) return exports;  // its exception pending
   pd::InitPidfd(env, exports);
   if (!pd_init_files(env, exports)) return exports;  // its exception pending
   pd::InitNotify(env, exports);

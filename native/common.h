@@ -218,7 +218,6 @@ void InitFork(Napi::Env env, Napi::Object exports);
 void InitExec(Napi::Env env, Napi::Object exports);
 void InitWait(Napi::Env env, Napi::Object exports);
 void InitProc(Napi::Env env, Napi::Object exports);
-void InitInit(Napi::Env env, Napi::Object exports);   // init.cc
 void InitPidfd(Napi::Env env, Napi::Object exports);  // pidfd.cc
 void InitNotify(Napi::Env env, Napi::Object exports);
 void InitInotify(Napi::Env env, Napi::Object exports);
