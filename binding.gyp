@@ -7,7 +7,7 @@
         "native/args.cc",
         "native/fds.cc",
         "native/fork.cc",
-        "native/exec.cc",
+        "native/exec.c",
         "native/wait.cc",
         "native/proc.cc",
         "native/init.c",

@@ -12,7 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // First: every part's libuv handles are tracked per environment from here.
   pd::InitLoop(env);
   pd::InitFork(env, exports);
-  pd::InitExec(env, exports);
+  if (!pd_init_exec(env, exports)) return exports;  // its exception pending
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
   if (!pd_init_init(env, exports)) return exports;  // its exception pending

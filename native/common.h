@@ -215,7 +215,6 @@ void CallFromLoop(Napi::Env env, Call&& call) noexcept {
 
 // ---- module parts ----
 void InitFork(Napi::Env env, Napi::Object exports);
-void InitExec(Napi::Env env, Napi::Object exports);
 void InitWait(Napi::Env env, Napi::Object exports);
 void InitProc(Napi::Env env, Napi::Object exports);
 void InitPidfd(Napi::Env env, Napi::Object exports);  // pidfd.cc
