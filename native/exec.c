@@ -151,10 +151,10 @@ typedef struct {
 
 static void attempt_free(attempt* a) {
   free(a->file);
-  if (a->argv.v != NULL) pd_strv_free(&a->argv);
-  if (a->envp.v != NULL) pd_strv_free(&a->envp);
-  if (a->keep.v != NULL) pd_intv_free(&a->keep);
-  if (a->fds.v != NULL) pd_intv_free(&a->fds);
+  pd_strv_free(&a->argv);
+  pd_strv_free(&a->envp);
+  pd_intv_free(&a->keep);
+  pd_intv_free(&a->fds);
   free(a->to_inherit);
   free(a->saved.fd_flags.v);
   free(a->saved.kept_flags.v);

@@ -131,8 +131,8 @@ static napi_value become_init(napi_env env, napi_callback_info info) {
   pd_throw_errno(env, err, "execve", file);
 out:
   free(file);
-  if (argv.v != NULL) pd_strv_free(&argv);
-  if (envp.v != NULL) pd_strv_free(&envp);
+  pd_strv_free(&argv);
+  pd_strv_free(&envp);
   return NULL;
 }
 
