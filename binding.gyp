@@ -7,7 +7,7 @@
         "native/napi-args.cc",
         "native/args.c",
         "native/fds.c",
-        "native/fork.cc",
+        "native/fork.c",
         "native/exec.c",
         "native/wait.cc",
         "native/proc.cc",

@@ -1,6 +1,5 @@
 // Entry point of the posix-daemon addon: registers each part's bindings.
 #include "common.h"
-#include "pd.h"
 
 namespace {
 
@@ -15,15 +14,35 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     napi_get_and_clear_last_exception(env, &e);
     throw Napi::Error(env, e);
   }
-  pd::InitFork(env, exports);
-  if (!pd_init_exec(env, exports)) return exports;  // its exception pending
+  if (!pd_init_fork(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
+  if (!pd_init_exec(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
-  if (!pd_init_init(env, exports)) return exports;  // its exception pending
+  if (!pd_init_init(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   pd::InitPidfd(env, exports);
-  if (!pd_init_files(env, exports)) return exports;  // its exception pending
+  if (!pd_init_files(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   pd::InitNotify(env, exports);
-  if (!pd_init_sockets(env, exports)) return exports;  // its exception pending
+  if (!pd_init_sockets(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   pd::InitInotify(env, exports);
   return exports;
 }

@@ -87,12 +87,13 @@ napi_value pd_throw_errno(napi_env env, int err, const char* syscall, const char
   char* message = path != NULL ? format("%s: %s, %s '%s'", code, desc, syscall, path)
                                : format("%s: %s, %s", code, desc, syscall);
   if (message == NULL) return throw_out_of_memory(env);
-  napi_value e = make_error(env, napi_create_error, code, message);
+  napi_value e = make_error(env, napi_create_error, NULL, message);
   free(message);
   napi_value v;
-  /* Node puts the negated errno in err.errno. */
+  /* Node puts the negated errno in err.errno; the keys in Node's order
+   * (errno, code, syscall, path), as util.inspect and JSON show them. */
   if (e == NULL || napi_create_int32(env, -err, &v) != napi_ok || !pd_set(env, e, "errno", v) ||
-      !pd_set(env, e, "syscall", pd_string(env, syscall)) ||
+      !pd_set(env, e, "code", pd_string(env, code)) || !pd_set(env, e, "syscall", pd_string(env, syscall)) ||
       (path != NULL && !pd_set(env, e, "path", pd_string(env, path)))) {
     return pd_throw_last(env);
   }

@@ -141,10 +141,10 @@ class PolledFd {
   bool pinned_ = false;
 };
 
-// ---- signals (fork.cc) ----
+// ---- signals (fork.c) ----
 // Async-signal-safe: every catchable signal back to SIG_DFL. For a process
 // about to exec, or one that runs no other code (a forked child, the init).
-void ResetSignalDispositions();
+inline void ResetSignalDispositions() { pd_reset_signal_dispositions(); }
 
 // ---- calling JS from libuv callbacks ----
 // No C++ exception may leave a libuv callback (that is std::terminate), and
@@ -168,7 +168,6 @@ void CallFromLoop(Napi::Env env, Call&& call) noexcept {
 }
 
 // ---- module parts ----
-void InitFork(Napi::Env env, Napi::Object exports);
 void InitWait(Napi::Env env, Napi::Object exports);
 void InitProc(Napi::Env env, Napi::Object exports);
 void InitPidfd(Napi::Env env, Napi::Object exports);  // pidfd.cc
