@@ -1,5 +1,6 @@
 // Entry point of the posix-daemon addon: registers each part's bindings.
 #include "common.h"
+#include "pd.h"
 
 namespace {
 
@@ -31,19 +32,31 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     napi_get_and_clear_last_exception(env, &e);
     throw Napi::Error(env, e);
   }
-  pd::InitPidfd(env, exports);
+  if (!pd_init_pidfd(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   if (!pd_init_files(env, exports)) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
     throw Napi::Error(env, e);
   }
-  pd::InitNotify(env, exports);
+  if (!pd_init_notify(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   if (!pd_init_sockets(env, exports)) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
     throw Napi::Error(env, e);
   }
-  pd::InitInotify(env, exports);
+  if (!pd_init_inotify(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   return exports;
 }
 

@@ -103,44 +103,6 @@ class LoopHandle {
   }
 };
 
-// The state a JS object keeps for an fd of its own that a LoopHandle polls
-// (ProcessHandle's pidfd, NotifySocket's socket): the fd, its poll, and
-// whether the object pins itself (Ref) while it waits. `Self` is the
-// ObjectWrap, whose Unref() ends the pin.
-template <typename Self>
-class PolledFd {
- protected:
-  void Unpin() {
-    if (!pinned_) return;
-    pinned_ = false;
-    static_cast<Self*>(this)->Unref();
-  }
-
-  // Closes the fd: through its poll when there is one (libuv closes it once
-  // done with it), else directly.
-  void ShutdownFd() {
-    if (poll_ != nullptr) {
-      poll_->Close();
-      poll_ = nullptr;
-    } else if (fd_ != -1) {
-      close(fd_);
-    }
-    fd_ = -1;
-  }
-
-  // The environment ended with the poll open: it closed the poll and the fd.
-  static void OnPollTeardown(void* owner) {
-    auto* self = static_cast<Self*>(owner);
-    self->poll_ = nullptr;
-    self->fd_ = -1;
-    self->Unpin();
-  }
-
-  int fd_ = -1;
-  LoopHandle* poll_ = nullptr;
-  bool pinned_ = false;
-};
-
 // ---- signals (fork.c) ----
 // Async-signal-safe: every catchable signal back to SIG_DFL. For a process
 // about to exec, or one that runs no other code (a forked child, the init).
@@ -170,8 +132,5 @@ void CallFromLoop(Napi::Env env, Call&& call) noexcept {
 // ---- module parts ----
 void InitWait(Napi::Env env, Napi::Object exports);
 void InitProc(Napi::Env env, Napi::Object exports);
-void InitPidfd(Napi::Env env, Napi::Object exports);  // pidfd.cc
-void InitNotify(Napi::Env env, Napi::Object exports);
-void InitInotify(Napi::Env env, Napi::Object exports);
 
 }  // namespace pd

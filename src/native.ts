@@ -58,7 +58,7 @@ export interface RawAddon {
   setCloexec(fd: number, on: boolean): void;
   pipe(): [number, number];
   getFdFlags(fd: number): { cloexec: boolean; nonblocking: boolean };
-  // init.cc (Linux only), pidfd.cc, files.cc
+  // init.cc (Linux only), pidfd.c, files.cc
   initRuntime?(): { interpreter: string | null; glibc: string | null };
   becomeInit?(file: string, argv: string[], env: string[]): never;
   /** With `pidfd`: adopts it (it must be a pidfd of `pid`, or of a reaped process). */
@@ -69,7 +69,7 @@ export interface RawAddon {
   monotonicUsec(): bigint;
   socketInfo(fd: number): RawSocketInfo | null;
   constants: { WNOHANG: number; WUNTRACED: number; WCONTINUED: number };
-  /** Linux only (native/inotify.cc). */
+  /** Linux only (native/inotify.c). */
   Inotify?: new (callback: (events: Array<number | string | null>) => void) => RawInotify;
   inotifyConstants?: Record<string, number>;
 }

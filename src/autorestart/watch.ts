@@ -2,7 +2,7 @@
  * notifyOnChange: watch the program's files and yield one event per settled
  * burst of changes.
  *
- * Linux: one inotify instance for the whole process (native/inotify.cc on
+ * Linux: one inotify instance for the whole process (native/inotify.c on
  * the libuv loop: no thread, no polling), one watch per DIRECTORY, filtered
  * by name: a watch on the file itself follows the inode and goes deaf after
  * an editor's rename-over or a delete + recreate; the directory sees them
