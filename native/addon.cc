@@ -20,22 +20,38 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     napi_get_and_clear_last_exception(env, &e);
     throw Napi::Error(env, e);
   }
-  pd::InitExec(env, exports);
+  if (!pd_init_exec(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   pd::InitWait(env, exports);
   pd::InitProc(env, exports);
-  pd::InitInit(env, exports);
+  if (!pd_init_init(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   if (!pd_init_pidfd(env, exports)) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
     throw Napi::Error(env, e);
   }
-  pd::InitFiles(env, exports);
+  if (!pd_init_files(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   if (!pd_init_notify(env, exports)) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
     throw Napi::Error(env, e);
   }
-  pd::InitSockets(env, exports);
+  if (!pd_init_sockets(env, exports)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   if (!pd_init_inotify(env, exports)) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);

@@ -130,11 +130,7 @@ void CallFromLoop(Napi::Env env, Call&& call) noexcept {
 }
 
 // ---- module parts ----
-void InitExec(Napi::Env env, Napi::Object exports);
 void InitWait(Napi::Env env, Napi::Object exports);
 void InitProc(Napi::Env env, Napi::Object exports);
-void InitInit(Napi::Env env, Napi::Object exports);   // init.cc
-void InitFiles(Napi::Env env, Napi::Object exports);  // files.cc
-void InitSockets(Napi::Env env, Napi::Object exports);
 
 }  // namespace pd

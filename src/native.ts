@@ -58,7 +58,7 @@ export interface RawAddon {
   setCloexec(fd: number, on: boolean): void;
   pipe(): [number, number];
   getFdFlags(fd: number): { cloexec: boolean; nonblocking: boolean };
-  // init.cc (Linux only), pidfd.c, files.cc
+  // init.c (Linux only), pidfd.c, files.c
   initRuntime?(): { interpreter: string | null; glibc: string | null };
   becomeInit?(file: string, argv: string[], env: string[]): never;
   /** With `pidfd`: adopts it (it must be a pidfd of `pid`, or of a reaped process). */
