@@ -1,5 +1,6 @@
 // Entry point of the posix-daemon addon: registers each part's bindings.
 #include "common.h"
+#include "pd.h"
 
 namespace {
 
@@ -12,8 +13,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   pd::InitLoop(env);
   pd::InitFork(env, exports);
   pd::InitExec(env, exports);
-  pd::InitWait(env, exports);
-  pd::InitProc(env, exports);
+  // Ported parts (C) leave their exception pending and return false.
+  if (!pd_init_wait(env, exports)) throw env.GetAndClearPendingException();
+  if (!pd_init_proc(env, exports)) throw env.GetAndClearPendingException();
   pd::InitInit(env, exports);
   pd::InitPidfd(env, exports);
   pd::InitFiles(env, exports);

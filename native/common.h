@@ -216,8 +216,6 @@ void CallFromLoop(Napi::Env env, Call&& call) noexcept {
 // ---- module parts ----
 void InitFork(Napi::Env env, Napi::Object exports);
 void InitExec(Napi::Env env, Napi::Object exports);
-void InitWait(Napi::Env env, Napi::Object exports);
-void InitProc(Napi::Env env, Napi::Object exports);
 void InitInit(Napi::Env env, Napi::Object exports);   // init.cc
 void InitPidfd(Napi::Env env, Napi::Object exports);  // pidfd.cc
 void InitFiles(Napi::Env env, Napi::Object exports);  // files.cc
