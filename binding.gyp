@@ -4,8 +4,9 @@
       "target_name": "posix_daemon",
       "sources": [
         "native/addon.cc",
-        "native/args.cc",
-        "native/fds.cc",
+        "native/napi-args.cc",
+        "native/args.c",
+        "native/fds.c",
         "native/fork.cc",
         "native/exec.cc",
         "native/wait.c",
@@ -16,13 +17,15 @@
         "native/notify.cc",
         "native/sockets.cc",
         "native/inotify.cc",
-        "native/loop.cc"
+        "native/loop.c"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
         "NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS",
         "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"
       ],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_c": ["-std=gnu11"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"],

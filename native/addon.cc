@@ -8,9 +8,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Remember how stdio looked before anything (typically Node's lazy
   // process.stdout getter) switched it to non-blocking, so an exec can hand
   // the next image the mode the process was started with.
-  pd::RecordStdioFlags();
+  pd_record_stdio_flags();
   // First: every part's libuv handles are tracked per environment from here.
-  pd::InitLoop(env);
+  if (!pd_loop_init(env)) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    throw Napi::Error(env, e);
+  }
   pd::InitFork(env, exports);
   pd::InitExec(env, exports);
   // Ported parts (C) leave their exception pending and return false.

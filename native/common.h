@@ -2,6 +2,8 @@
 #pragma once
 
 #include <napi.h>
+
+#include "pd.h"
 #include <sys/types.h>
 #include <unistd.h>
 #include <uv.h>
@@ -49,100 +51,56 @@ class CStrings {
 // The process environment as "KEY=value" strings (what execve would pass).
 std::vector<std::string> CurrentEnviron();
 
-// ---- fds (fds.cc) ----
-// Highest fd worth probing one by one: the highest open fd plus headroom (at
-// least the soft RLIMIT_NOFILE), or the hard limit when fds can't be listed.
-// Not capped at the soft limit: fds above a lowered limit stay open.
-// Computed in the parent, used by the child's last-resort loop; where
-// close_range(CLOSE_RANGE_CLOEXEC) works (probed once) that loop is never
-// reached, and this is just the soft limit, without listing the fds.
-int ScanFdLimit();
-// Open fds, from /proc/self/fd (Linux) or /dev/fd (macOS), else a probe loop
-// up to the hard RLIMIT_NOFILE.
-std::vector<int> OpenFds();
-bool FdIsOpen(int fd);
-// Was fd 0..2 non-blocking when the addon was loaded (before Node, in the
-// common case, switched a pipe or tty to O_NONBLOCK)?
-bool StdioWasNonblocking(int fd);
-void RecordStdioFlags();
+// ---- fds (fds.c): C++ forwarders for the parts not yet ported to C ----
+inline int ScanFdLimit() { return pd_scan_fd_limit(); }
+inline std::vector<int> OpenFds() {
+  pd_intv v;
+  if (!pd_open_fds(&v)) throw std::bad_alloc();
+  std::vector<int> out(v.v, v.v + v.n);
+  pd_intv_free(&v);
+  return out;
+}
+inline bool FdIsOpen(int fd) { return pd_fd_is_open(fd); }
+inline bool StdioWasNonblocking(int fd) { return pd_stdio_was_nonblocking(fd); }
+inline void RecordStdioFlags() { pd_record_stdio_flags(); }
+inline int CloexecAllExcept(const int* keep, size_t nkeep, int fd_limit) {
+  return pd_cloexec_all_except(keep, nkeep, fd_limit);
+}
+inline int PidfdOpen(pid_t pid) { return pd_pidfd_open(pid); }
+inline int PipeCloexec(int fds[2]) { return pd_pipe_cloexec(fds); }
+inline int SetNonblocking(int fd, bool on) { return pd_set_nonblocking(fd, on); }
+inline int WriteAll(int fd, const void* data, size_t size) { return pd_write_all(fd, data, size); }
 
-// Async-signal-safe: mark every fd >= 3 close-on-exec except `keep` (sorted
-// ascending), and clear close-on-exec on the kept ones: close_range, else
-// (Linux < 5.11) a getdents64 listing of /proc/self/fd, else a loop up to
-// fd_limit. Returns 0 or errno.
-int CloexecAllExcept(const int* keep, size_t nkeep, int fd_limit);
-
-// ---- small fd syscalls (fds.cc), async-signal-safe: usable between fork()
-// and execve() ----
-// pidfd_open(2): an fd that refers to process `pid` for good (Linux >= 5.3,
-// close-on-exec). -1 with errno (ENOSYS where the platform has none).
-int PidfdOpen(pid_t pid);
-// pipe(2) with both ends close-on-exec: atomically with pipe2 on Linux;
-// elsewhere pipe + fcntl (another thread's fork+exec in between could
-// inherit the ends there; in a forked child there is no other thread).
-// -1 with errno.
-int PipeCloexec(int fds[2]);
-// Sets or clears O_NONBLOCK (a no-op when already so). Returns the previous
-// file status flags, or -1 with errno.
-int SetNonblocking(int fd, bool on);
-// write(2) until all of `data` is written, across EINTR and short writes.
-// Returns 0, or the errno of the write that failed.
-int WriteAll(int fd, const void* data, size_t size);
-
-// ---- libuv handles owned by the addon (loop.cc) ----
-// A uv_poll_t on an fd, or a uv_signal_t, used by a JS object:
-// - allocated apart from that object: libuv owns it from init until its
-//   close callback, which may come after the object was collected;
-// - the fd it polls is its own and is closed in that close callback;
-// - when its environment ends (a worker finishes or is terminated) with the
-//   handle still open, an async cleanup hook (N-API 8) closes it and holds
-//   the teardown until every close callback of the environment's handles
-//   has run. Only then may Node unload the addon: a close callback left for
-//   a later loop turn would run in unmapped code (issue 16, item 1).
+// ---- libuv handles (loop.c): a C++ view of pd_loop_handle for the parts
+// not yet ported to C ----
 class LoopHandle {
  public:
   using Callback = void (*)(void* owner);
-  // Polls `fd` for readability. Takes the fd: it is closed on failure too.
-  static LoopHandle* Poll(Napi::Env env, int fd, Callback on_event, void* owner);
-  // Polls `fd` for writability (a connected datagram socket whose peer's
-  // queue has room again). Takes the fd the same way.
-  static LoopHandle* PollWritable(Napi::Env env, int fd, Callback on_event, void* owner);
-  // Watches `signum` through libuv's signal handling.
-  static LoopHandle* Signal(Napi::Env env, int signum, Callback on_event, void* owner);
-  // Called instead of any further event when the environment ends with the
-  // handle open: the hook closes the handle itself, the owner must forget it
-  // (and drop what keeps its JS object alive). No JavaScript may run.
-  void OnTeardown(Callback cb) { on_teardown_ = cb; }
-  void Stop();             // no more events; stays open (and its fd with it)
-  void SetRef(bool on);    // uv_ref / uv_unref
-  int fd() const { return fd_; }
-  // No callback after this; libuv's close callback closes the fd and frees
-  // the handle. The pointer must not be used again.
-  void Close();
+  static LoopHandle* Poll(Napi::Env env, int fd, Callback on_event, void* owner) {
+    return Check(env, pd_loop_poll(env, fd, false, on_event, owner));
+  }
+  static LoopHandle* PollWritable(Napi::Env env, int fd, Callback on_event, void* owner) {
+    return Check(env, pd_loop_poll(env, fd, true, on_event, owner));
+  }
+  static LoopHandle* Signal(Napi::Env env, int signum, Callback on_event, void* owner) {
+    return Check(env, pd_loop_signal(env, signum, on_event, owner));
+  }
+  void OnTeardown(Callback cb) { pd_loop_on_teardown(c(), cb); }
+  void Stop() { pd_loop_stop(c()); }
+  void SetRef(bool on) { pd_loop_set_ref(c(), on); }
+  int fd() const { return pd_loop_fd(reinterpret_cast<const pd_loop_handle*>(this)); }
+  void Close() { pd_loop_close(c()); }
 
-  struct State;  // per environment
  private:
-  LoopHandle(State* state, int fd, bool poll, Callback on_event, void* owner)
-      : poll_(poll), fd_(fd), on_event_(on_event), owner_(owner), state_(state) {}
-  static LoopHandle* Open(Napi::Env env, int fd, int signum, int events, Callback on_event, void* owner);
-  static void Closed(uv_handle_t* h);
-  static void OnPoll(uv_poll_t* h, int status, int events);
-  static void OnSignal(uv_signal_t* h, int signum);
-  static void TearDown(napi_async_cleanup_hook_handle hook, void* arg);
-  uv_handle_t* handle() { return &uv_.handle; }
-
-  union {
-    uv_handle_t handle;
-    uv_poll_t poll;
-    uv_signal_t signal;
-  } uv_;
-  bool poll_;
-  int fd_;
-  Callback on_event_;
-  Callback on_teardown_ = nullptr;
-  void* owner_;
-  State* state_;
-  friend void InitLoop(Napi::Env env);
+  pd_loop_handle* c() { return reinterpret_cast<pd_loop_handle*>(this); }
+  static LoopHandle* Check(Napi::Env env, pd_loop_handle* h) {
+    if (h == nullptr) {
+      napi_value e;
+      napi_get_and_clear_last_exception(env, &e);
+      throw Napi::Error(env, e);
+    }
+    return reinterpret_cast<LoopHandle*>(h);
+  }
 };
 
 // The state a JS object keeps for an fd of its own that a LoopHandle polls
@@ -182,10 +140,6 @@ class PolledFd {
   LoopHandle* poll_ = nullptr;
   bool pinned_ = false;
 };
-
-// Per-environment bookkeeping for LoopHandle. Called first from the addon's
-// Init, before any part can open a handle.
-void InitLoop(Napi::Env env);
 
 // ---- signals (fork.cc) ----
 // Async-signal-safe: every catchable signal back to SIG_DFL. For a process

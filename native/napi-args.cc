@@ -1,4 +1,5 @@
-// Error construction and argument checking for the raw bindings.
+// Error construction and argument checking for the parts not yet ported to C
+// (transitional: removed once every part uses args.c).
 #include <uv.h>
 
 #include <errno.h>
