@@ -3,35 +3,26 @@
     {
       "target_name": "posix_daemon",
       "sources": [
-        "native/addon.cc",
-        "native/napi-args.cc",
+        "native/addon.c",
         "native/args.c",
         "native/fds.c",
+        "native/loop.c",
         "native/fork.c",
         "native/exec.c",
-        "native/wait.cc",
-        "native/proc.cc",
+        "native/wait.c",
+        "native/proc.c",
         "native/init.c",
         "native/pidfd.c",
         "native/files.c",
         "native/notify.c",
         "native/sockets.c",
-        "native/inotify.c",
-        "native/loop.c"
+        "native/inotify.c"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": [
-        "NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS",
-        "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"
-      ],
+      "defines": ["NAPI_VERSION=8"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_c": ["-std=gnu11"],
-      "cflags!": ["-fno-exceptions"],
-      "cflags_cc!": ["-fno-exceptions"],
-      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "xcode_settings": {
-        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
-        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "GCC_C_LANGUAGE_STANDARD": "gnu11",
         "MACOSX_DEPLOYMENT_TARGET": "10.15"
       }
     },
