@@ -129,8 +129,7 @@ function gypTarget(gyp, name, arch) {
     sources: list('sources'),
     defines: list('defines'),
     includes: list('include_dirs').map((d) => resolve(repo, d)),
-    cflags: list('cflags'),
-    cflagsCC: list('cflags_cc'),
+    cflags: [...list('cflags'), ...list('cflags_c')],
     ldflags: list('ldflags'),
   };
 }
@@ -254,28 +253,26 @@ function relativizeLinks(root) {
 
 // -------------------------------------------------------------- toolchains
 /**
- * The compilers and flags of a target. glibc: gcc/g++ for the architecture
- * with the bullseye sysroot. musl: gcc with musl-gcc's specs (no C++: Debian
- * has no C++ runtime for musl).
+ * The compiler and flags of a target. glibc: gcc for the architecture with
+ * the bullseye sysroot. musl: gcc with musl-gcc's specs. C only: the addon
+ * needs no C++ runtime (Debian has none for musl).
  */
 function toolchain(arch, libc) {
   const a = ARCHES[arch];
   const prefix = a.gnuCross ?? '';
   const cc = `${prefix}gcc`;
-  if (!have(cc)) throw new Error(`${cc} is missing (apt-get install ${a.gnuCross ? 'gcc-aarch64-linux-gnu g++-aarch64-linux-gnu' : 'gcc g++'})`);
+  if (!have(cc)) throw new Error(`${cc} is missing (apt-get install ${a.gnuCross ? 'gcc-aarch64-linux-gnu' : 'gcc'})`);
   if (libc === 'musl') {
     const specs = `/usr/lib/${a.musl}/musl-gcc.specs`;
     if (!existsSync(specs)) {
       throw new Error(`${specs} is missing (apt-get install ${arch === 'x64' ? 'musl-tools musl-dev' : 'musl-dev:arm64, after dpkg --add-architecture arm64'})`);
     }
-    return { cc, cxx: null, base: ['-specs', specs], libc, arch, cxxIncludes: [] };
+    return { cc, base: ['-specs', specs], libc, arch };
   }
   const { root } = sysroot(arch);
-  const cxx = `${prefix}g++`;
   const lib = [join(root, 'usr/lib', a.triplet), join(root, 'lib', a.triplet)];
   return {
     cc,
-    cxx: have(cxx) ? cxx : null,
     // The compiler's own search paths come before the sysroot's: its
     // ../../../<triplet> is this machine's libc (or, for the cross
     // compiler, Debian's libc6-dev-arm64-cross), both newer than bullseye.
@@ -287,44 +284,21 @@ function toolchain(arch, libc) {
       `-B${lib[0]}/`, ...lib.map((d) => `-L${d}`)],
     libc,
     arch,
-    cxxIncludes: have(cxx) ? cxxHeaders(cxx) : [],
   };
-}
-
-/**
- * The C++ headers for the transitional .cc sources: the sysroot has only
- * libc6-dev (no libstdc++ of bullseye's), so the compiler's own libstdc++
- * headers are named (this machine's, GCC 12); their library is linked
- * statically, so they match it. They go before the C headers, which
- * libstdc++'s #include_next expects.
- */
-function cxxHeaders(cxx) {
-  const version = sh(cxx, ['-dumpversion']).trim();
-  const machine = sh(cxx, ['-dumpmachine']).trim();
-  const dirs = [
-    `/usr/include/c++/${version}`, `/usr/include/${machine}/c++/${version}`, `/usr/include/c++/${version}/backward`,
-    `/usr/${machine}/include/c++/${version}`, `/usr/${machine}/include/c++/${version}/${machine}`,
-    `/usr/${machine}/include/c++/${version}/backward`,
-  ].filter((d) => existsSync(d));
-  // The cross compiler's headers only, for the cross target (both sets may be installed).
-  const own = dirs.filter((d) => d.startsWith(`/usr/${machine}/`));
-  const pick = own.length ? own : dirs;
-  if (pick.length === 0) throw new Error(`${cxx} has no C++ headers in /usr/include/c++/${version} or /usr/${machine}/include/c++/${version}`);
-  return pick.flatMap((d) => ['-isystem', d]);
 }
 
 // ------------------------------------------------------------------ builds
 const COMMON = ['-O2', '-fPIC', '-fvisibility=hidden', '-g0', '-fno-omit-frame-pointer',
   '-D_FILE_OFFSET_BITS=64', '-D_LARGEFILE_SOURCE', '-D__STDC_FORMAT_MACROS'];
 
-async function compile(tc, src, obj, { defines, includes, cflags, cflagsCC }) {
-  const cpp = /\.(cc|cpp|cxx)$/.test(src);
-  const cc = cpp ? tc.cxx : tc.cc;
-  const args = [...(cpp ? tc.cxxIncludes : []), ...tc.base, ...COMMON, ...defines.map((d) => `-D${d}`),
-    ...includes.flatMap((d) => ['-I', d]), ...(cpp ? cflagsCC : cflags),
+async function compile(tc, src, obj, { defines, includes, cflags }) {
+  // C only: a C++ source would need a C++ runtime, and there is none for musl here.
+  if (!src.endsWith('.c')) throw new Error(`${src} is not C: the prebuilds link no C++ runtime`);
+  const args = [...tc.base, ...COMMON, ...defines.map((d) => `-D${d}`),
+    ...includes.flatMap((d) => ['-I', d]), ...cflags,
     '-c', join(repo, src), '-o', obj];
   mkdirSync(dirname(obj), { recursive: true });
-  await shAsync(cc, args);
+  await shAsync(tc.cc, args);
 }
 
 /** Where a file is linked before it takes its name (its folder made). */
@@ -342,27 +316,19 @@ function publish(tmp, dest) {
 /** The addon: posix_daemon's sources, linked as a shared object whose N-API symbols node provides. */
 async function buildAddon(gyp, tc, work, dest) {
   const t = gypTarget(gyp, 'posix_daemon', tc.arch);
-  const cxxSources = t.sources.filter((s) => /\.(cc|cpp|cxx)$/.test(s));
-  if (cxxSources.length && tc.libc === 'musl') {
-    throw new Error(`${cxxSources[0]} is C++: there is no C++ runtime for musl here`);
-  }
-  if (cxxSources.length && !tc.cxx) throw new Error(`${cxxSources[0]} is C++ and ${tc.cc.replace(/gcc$/, 'g++')} is missing`);
   const headers = nodeHeaders();
   const opts = {
     ...t,
     defines: ['NODE_GYP_MODULE_NAME=posix_daemon', 'USING_UV_SHARED=1', 'USING_V8_SHARED=1', 'BUILDING_NODE_EXTENSION', ...t.defines],
     includes: [headers, ...t.includes],
-    // node-gyp's own C++ flags (common.gypi) that binding.gyp does not undo.
-    cflagsCC: ['-fno-rtti', '-std=gnu++17', ...t.cflagsCC],
   };
   const objs = t.sources.map((s) => join(work, 'addon', `${s.replace(/[/.]/g, '_')}.o`));
   await pool(t.sources.map((s, i) => () => compile(tc, s, objs[i], opts)));
   const tmp = tmpFor(dest);
   // No -z,defs: the napi_* and uv_* symbols come from the node that loads
-  // it. The static C++ runtime (while .cc sources remain) is not exported.
-  const cxxLink = cxxSources.length ? ['-static-libstdc++', '-static-libgcc', '-Wl,--exclude-libs,ALL'] : [];
-  await shAsync(cxxSources.length ? tc.cxx : tc.cc, [...tc.base, '-shared', '-s', '-Wl,--as-needed', '-Wl,-O1',
-    '-Wl,-z,noexecstack', ...cxxLink, ...t.ldflags, ...objs, '-o', tmp]);
+  // it.
+  await shAsync(tc.cc, [...tc.base, '-shared', '-s', '-Wl,--as-needed', '-Wl,-O1',
+    '-Wl,-z,noexecstack', ...t.ldflags, ...objs, '-o', tmp]);
   publish(tmp, dest);
 }
 
