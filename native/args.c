@@ -130,13 +130,16 @@ napi_value pd_throw_error(napi_env env, const char* message) {
 }
 
 napi_value pd_throw_last(napi_env env) {
+  /* The failed call's message first: any further N-API call, even
+   * napi_is_exception_pending, resets it. Copied, as the next call may
+   * overwrite the buffer. */
+  const napi_extended_error_info* info = NULL;
+  char what[128] = "N-API call failed";
+  if (napi_get_last_error_info(env, &info) == napi_ok && info != NULL && info->error_message != NULL) {
+    snprintf(what, sizeof(what), "%s", info->error_message);
+  }
   bool pending = false;
   if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return NULL;
-  const napi_extended_error_info* info = NULL;
-  const char* what = "N-API call failed";
-  if (napi_get_last_error_info(env, &info) == napi_ok && info != NULL && info->error_message != NULL) {
-    what = info->error_message;
-  }
   napi_throw_error(env, NULL, what);
   return NULL;
 }
