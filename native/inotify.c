@@ -111,20 +111,6 @@ static void in_on_readable(void* owner) {
   free(buf);
 }
 
-/* The watcher behind `this`, or NULL after throwing. */
-static inotify_watcher* in_this(napi_env env, napi_callback_info info, size_t n, napi_value* argv,
-                                napi_value* self) {
-  napi_value this_arg;
-  if (!pd_args(env, info, n, argv, &this_arg)) return NULL;
-  void* data = NULL;
-  if (napi_unwrap(env, this_arg, &data) != napi_ok || data == NULL) {
-    pd_throw_last(env);
-    return NULL;
-  }
-  if (self != NULL) *self = this_arg;
-  return (inotify_watcher*)data;
-}
-
 static napi_value in_new(napi_env env, napi_callback_info info) {
   if (!pd_require_new(env, info)) return NULL;
   napi_value argv[1], self;
@@ -174,7 +160,7 @@ fail:
  * already watched; IN_MASK_ADD in `mask` merges masks. */
 static napi_value in_add(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  inotify_watcher* w = in_this(env, info, 2, argv, NULL);
+  inotify_watcher* w = (inotify_watcher*)pd_unwrap_this(env, info, 2, argv, NULL);
   if (w == NULL) return NULL;
   char* path = NULL;
   if (!pd_arg_string(env, argv[0], "path", &path)) return NULL;
@@ -198,7 +184,7 @@ done:
 
 static napi_value in_remove(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  inotify_watcher* w = in_this(env, info, 1, argv, NULL);
+  inotify_watcher* w = (inotify_watcher*)pd_unwrap_this(env, info, 1, argv, NULL);
   if (w == NULL) return NULL;
   int32_t wd;
   if (!pd_arg_int(env, argv[0], "wd", 0, INT32_MAX, &wd)) return NULL;
@@ -208,7 +194,7 @@ static napi_value in_remove(napi_env env, napi_callback_info info) {
 }
 
 static napi_value in_close(napi_env env, napi_callback_info info) {
-  inotify_watcher* w = in_this(env, info, 0, NULL, NULL);
+  inotify_watcher* w = (inotify_watcher*)pd_unwrap_this(env, info, 0, NULL, NULL);
   if (w == NULL) return NULL;
   if (w->poll != NULL) {
     in_shutdown(w);
@@ -219,7 +205,7 @@ static napi_value in_close(napi_env env, napi_callback_info info) {
 
 static napi_value in_ref(napi_env env, napi_callback_info info) {
   napi_value self;
-  inotify_watcher* w = in_this(env, info, 0, NULL, &self);
+  inotify_watcher* w = (inotify_watcher*)pd_unwrap_this(env, info, 0, NULL, &self);
   if (w == NULL) return NULL;
   if (w->poll != NULL) pd_loop_set_ref(w->poll, true);
   return self;
@@ -227,14 +213,14 @@ static napi_value in_ref(napi_env env, napi_callback_info info) {
 
 static napi_value in_unref(napi_env env, napi_callback_info info) {
   napi_value self;
-  inotify_watcher* w = in_this(env, info, 0, NULL, &self);
+  inotify_watcher* w = (inotify_watcher*)pd_unwrap_this(env, info, 0, NULL, &self);
   if (w == NULL) return NULL;
   if (w->poll != NULL) pd_loop_set_ref(w->poll, false);
   return self;
 }
 
 static napi_value in_get_fd(napi_env env, napi_callback_info info) {
-  inotify_watcher* w = in_this(env, info, 0, NULL, NULL);
+  inotify_watcher* w = (inotify_watcher*)pd_unwrap_this(env, info, 0, NULL, NULL);
   if (w == NULL) return NULL;
   return pd_number(env, in_fd(w));
 }

@@ -69,18 +69,6 @@ static void ns_finalize(napi_env env, void* data, void* hint) {
   free(s);
 }
 
-/* The socket behind `this`, or NULL after throwing. */
-static notify_socket* ns_this(napi_env env, napi_callback_info info, size_t n, napi_value* argv) {
-  napi_value self;
-  if (!pd_args(env, info, n, argv, &self)) return NULL;
-  void* data = NULL;
-  if (napi_unwrap(env, self, &data) != napi_ok || data == NULL) {
-    pd_throw_last(env);
-    return NULL;
-  }
-  return (notify_socket*)data;
-}
-
 /* new NotifySocket(address): "/path" or "@abstract". Throws a Node-style
  * error (connect, socket) when the manager cannot be reached. */
 static napi_value ns_new(napi_env env, napi_callback_info info) {
@@ -150,7 +138,7 @@ done:
  * failures throw (send/sendmsg, with the address as path). */
 static napi_value ns_send(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  notify_socket* s = ns_this(env, info, 2, argv);
+  notify_socket* s = (notify_socket*)pd_unwrap_this(env, info, 2, argv, NULL);
   if (s == NULL) return NULL;
   char* message = NULL;
   if (!pd_arg_string(env, argv[0], "message", &message)) return NULL;
@@ -237,7 +225,7 @@ static void ns_on_event(void* owner) {
  * gone. */
 static napi_value ns_watch(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  notify_socket* s = ns_this(env, info, 1, argv);
+  notify_socket* s = (notify_socket*)pd_unwrap_this(env, info, 1, argv, NULL);
   if (s == NULL) return NULL;
   napi_valuetype type;
   PD_CHECK(env, napi_typeof(env, argv[0], &type));
@@ -271,7 +259,7 @@ static napi_value ns_watch(napi_env env, napi_callback_info info) {
 }
 
 static napi_value ns_close(napi_env env, napi_callback_info info) {
-  notify_socket* s = ns_this(env, info, 0, NULL);
+  notify_socket* s = (notify_socket*)pd_unwrap_this(env, info, 0, NULL, NULL);
   if (s == NULL) return NULL;
   pd_polled_shutdown(&s->p);
   pd_polled_unpin(&s->p);

@@ -69,20 +69,6 @@ static void ph_finalize(napi_env env, void* data, void* hint) {
   free(h);
 }
 
-/* The handle behind `this`, or NULL after throwing. */
-static process_handle* ph_this(napi_env env, napi_callback_info info, size_t n, napi_value* argv,
-                               napi_value* self) {
-  napi_value this_arg;
-  if (!pd_args(env, info, n, argv, &this_arg)) return NULL;
-  void* data = NULL;
-  if (napi_unwrap(env, this_arg, &data) != napi_ok || data == NULL) {
-    pd_throw_last(env);
-    return NULL;
-  }
-  if (self != NULL) *self = this_arg;
-  return (process_handle*)data;
-}
-
 /* new ProcessHandle(pid): pidfd_open(pid). Throws ESRCH when there is no
  * such process, ENOSYS (or EPERM under some seccomp profiles) where the
  * kernel has no pidfds: the TS layer falls back to plain kill() then.
@@ -129,7 +115,7 @@ static napi_value ph_new(napi_env env, napi_callback_info info) {
  * (ESRCH); other errors (EPERM) are thrown. */
 static napi_value ph_kill(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  process_handle* h = ph_this(env, info, 1, argv, NULL);
+  process_handle* h = (process_handle*)pd_unwrap_this(env, info, 1, argv, NULL);
   if (h == NULL) return NULL;
   int32_t sig;
   if (!pd_arg_int(env, argv[0], "signal", 0, NSIG - 1, &sig)) return NULL;
@@ -160,7 +146,7 @@ static void ph_on_event(void* owner) {
  * has ended. Keeps the loop alive until then unless unref()'d. */
 static napi_value ph_watch(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  process_handle* h = ph_this(env, info, 1, argv, NULL);
+  process_handle* h = (process_handle*)pd_unwrap_this(env, info, 1, argv, NULL);
   if (h == NULL) return NULL;
   napi_valuetype type;
   PD_CHECK(env, napi_typeof(env, argv[0], &type));
@@ -200,7 +186,7 @@ static napi_value ph_watch(napi_env env, napi_callback_info info) {
 }
 
 static napi_value ph_close(napi_env env, napi_callback_info info) {
-  process_handle* h = ph_this(env, info, 0, NULL, NULL);
+  process_handle* h = (process_handle*)pd_unwrap_this(env, info, 0, NULL, NULL);
   if (h == NULL) return NULL;
   pd_polled_shutdown(&h->p);
   pd_polled_unpin(&h->p);
@@ -209,7 +195,7 @@ static napi_value ph_close(napi_env env, napi_callback_info info) {
 
 static napi_value ph_ref(napi_env env, napi_callback_info info) {
   napi_value self;
-  process_handle* h = ph_this(env, info, 0, NULL, &self);
+  process_handle* h = (process_handle*)pd_unwrap_this(env, info, 0, NULL, &self);
   if (h == NULL) return NULL;
   h->unref = false;
   if (h->p.poll != NULL) pd_loop_set_ref(h->p.poll, true);
@@ -218,7 +204,7 @@ static napi_value ph_ref(napi_env env, napi_callback_info info) {
 
 static napi_value ph_unref(napi_env env, napi_callback_info info) {
   napi_value self;
-  process_handle* h = ph_this(env, info, 0, NULL, &self);
+  process_handle* h = (process_handle*)pd_unwrap_this(env, info, 0, NULL, &self);
   if (h == NULL) return NULL;
   h->unref = true;
   if (h->p.poll != NULL) pd_loop_set_ref(h->p.poll, false);
@@ -226,7 +212,7 @@ static napi_value ph_unref(napi_env env, napi_callback_info info) {
 }
 
 static napi_value ph_fd(napi_env env, napi_callback_info info) {
-  process_handle* h = ph_this(env, info, 0, NULL, NULL);
+  process_handle* h = (process_handle*)pd_unwrap_this(env, info, 0, NULL, NULL);
   if (h == NULL) return NULL;
   return pd_number(env, h->p.fd);
 }

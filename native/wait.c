@@ -19,6 +19,7 @@
 #endif
 
 #include "pd.h"
+#include "wrap.h"
 
 static double micros(const struct timeval* tv) {
   return (double)tv->tv_sec * 1e6 + (double)tv->tv_usec;
@@ -276,20 +277,9 @@ static napi_value watcher_construct(napi_env env, napi_callback_info info) {
   return self;
 }
 
-/* The watcher of `this`; NULL after throwing (not an ExitWatcher). */
-static exit_watcher* watcher_this(napi_env env, napi_callback_info info, napi_value* self) {
-  void* data = NULL;
-  if (napi_get_cb_info(env, info, NULL, NULL, self, NULL) != napi_ok ||
-      napi_unwrap(env, *self, &data) != napi_ok) {
-    pd_throw_last(env);
-    return NULL;
-  }
-  return data;
-}
-
 static napi_value watcher_close(napi_env env, napi_callback_info info) {
   napi_value self;
-  exit_watcher* w = watcher_this(env, info, &self);
+  exit_watcher* w = (exit_watcher*)pd_unwrap_this(env, info, 0, NULL, &self);
   if (w == NULL) return NULL;
   watcher_shutdown(w);
   watcher_unpin(w);
@@ -298,7 +288,7 @@ static napi_value watcher_close(napi_env env, napi_callback_info info) {
 
 static napi_value watcher_set_ref(napi_env env, napi_callback_info info, bool on) {
   napi_value self;
-  exit_watcher* w = watcher_this(env, info, &self);
+  exit_watcher* w = (exit_watcher*)pd_unwrap_this(env, info, 0, NULL, &self);
   if (w == NULL) return NULL;
   if (w->handle != NULL) pd_loop_set_ref(w->handle, on);
   return self;
@@ -311,7 +301,7 @@ static napi_value watcher_unref(napi_env env, napi_callback_info info) {
 
 static napi_value watcher_kind(napi_env env, napi_callback_info info) {
   napi_value self;
-  exit_watcher* w = watcher_this(env, info, &self);
+  exit_watcher* w = (exit_watcher*)pd_unwrap_this(env, info, 0, NULL, &self);
   if (w == NULL) return NULL;
   return pd_string(env, w->kind);
 }

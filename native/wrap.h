@@ -31,6 +31,22 @@ static inline bool pd_require_new(napi_env env, napi_callback_info info) {
   return false;
 }
 
+/* The native struct behind `this` (after up to n arguments into argv;
+ * `self` may be NULL), or NULL after throwing: `this` is not one of ours
+ * (a method called on a stranger). */
+static inline void* pd_unwrap_this(napi_env env, napi_callback_info info, size_t n, napi_value* argv,
+                                   napi_value* self) {
+  napi_value this_arg;
+  if (!pd_args(env, info, n, argv, &this_arg)) return NULL;
+  void* data = NULL;
+  if (napi_unwrap(env, this_arg, &data) != napi_ok || data == NULL) {
+    pd_throw_last(env);
+    return NULL;
+  }
+  if (self != NULL) *self = this_arg;
+  return data;
+}
+
 typedef struct {
   napi_env env;
   napi_ref wrap;  /* napi_wrap's reference; deleted in the finalizer only */
