@@ -263,6 +263,16 @@ const w = posix.wait4(pid);
 console.log(JSON.stringify({ arch: process.arch, version: process.version, addon: addonPath.slice(pkgDir.length), sid, forked: w.pid === pid, exitCode: w.exitCode }));
 `;
 
+// Under a node on bullseye's glibc: the glibc the addon itself reports.
+const oldGlibcScript = String.raw`
+const posix = require('posix-daemon/posix');
+const pkgDir = require.resolve('posix-daemon/package.json').replace(/package\.json$/, '');
+const { addon, addonPath } = require(pkgDir + 'dist/native.js');
+const pid = posix.fork({ file: '/bin/true', args: [] });
+const w = posix.wait4(pid);
+console.log(JSON.stringify({ arch: process.arch, version: process.version, glibc: addon.initRuntime().glibc, addon: addonPath.slice(pkgDir.length), forked: w.pid === pid, exitCode: w.exitCode }));
+`;
+
 function newProject(name) {
   const dir = join(work, name);
   mkdirSync(dir);
@@ -511,6 +521,40 @@ try {
       } catch (err) {
         record(name, false, err.message.split('\n').slice(0, 6).join('\n      '));
       }
+    }
+  }
+
+  // ------------------------------------ 6. on the oldest glibc we have here
+  // The glibc addons were built against Debian bullseye (glibc 2.31); its
+  // sysroot (prebuild:all's, in .cache/sysroot/) has the loader, libc and
+  // libstdc++ a node needs. A node started by bullseye's loader with
+  // bullseye's libraries is a node on glibc 2.31: the installed package
+  // must pick its glibc addon there, and the addon must work.
+  for (const arch of ['x64', 'arm64']) {
+    const name = `prebuilds/linux-${arch}/posix-daemon.napi.glibc.node: works on glibc 2.31 (bullseye)`;
+    const root = join(process.env.PREBUILD_CACHE_DIR ?? join(repoDir, '.cache'), 'sysroot', `bullseye-${arch}`);
+    const triplet = arch === 'x64' ? 'x86_64-linux-gnu' : 'aarch64-linux-gnu';
+    const loader = join(root, 'lib', triplet, 'ld-2.31.so');
+    const node = arch === process.arch ? process.execPath : arm64Node();
+    if (!existsSync(loader)) { skip(name, `no bullseye sysroot in ${root} (npm run prebuild:all makes it)`); continue; }
+    if (!node || !prebuildProject || !runsHere(arch)) { skip(name, `no ${arch} node to run here`); continue; }
+    try {
+      writeFileSync(join(prebuildProject, 'old-glibc.cjs'), oldGlibcScript);
+      const libs = [join(root, 'lib', triplet), join(root, 'usr/lib', triplet)].join(':');
+      // x64: bullseye's loader runs this node; arm64: qemu-user with the
+      // sysroot as its prefix (the node's PT_INTERP and libraries from it).
+      const [cmd, args, env] = arch === process.arch
+        ? [loader, ['--library-path', libs, node, 'old-glibc.cjs'], process.env]
+        : [node, ['old-glibc.cjs'], { ...process.env, QEMU_LD_PREFIX: root }];
+      const r = spawnSync(cmd, args, { cwd: prebuildProject, encoding: 'utf8', timeout: 300000, env });
+      log(`$ ${cmd} ${args.join(' ')} -> ${r.status ?? r.signal}\n${r.stdout}${r.stderr}`);
+      let res = null;
+      try { res = JSON.parse((r.stdout ?? '').trim().split('\n').pop()); } catch { /* below */ }
+      if (!res) throw new Error(`node failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`);
+      const ok = res.glibc === '2.31' && res.addon === `prebuilds/linux-${arch}/posix-daemon.napi.glibc.node` && res.forked && res.exitCode === 0;
+      record(name, ok, `node ${res.version} ${res.arch} on glibc ${res.glibc} picked ${res.addon}; fork+wait4 /bin/true → ${res.exitCode}`);
+    } catch (err) {
+      record(name, false, err.message.split('\n').slice(0, 6).join('\n      '));
     }
   }
 } catch (err) {
