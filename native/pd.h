@@ -133,7 +133,7 @@ int pd_set_nonblocking(int fd, bool on);
 /* write(2) all of data across EINTR and short writes; 0 or errno. */
 int pd_write_all(int fd, const void* data, size_t size);
 
-/* ---- signals (fork.c) ----
+/* ---- signals (fork/child.c) ----
  * Async-signal-safe: every catchable signal back to SIG_DFL. */
 void pd_reset_signal_dispositions(void);
 
