@@ -53,7 +53,7 @@ function treeFiles() {
  * removed afterwards, so node-gyp-build can only find the prebuild), and
  * dist/ compiled with `npm run build:ts`.
  */
-export function stage({ log = () => {}, allTargets = false } = {}) {
+export function stage({ log = () => {}, allTargets = false, hostTargets = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'posix-daemon-stage-'));
   const files = treeFiles();
   if (files) {
@@ -76,11 +76,18 @@ export function stage({ log = () => {}, allTargets = false } = {}) {
   // every Linux target, built with the repository's sysroots and objects
   // (PREBUILD_CACHE_DIR: no second debootstrap in the staged copy). Else
   // this platform's prebuild only, with prebuildify.
+  // hostTargets: this machine's architecture, both libcs, as a release
+  // names and ships them (tagged files, the static init), so a run on
+  // another Node version tests what users install.
   const all = allTargets && pkg.scripts?.['prebuild:all'];
-  const script = all ? 'prebuild:all' : prebuildScriptName(pkg);
-  log(`stage: ${dir}\nstage: npm run ${script}`);
+  const host = !all && hostTargets && process.platform === 'linux' && pkg.scripts?.['prebuild:all'];
+  const script = all || host ? 'prebuild:all' : prebuildScriptName(pkg);
+  const args = host ? ['--', '--target', `linux-${process.arch}-glibc,linux-${process.arch}-musl`] : [];
+  log(`stage: ${dir}\nstage: npm run ${script} ${args.join(' ')}`);
   try {
-    run(npm, ['run', script], { cwd: dir, log, env: all ? { ...process.env, PREBUILD_CACHE_DIR: join(repo, '.cache') } : process.env });
+    run(npm, ['run', script, ...args], {
+      cwd: dir, log, env: all || host ? { ...process.env, PREBUILD_CACHE_DIR: join(repo, '.cache') } : process.env,
+    });
   } catch (err) {
     // prebuild:all builds every target it can and exits 1 naming the
     // others: what it built is packed, and the package test's contents check
@@ -100,7 +107,11 @@ export function stage({ log = () => {}, allTargets = false } = {}) {
 export function findPrebuild(dir) {
   const p = join(dir, 'prebuilds', `${process.platform}-${process.arch}`);
   if (!existsSync(p)) return null;
-  const f = readdirSync(p).find((n) => n.endsWith('.node'));
+  // The one node-gyp-build loads here: tagged with this machine's libc (its
+  // rule: musl where /etc/alpine-release exists), else untagged.
+  const libc = existsSync('/etc/alpine-release') ? 'musl' : 'glibc';
+  const nodes = readdirSync(p).filter((n) => n.endsWith('.node'));
+  const f = nodes.find((n) => n.split('.').includes(libc)) ?? nodes.find((n) => !/\.(glibc|musl)\./.test(n)) ?? nodes[0];
   return f ? join(p, f) : null;
 }
 

@@ -76,7 +76,7 @@ try {
       results.push({ major, label: `node ${major}`, ok: false, line: `node ${major}: NOT AVAILABLE: ${err.message.split('\n')[0]}`, failures: [] });
     }
   }
-  staged = stage({ log: () => {} });
+  staged = stage({ log: () => {}, hostTargets: true });
   for (const n of nodes) {
     const label = `node ${n.version}`;
     const env = { ...process.env, PATH: `${dirname(n.bin)}${delimiter}${process.env.PATH}` };

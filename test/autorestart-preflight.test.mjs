@@ -185,8 +185,11 @@ test('every line of the preflight and the bridge is marked with its PID; a refus
   assert.equal(Number(m[2]), bridge);
   assert.match(app.err, new RegExp(`^\\[preflight ${bridge}\\] START ${bridge}$`, 'm'));
   // None of its lines goes unmarked: READY came before or after it was up.
-  const its = [...app.out.split('\n'), ...app.err.split('\n')].filter((l) => l.includes(` ${bridge}`));
-  assert.ok(its.length >= 3, its.join('\n'));
+  // Its lines come through the new image's copy of its output pipe, maybe
+  // after the new image's own (READY): wait for them.
+  const itsLines = () => [...app.out.split('\n'), ...app.err.split('\n')].filter((l) => l.includes(` ${bridge}`));
+  await waitFor(() => itsLines().length >= 3, { what: () => `3 lines of the bridge: ${itsLines().join('\n')}`, timeout: 30000 });
+  const its = itsLines();
   for (const l of its) assert.match(l, new RegExp(`^\\[(preflight|bridge) ${bridge}\\] `));
   await waitFor(() => childPids(pid).length === 0, { what: 'the bridge to end', timeout: 30000 });
   // Its last line, written after the exec, came through the new image.
