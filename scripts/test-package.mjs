@@ -1,6 +1,6 @@
 // npm run test:package: what a user gets from `npm install posix-daemon`.
 //
-// 1. contents  - `npm pack` ships dist/ (JS, .d.ts, .mjs, .d.mts), native/,
+// 1. contents  - `npm pack` ships dist/ (JS, .d.ts, .mjs, .d.mts), native/ (C sources),
 //                binding.gyp, prebuilds/<platform>-<arch>/*.node, README.md,
 //                LICENSE and package.json, and nothing else.
 // 2. prebuild  - the tarball installs into an empty project with a PATH that
@@ -316,7 +316,7 @@ try {
     const plat = `${process.platform}-${process.arch}`;
     const allowed = [
       /^package\.json$/, /^README\.md$/, /^LICENSE$/, /^binding\.gyp$/,
-      /^native\/[^/]+\.(cc|c|h)$/,
+      /^native\/([^/]+\/)?[^/]+\.(c|h)$/,  // C sources, a folder per grown concern (native/fork/)
       /^dist\/[^/]+\.(js|d\.ts|mjs|d\.mts)$/,
       // One concern per file under a subpath's folder (src/autorestart/): CJS + types.
       /^dist\/[^/]+\/[^/]+\.(js|d\.ts)$/,
@@ -332,7 +332,7 @@ try {
       'README.md': /^README\.md$/,
       LICENSE: /^LICENSE$/,
       'binding.gyp': /^binding\.gyp$/,
-      'native/*.c or *.cc': /^native\/[^/]+\.(c|cc)$/,
+      'native/*.c': /^native\/[^/]+\.c$/,
       'dist/*.js': /^dist\/.+\.js$/,
       'dist/*.d.ts': /^dist\/.+\.d\.ts$/,
       'dist/*.mjs': /^dist\/.+\.mjs$/,
