@@ -9,8 +9,11 @@ import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
+import { parseNodeOptions, serializeNodeOptions } from './node-options';
 
 const debug = debuglog('posix-daemon');
+
+export { parseNodeOptions, serializeNodeOptions };
 
 const EVAL_FLAGS = new Set(['-e', '--eval', '-p', '--print']);
 const IMPORT_FLAGS = new Set(['--import', '--loader', '--experimental-loader']);
@@ -113,42 +116,6 @@ function absolutizePreloads(argv: readonly string[]): string[] {
     out.push(a);
   }
   return out;
-}
-
-/**
- * NODE_OPTIONS split the way Node splits it: on spaces; double quotes group,
- * and inside them a backslash escapes the next character. null if Node would
- * reject it (then it is passed on unchanged).
- */
-export function parseNodeOptions(value: string): string[] | null {
-  const args: string[] = [];
-  let inString = false;
-  let startNew = true;
-  for (let i = 0; i < value.length; i++) {
-    let c = value[i];
-    if (c === '\\' && inString) {
-      if (i + 1 === value.length) return null;
-      c = value[++i];
-    } else if (c === ' ' && !inString) {
-      startNew = true;
-      continue;
-    } else if (c === '"') {
-      inString = !inString;
-      continue;
-    }
-    if (startNew) {
-      args.push(c);
-      startNew = false;
-    } else {
-      args[args.length - 1] += c;
-    }
-  }
-  return inString ? null : args;
-}
-
-/** The inverse of parseNodeOptions: quote what has a space, a quote or a backslash. */
-export function serializeNodeOptions(args: readonly string[]): string {
-  return args.map((a) => (/[ "\\]/.test(a) ? `"${a.replace(/[\\"]/g, '\\$&')}"` : a)).join(' ');
 }
 
 /** NODE_OPTIONS for the daemon, which starts in another directory: preloads made absolute. */

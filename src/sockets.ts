@@ -27,6 +27,7 @@ import {
   addServer, drain, setListenRewrite, upWhenListening, whenServerListens,
 } from './lifecycle';
 import { dup } from './posix';
+import { HANDOFF_ENV } from './restart-env';
 import { invalidArgType, invalidArgValue } from './errors';
 import {
   isValidFdName, listeningServerFd, validateDuration, validateFdName, validateObject, validateOptionKeys, validateServer,
@@ -36,8 +37,7 @@ const debug = debuglog('posix-daemon');
 
 /** sd_listen_fds(3)'s first fd. */
 const LISTEN_FDS_START = 3;
-/** Our own description of the sockets handed over by restartViaExec. */
-export const HANDOFF_ENV = 'POSIX_DAEMON_LISTEN_FDS';
+export { HANDOFF_ENV };
 const MAX_SOCKETS = 4096;
 
 export interface InheritedSocket {

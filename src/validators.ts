@@ -182,7 +182,7 @@ export function validateExecOptions(options: unknown): ExecOptions {
   validateObject(options, 'options');
   const o = options as Record<string, unknown>;
   const {
-    env, args, keepFds = [], retryInterval = 1000, signal, servers = [], drainTimeout = 5000, compileCache = false,
+    env, args, keepFds = [], retryInterval = 1000, signal, servers = [], drainTimeout = 5000, compileCache = true,
   } = o;
   if (env !== undefined) envToArray(Object.fromEntries(Object.entries(validatedObject(env, 'options.env'))
     .filter(([, v]) => v !== undefined)), 'options.env');

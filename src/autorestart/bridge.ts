@@ -42,13 +42,12 @@ import { PIDFILE_ENV } from '../pidfile';
 import { EXEC_CHILDREN_ENV } from './zombies';
 import { setInBridge, setReadyHook } from '../restart-role';
 import { errorLocation } from './where';
+import { flushCompileCache } from './compile-cache';
+import { BRIDGE_ENV, BRIDGED_ENV } from '../restart-env';
 
 const debug = debuglog('posix-daemon');
 
-/** In a bridge: `<parent pid>;ready=<initstatus address>;control=<fd>;drain=<ms>[;stdio=piped]`. */
-export const BRIDGE_ENV = 'POSIX_DAEMON_BRIDGE';
-/** In the image after the exec: `<bridge pid>;control=<fd>;stderr=<fd>[;stdout=<fd>];timeout=<ms>`. */
-export const BRIDGED_ENV = 'POSIX_DAEMON_BRIDGED';
+export { BRIDGE_ENV, BRIDGED_ENV };
 /** How much of a failed preflight's stderr the error carries. */
 const STDERR_TAIL = 8 * 1024;
 
@@ -182,8 +181,12 @@ export function reportStart(error?: Error | string): Promise<boolean> {
 if (bridgeRole !== undefined) {
   const role = bridgeRole;
   debug('bridge: started by %d', process.ppid);
-  // Up once every socket handed over is taken (or it called ready()).
-  whenUp(() => void reportStart());
+  // Up once every socket handed over is taken (or it called ready()). What
+  // it compiled is written first: the new image starts right after.
+  whenUp(() => {
+    flushCompileCache();
+    void reportStart();
+  });
   const control = new Socket({ fd: role.control, readable: true, writable: false });
   control.on('data', () => {});
   control.on('error', () => {});

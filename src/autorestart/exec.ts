@@ -3,8 +3,6 @@
  * with the servers' sockets handed over at the fd numbers they have.
  */
 import { accessSync, constants as fsConstants } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
@@ -28,6 +26,7 @@ import { inNodeModules, startedGraph } from './graph';
 import { GUARD_ENV, isHoldable, releaseHeldSignal } from './guard-hold';
 import { guardedNodeOptions, startsGuard } from './guard-env';
 import { holdAcrossExec } from './exec-hold';
+import { compileCacheDir, flushCompileCache } from './compile-cache';
 
 export { GUARD_PATH } from './guard-env';
 export { GUARD_ENV } from './guard-hold';
@@ -59,9 +58,11 @@ export interface RestartViaExecOptions {
   /** Longest drain of `servers`, in ms; then remaining connections are closed. Default 5000. */
   drainTimeout?: number;
   /**
-   * Start the new image with Node's module compile cache on (Node >= 22.1:
-   * NODE_COMPILE_CACHE, the directory already in use or Node's default
-   * `<tmpdir>/node-compile-cache`). Default false. Whatever this says, a
+   * Start the preflight and the new image with Node's module compile cache
+   * on (Node >= 22.8): the preflight compiles, the new image reads. The
+   * directory is the one this image uses, else a private one of this user
+   * under the temporary directory. Default true; false starts them without
+   * (unless the environment sets NODE_COMPILE_CACHE). Whatever this says, a
    * cache this image has enabled is flushed before the exec (Node >= 22.10):
    * Node writes it only at exit, which an exec skips.
    */
@@ -95,9 +96,6 @@ export interface ExecHooks {
   trigger?: GuardTrigger;
 }
 
-type CompileCacheApi = { getCompileCacheDir?(): string | undefined; flushCompileCache?(): void };
-const nodeModule = require('node:module') as CompileCacheApi;
-
 export { isSea, mainScript };
 
 /** The pre-exec check or the preflight failed: give up this restart, do not retry it. */
@@ -112,21 +110,6 @@ function stoppingError(): Error {
 function isSystemError(err: unknown): err is NodeJS.ErrnoException {
   return err instanceof Error && typeof (err as NodeJS.ErrnoException).errno === 'number' &&
     typeof (err as NodeJS.ErrnoException).syscall === 'string';
-}
-
-/**
- * Node writes its compile cache at exit, and an exec is no exit: write it
- * now, so the next image starts from it. Returns the cache directory in use.
- */
-function flushCompileCache(): string | undefined {
-  const dir = nodeModule.getCompileCacheDir?.();
-  if (!dir) return undefined;
-  try {
-    nodeModule.flushCompileCache?.();
-  } catch (err) {
-    debug('autorestart: flushing the compile cache: %s', (err as Error).message);
-  }
-  return dir;
 }
 
 /**
@@ -159,8 +142,7 @@ export function nextEnv(env: Record<string, string | undefined>): Record<string,
 }
 
 /** `argv`/`childEnv` from nextArgv/nextEnv; the entry file already checked by the caller (see restartViaExec). */
-function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: number[], compileCache: boolean,
-  guard: GuardInfo): never {
+function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: number[], guard: GuardInfo): never {
   // A preflight that was up and has ended since (a crash soon after
   // listen(), while this image drained) shows what the next image would
   // do: refused while it can still be seen. Its exit is not reaped here.
@@ -184,10 +166,7 @@ function execOnce(argv: string[], childEnv: Record<string, string>, keepFds: num
     childEnv[GUARD_ENV] = guardValue(guard);
     blockSignals = holdAcrossExec(childEnv, heldSignals());
   }
-  const cacheDir = flushCompileCache();
-  if (compileCache && childEnv.NODE_COMPILE_CACHE === undefined && nodeModule.getCompileCacheDir) {
-    childEnv.NODE_COMPILE_CACHE = cacheDir ?? join(tmpdir(), 'node-compile-cache');
-  }
+  flushCompileCache();
   debug('autorestart: execve %s %j (children handed over: %j)', process.execPath, argv.slice(1), children);
   return execve(process.execPath, argv, childEnv, { keepFds, blockSignals });
 }
@@ -220,7 +199,7 @@ export function armRestartSignal(name: NodeJS.Signals, armed: boolean): void {
 }
 
 /** What the guard of the next image needs to know. */
-interface GuardInfo { trigger: GuardTrigger; bridgePid?: number; upTimeout: number }
+interface GuardInfo { trigger: GuardTrigger; bridgePid?: number; upTimeout: number; cache?: string }
 
 function guardValue(info: GuardInfo): string {
   const files = [...(startedGraph()?.files ?? [])];
@@ -231,7 +210,7 @@ function guardValue(info: GuardInfo): string {
   const own = files.filter((f) => !inNodeModules(f));
   let list = [...own, ...files.filter((f) => inNodeModules(f))];
   while (list.length > 0 && JSON.stringify(list).length > 64 * 1024) list = list.slice(0, Math.floor(list.length * 0.9));
-  return JSON.stringify({ ...info.trigger, hold: heldSignals(), files: list, upTimeout: info.upTimeout });
+  return JSON.stringify({ ...info.trigger, hold: heldSignals(), files: list, upTimeout: info.upTimeout, cache: info.cache });
 }
 
 /** The signals the next image holds while it starts: those this one is armed for (SIGUSR1 is the inspector's). */
@@ -335,10 +314,13 @@ hooks: ExecHooks): Promise<never> {
       if (main !== undefined) accessSync(main, fsConstants.R_OK);
       const argv = nextArgv(main, args);
       const childEnv = nextEnv(env ?? process.env);
+      // The preflight compiles what the new image then reads (compile-cache.ts).
+      const cache = compileCache && startsGuard(childEnv) ? compileCacheDir() : undefined;
       if (preflight) {
         try {
           bridge = await startPreflight({
-            argv, env: childEnv, sockets: currentSockets(servers),
+            argv, env: cache === undefined ? childEnv : { ...childEnv, [GUARD_ENV]: JSON.stringify({ cache }) },
+            sockets: currentSockets(servers),
             timeout: preflightTimeout, drainTimeout,
           });
         } catch (err) {
@@ -377,8 +359,8 @@ hooks: ExecHooks): Promise<never> {
       Object.assign(childEnv, extra?.env ?? {});
       // The PID-file lock is held by this PID and stays with it.
       execOnce(argv, childEnv,
-        [...new Set([...keepFds, ...handoff.keepFds, ...heldPidFileFds(), ...(extra?.keepFds ?? [])])], compileCache,
-        { trigger: hooks.trigger ?? { trigger: 'call' }, bridgePid: bridge?.pid, upTimeout: preflightTimeout });
+        [...new Set([...keepFds, ...handoff.keepFds, ...heldPidFileFds(), ...(extra?.keepFds ?? [])])],
+        { trigger: hooks.trigger ?? { trigger: 'call' }, bridgePid: bridge?.pid, upTimeout: preflightTimeout, cache });
     } catch (err) {
       bridge?.abandon();
       if (err instanceof Stopped) {

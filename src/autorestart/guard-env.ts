@@ -7,7 +7,7 @@
  * the program and its children never see it.
  */
 import { join } from 'node:path';
-import { serializeNodeOptions } from '../relaunch';
+import { serializeNodeOptions } from '../node-options';
 
 /** The preload that guards an image started by a restart (see guard.ts). */
 export const GUARD_PATH = join(__dirname, 'guard.js');

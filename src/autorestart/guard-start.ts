@@ -35,18 +35,32 @@
  * handed to the fix. The dev loop never ends on the program's account.
  */
 // First: the restart signals are held before anything else is loaded.
-import { heldRestartSignals, releaseHeldSignals as releaseSignals } from './guard-hold';
-import { existsSync } from 'node:fs';
+import { GUARD_ENV, heldRestartSignals, releaseHeldSignals as releaseSignals } from './guard-hold';
+import { constants as osConstants } from 'node:os';
 import { debuglog } from 'node:util';
-import { GUARD_ENV, GUARD_PATH, completeReload, type GuardTrigger } from './exec';
-import { holdBridge, isBridge, reportStart, whenUp } from './bridge';
-import { socketsWereHanded } from '../sockets';
-import { knownServers } from '../lifecycle';
-import { toCatchableSignal } from '../validators';
+import { GUARD_PATH } from './guard-env';
+import { handedSocketsInEnv } from '../restart-env';
+import type { GuardTrigger } from './exec';
 
 const debug = debuglog('posix-daemon');
 
-type GuardInfo = GuardTrigger & { files?: string[]; upTimeout: number };
+/**
+ * What the guard loads before the program, it loads at the cost of every
+ * restart's first line: only what the image cannot start without. Sockets
+ * handed over (a restart with servers, a preflight) need the machinery that
+ * lets a plain `server.listen()` take them, in place before the program's
+ * first line: the guard loads it (the program loads the same library
+ * anyway, from the module cache then). An image without sockets loads
+ * nothing more; a failed start loads what it needs when it fails.
+ */
+type Bridge = typeof import('./bridge');
+type Sockets = typeof import('../sockets');
+let bridge: Bridge | undefined;
+let sockets: Sockets | undefined;
+const isBridge = (): boolean => bridge?.isBridge() ?? false;
+const socketsWereHanded = (): boolean => sockets?.socketsWereHanded() ?? false;
+
+type GuardInfo = GuardTrigger & { files?: string[]; upTimeout: number; cache?: string };
 
 /** An image that an older release restarted has the guard on its command line, not in NODE_OPTIONS. */
 function hideFromExecArgv(): void {
@@ -66,14 +80,9 @@ function hideFromExecArgv(): void {
 /** The restart's preflightTimeout when the variable has none. */
 const DEFAULT_UP_TIMEOUT = 10_000;
 
-/** A signal restartOnSignal can wait for (the variable comes from the environment). */
+/** A signal restartOnSignal can wait for (the variable comes from the environment: exec.ts writes names). */
 function catchable(sig: unknown): sig is NodeJS.Signals {
-  try {
-    toCatchableSignal(sig, 'signal');
-    return true;
-  } catch {
-    return false;
-  }
+  return typeof sig === 'string' && Object.hasOwn(osConstants.signals, sig) && sig !== 'SIGKILL' && sig !== 'SIGSTOP';
 }
 
 function readInfo(): GuardInfo {
@@ -83,8 +92,9 @@ function readInfo(): GuardInfo {
     const v = JSON.parse(raw ?? '{}') as Record<string, unknown>;
     const files = Array.isArray(v.files) ? v.files.filter((f): f is string => typeof f === 'string' && f.startsWith('/')) : [];
     const upTimeout = Number.isSafeInteger(v.upTimeout) && (v.upTimeout as number) > 0 ? v.upTimeout as number : DEFAULT_UP_TIMEOUT;
-    if (v.trigger === 'signal' && catchable(v.signal)) return { trigger: 'signal', signal: v.signal, files, upTimeout };
-    return { trigger: v.trigger === 'change' ? 'change' : 'call', files, upTimeout };
+    const cache = typeof v.cache === 'string' && v.cache.startsWith('/') ? v.cache : undefined;
+    if (v.trigger === 'signal' && catchable(v.signal)) return { trigger: 'signal', signal: v.signal, files, upTimeout, cache };
+    return { trigger: v.trigger === 'change' ? 'change' : 'call', files, upTimeout, cache };
   } catch {
     return { trigger: 'call', files: [], upTimeout: DEFAULT_UP_TIMEOUT };
   }
@@ -92,6 +102,12 @@ function readInfo(): GuardInfo {
 
 hideFromExecArgv();
 const info = readInfo();
+// Before anything else is compiled: the library and the program.
+if (info.cache !== undefined) (require('./compile-cache') as typeof import('./compile-cache')).enableCompileCache(info.cache);
+if (handedSocketsInEnv()) {
+  bridge = require('./bridge') as Bridge;
+  sockets = require('../sockets') as Sockets;
+}
 // What a first start of this image saw: what a restart from a failed start
 // execs again (the failed program may have changed process.env).
 const startEnv = { ...process.env };
@@ -176,12 +192,12 @@ function describe(err: unknown): string {
 function fail(err: unknown): void {
   if (failed) return;
   failed = true;
-  if (isBridge()) {
+  if (bridge !== undefined && bridge.isBridge()) {
     process.stderr.write(`${describe(err)}\n`);
-    void reportStart(err instanceof Error ? err : new Error(String(err))).finally(() => realExit.call(process, 1));
+    void bridge.reportStart(err instanceof Error ? err : new Error(String(err))).finally(() => realExit.call(process, 1));
     return;
   }
-  holdBridge();
+  bridge?.holdBridge();
   const signals = fixSignals();
   const waiting = signals.length > 0 ? `waiting for ${signals.join(' or ')} or a change` : 'waiting for a change';
   const first = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
@@ -191,7 +207,7 @@ function fail(err: unknown): void {
   // waitForFix armed restartOnSignal for the held signals synchronously.
   releaseSignals();
   process.stderr.write(`posix-daemon: ${what}: ${first}; ${waiting}\n${describe(err)}\n`);
-  if (process.env.NOTIFY_SOCKET) completeReload(`${what}: ${first}; ${waiting}`, err);
+  if (process.env.NOTIFY_SOCKET) (require('./exec') as typeof import('./exec')).completeReload(`${what}: ${first}; ${waiting}`, err);
 }
 
 /** The signals a failed image restarts on: the one that started it and those the image before was armed for. */
@@ -205,6 +221,8 @@ async function waitForFix(signals: NodeJS.Signals[]): Promise<void> {
   // Loaded here: only a failed start pays for the watcher.
   const { restartOnChange } = require('./on-change') as typeof import('./on-change');
   const { restartOnSignal } = require('./signals') as typeof import('./signals');
+  const { knownServers } = require('../lifecycle') as typeof import('../lifecycle');
+  const { existsSync } = require('node:fs') as typeof import('node:fs');
   const options = {
     env: startEnv, args: startArgs, persistent: true,
     // Up before it crashed: its servers took the handed-over sockets, which
@@ -261,8 +279,8 @@ function whenMainEvaluated(done: () => void): void {
 process.on('uncaughtException', onUncaught);
 process.on('beforeExit', onBeforeExit);
 process.exit = guardedExit;
-if (socketsWereHanded()) {
-  whenUp(() => markUp('took its sockets or reported ready'));
+if (bridge !== undefined && socketsWereHanded()) {
+  bridge.whenUp(() => markUp('took its sockets or reported ready'));
 } else {
   whenMainEvaluated(() => markUp('main module evaluated'));
 }

@@ -18,11 +18,11 @@
 import { invalidArgValue } from '../errors';
 import { validateCString } from '../validators';
 import { inBridge } from '../restart-role';
+import { BRIDGE_ENV } from '../restart-env';
 
 export const KEYS_ENV = 'POSIX_DAEMON_KEYS';
 /** Set for a worker by its monitor (see worker.ts); read here without loading the monitor. */
 const WORKER_ENV = 'POSIX_DAEMON_WORKER';
-const BRIDGE_ENV = 'POSIX_DAEMON_BRIDGE';
 
 export function validateEnvKey(envKey: unknown): asserts envKey is string {
   validateCString(envKey, 'envKey', { allowEmpty: false });
