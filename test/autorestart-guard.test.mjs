@@ -260,7 +260,8 @@ console.log(JSON.stringify({ ld: process.env.LD_PRELOAD ?? null, hold: process.e
   nodeOptions: process.env.NODE_OPTIONS ?? null, sigBlk: /SigBlk:\\s*(\\w+)/.exec(st)[1] }));
   `);
     const guard = join(root, 'dist', 'autorestart', 'guard.js');
-    const env = { ...process.env, NODE_OPTIONS: `--require ${guard}`, POSIX_DAEMON_HOLD: '12',
+    // As a restart starts it: the guard's variable is always set (guard.ts acts only where it is).
+    const env = { ...process.env, NODE_OPTIONS: `--require ${guard}`, POSIX_DAEMON_GUARD: '{}', POSIX_DAEMON_HOLD: '12',
       LD_PRELOAD: `/nonexistent/${holdName} libc.so.6` };
     const app = startNode(join(dir, 'app.cjs'), { cwd: dir, env, reaper });
     assert.deepEqual(await app.exited, { code: 0, signal: null }, app.err);

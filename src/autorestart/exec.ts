@@ -319,7 +319,8 @@ hooks: ExecHooks): Promise<never> {
       if (preflight) {
         try {
           bridge = await startPreflight({
-            argv, env: cache === undefined ? childEnv : { ...childEnv, [GUARD_ENV]: JSON.stringify({ cache }) },
+            // The guard's variable tells its main thread it is the one to guard.
+            argv, env: startsGuard(childEnv) ? { ...childEnv, [GUARD_ENV]: JSON.stringify(cache === undefined ? {} : { cache }) } : childEnv,
             sockets: currentSockets(servers),
             timeout: preflightTimeout, drainTimeout,
           });

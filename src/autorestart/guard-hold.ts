@@ -15,12 +15,11 @@
  * Node's main; the listener added here replaces that handler.
  */
 import { debuglog } from 'node:util';
-import { isMainThread } from 'node:worker_threads';
+import { GUARD_ENV } from '../restart-env';
 
 const debug = debuglog('posix-daemon');
 
-/** What the guard is told: JSON { trigger, signal?, hold?, files, envFiles }. */
-export const GUARD_ENV = 'POSIX_DAEMON_GUARD';
+export { GUARD_ENV };
 
 /** Signals the guard may hold: never SIGKILL/SIGSTOP, nor one Node itself owns (SIGUSR1: the inspector). */
 const HOLDABLE = new Set(['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGUSR2', 'SIGQUIT', 'SIGWINCH', 'SIGPWR', 'SIGURG', 'SIGCONT',
@@ -41,8 +40,10 @@ function heldSignals(): NodeJS.Signals[] {
   }
 }
 
-// Only the main thread receives signals (guard.ts loads nothing else in a Worker).
-const held = isMainThread ? heldSignals() : [];
+// Only the main thread of a guarded image has the variable when this loads
+// (the guard removes it right after): a Worker, or an image no restart
+// started, holds nothing.
+const held = heldSignals();
 const holder = (sig: NodeJS.Signals): void => {
   debug('guard: %s while the new image starts: folded into the restart in progress', sig);
 };

@@ -36,7 +36,6 @@
  */
 // First: the restart signals are held before anything else is loaded.
 import { GUARD_ENV, heldRestartSignals, releaseHeldSignals as releaseSignals } from './guard-hold';
-import { constants as osConstants } from 'node:os';
 import { debuglog } from 'node:util';
 import { GUARD_PATH } from './guard-env';
 import { handedSocketsInEnv } from '../restart-env';
@@ -80,9 +79,13 @@ function hideFromExecArgv(): void {
 /** The restart's preflightTimeout when the variable has none. */
 const DEFAULT_UP_TIMEOUT = 10_000;
 
-/** A signal restartOnSignal can wait for (the variable comes from the environment: exec.ts writes names). */
+/**
+ * A signal restartOnSignal can wait for, by its name (the variable comes
+ * from the environment: exec.ts writes names). restartOnSignal checks it
+ * again when a failed start waits for it; `node:os` is not loaded for this.
+ */
 function catchable(sig: unknown): sig is NodeJS.Signals {
-  return typeof sig === 'string' && Object.hasOwn(osConstants.signals, sig) && sig !== 'SIGKILL' && sig !== 'SIGSTOP';
+  return typeof sig === 'string' && /^SIG[A-Z0-9]+$/.test(sig) && sig !== 'SIGKILL' && sig !== 'SIGSTOP';
 }
 
 function readInfo(): GuardInfo {
