@@ -37,10 +37,11 @@ function put(dir, name, text) {
 }
 
 /** Starts our server (own process group) and resolves once version `v` is READY. */
-async function startOurs(dir, port, { preflight = true, node = process.execPath, startDelay = 0 } = {}) {
+async function startOurs(dir, port, { preflight = true, node = process.execPath, startDelay = 0, bridgeAfter } = {}) {
   const child = spawn(node, [join(root, 'bench', 'fixtures', 'restart-load-server.cjs')], {
     env: { ...process.env, BENCH_DIR: dir, BENCH_PORT: String(port), BENCH_LIB: join(root, 'dist', 'autorestart.js'),
-      BENCH_PREFLIGHT: preflight ? '1' : '0', BENCH_START_DELAY: String(startDelay) },
+      BENCH_PREFLIGHT: preflight ? '1' : '0', BENCH_START_DELAY: String(startDelay),
+      ...(bridgeAfter === undefined ? {} : { BENCH_BRIDGE_AFTER: String(bridgeAfter) }) },
     stdio: ['ignore', 'pipe', 'inherit'], detached: true,
   });
   let out = '';
@@ -128,7 +129,7 @@ function bridgeCosts(out, serverPid) {
     .filter((m) => Number(m[1]) !== serverPid).map((m) => ({ cpuMs: Number(m[2]), rssKiB: Number(m[3]) }));
 }
 
-async function oursRun(seconds, every, options = {}) {
+export async function oursRun(seconds, every, options = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'bench-rl-'));
   put(dir, 'version.cjs', 'exports.version = 0;\n');
   const port = await freePort();
@@ -192,6 +193,8 @@ export async function restartUnderLoad({ quick = false, node = process.execPath,
     runs[every] = {
       bridge: await oursRun(seconds, every, { node }),
       queue: await oursRun(seconds, every, { node, preflight: false }),
+      // The schedule the default replaced for fast starts (issue 24): measured beside it.
+      always: await oursRun(seconds, every, { node, bridgeAfter: 0 }),
     };
     try {
       runs[every].pm2 = await pm2Run(await freePort(), seconds, every, node);
@@ -216,8 +219,9 @@ export async function restartUnderLoad({ quick = false, node = process.execPath,
         verdict: { figure: fmt(r), ratio: j.served === undefined ? '' : `served ${j.served.toFixed(2)}x, max ${j.maxX.toFixed(1)}x`,
           met: j.met ? 'yes' : 'no' },
         goalText, runs: 1, short: j.short,
-        ...(key === 'bridge' && every === 1000 ? {
-          extra: `no restarts: ${fmt(base)}; the second start (preflight/bridge) per restart, median of ${r.costs?.length ?? 0}: ` +
+        ...(key === 'bridge' ? {
+          extra: `${every === 1000 ? `no restarts: ${fmt(base)}; ` : ''}always bridging (\`bridgeAfter: 0\`) at ${rate}: ${fmt(runs[every].always)}; ` +
+            `the second start (preflight) per restart, median of ${r.costs?.length ?? 0}: ` +
             `CPU ${median((r.costs ?? []).map((c) => c.cpuMs))} ms, peak RSS ${median((r.costs ?? []).map((c) => c.rssKiB))} KiB`,
         } : {}),
       });

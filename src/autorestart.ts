@@ -20,9 +20,7 @@ export { restartViaExec, isRefusal } from './autorestart/exec';
 export { isBridge } from './autorestart/bridge';
 export type { PreflightError } from './autorestart/bridge';
 export type { RestartViaExecOptions } from './autorestart/exec';
-export { notifyOnChange } from './autorestart/watch';
 export type { ChangeEvent, NotifyOnChangeOptions } from './autorestart/watch';
-export { restartOnChange } from './autorestart/on-change';
 export type { RestartOnChangeOptions } from './autorestart/on-change';
 export { EXEC_CHILDREN_ENV, cleanUpChildZombies, cleanUpChildZombiesQuietly } from './autorestart/zombies';
 export type { CleanUpChildZombiesOptions, EscalationStep, ReapedChild } from './autorestart/zombies';
@@ -30,3 +28,21 @@ export { notifyOnSighup, notifyOnSigterm, restartOnSignal } from './autorestart/
 export type { NotifyOnSignalOptions } from './autorestart/signals';
 export { listen, listenFds, socketName } from './sockets';
 export type { InheritedSocket, ServerHandoffEntry } from './sockets';
+
+// The file watcher and restartOnChange (watch, graph, check, on-change:
+// a fifth of the library) are loaded when first called, not with the
+// library: a service that restarts on a signal never uses them, and every
+// image a restart starts would pay for loading them (measured: 6 ms of
+// 40 on Node 20).
+import type { ChangeEvent, NotifyOnChangeOptions } from './autorestart/watch';
+import type { RestartOnChangeOptions } from './autorestart/on-change';
+
+/** {@inheritDoc autorestart/watch!notifyOnChange} */
+export function notifyOnChange(options?: NotifyOnChangeOptions): AsyncIterableIterator<ChangeEvent> {
+  return (require('./autorestart/watch') as typeof import('./autorestart/watch')).notifyOnChange(options);
+}
+
+/** {@inheritDoc autorestart/on-change!restartOnChange} */
+export function restartOnChange(options?: RestartOnChangeOptions): Promise<never> {
+  return (require('./autorestart/on-change') as typeof import('./autorestart/on-change')).restartOnChange(options);
+}

@@ -18,7 +18,7 @@
  */
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { isMainThread } from 'node:worker_threads';
+import { isMainThread } from './main-thread';
 import { debuglog } from 'node:util';
 import { addon, addonLibc, addonPath } from './native';
 import { featureUnavailable, invalidArgValue, workerUnsupported } from './errors';
@@ -166,7 +166,7 @@ function envArray(): string[] {
  * Returns only by throwing (nothing changed) when that is impossible.
  */
 export function execInitImage(imageArgs: string[]): never {
-  if (!isMainThread) throw workerUnsupported('init()');
+  if (!isMainThread()) throw workerUnsupported('init()');
   validateChildProcessAllowed(process.execPath);
   const { file, argv } = initImageCommand(imageArgs);
   debug('init: pid %d becomes the init: %j', process.pid, argv);

@@ -8,7 +8,7 @@
  */
 import { accessSync, constants as fsConstants, readdirSync, readFileSync } from 'node:fs';
 import { channel } from 'node:diagnostics_channel';
-import { isMainThread } from 'node:worker_threads';
+import { isMainThread } from './main-thread';
 import { delimiter, join } from 'node:path';
 import { addon, type RawWaitResult } from './native';
 import { readProcStat } from './procstat';
@@ -303,7 +303,7 @@ export interface ExecveOptions {
  */
 export function execve(file: string, args: string[] = [], env: NodeJS.ProcessEnv | Record<string, string> = process.env,
   options: ExecveOptions = {}): never {
-  if (!isMainThread) throw workerUnsupported('Calling execve');
+  if (!isMainThread()) throw workerUnsupported('Calling execve');
   validateCString(file, 'execPath');
   args = snapshot(args);
   validateArgs(args, 'args');

@@ -61,8 +61,8 @@ function isThisProcess(pid: string | undefined): boolean {
   return pid !== undefined && /^[1-9][0-9]*$/.test(pid) && Number(pid) === process.pid;
 }
 
-/** The port of Node's inspector, when it listens (`--inspect`). */
-const inspectorPort = ((): number | undefined => {
+/** The port of Node's inspector, when it listens (`--inspect`); asked when needed (loading it costs 1 ms). */
+function inspectorPort(): number | undefined {
   try {
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const url = (require('node:inspector') as { url(): string | undefined }).url();
@@ -70,7 +70,7 @@ const inspectorPort = ((): number | undefined => {
   } catch {
     return undefined;  // Node built without the inspector
   }
-})();
+}
 
 /** The fd as an inherited listening socket, or undefined (with a debuglog line why not). */
 function adopt(fd: number, name: string, source: string): InheritedSocket | undefined {
@@ -85,7 +85,8 @@ function adopt(fd: number, name: string, source: string): InheritedSocket | unde
     debug('%s: fd %d is not a listening stream socket (%j): ignored', source, fd, info);
     return undefined;
   }
-  if (inspectorPort !== undefined && info.port === inspectorPort) {
+  // process.debugPort first: asking the inspector loads it, and only that port can be its.
+  if (info.port !== undefined && info.port === process.debugPort && info.port === inspectorPort()) {
     debug('%s: fd %d is the inspector\'s socket: ignored', source, fd);
     return undefined;
   }

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
-import { fileScope, freePort, putFile as put, root, startNode, waitFor } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { fileScope, freePort, procStat, putFile as put, root, startNode, waitFor, zombieChildren } from './helpers.mjs';
 
 const { reaper, dirs } = fileScope();
 const lib = join(root, 'dist', 'autorestart.js');
@@ -140,4 +141,105 @@ test('a cache directory that others can write is not used: the restart goes on w
   assert.deepEqual(states.map((s) => s.dir), [null, null]);
   assert.deepEqual(readdirSync(planted), [], 'nothing written into it');
   assert.equal(app.child.exitCode, null);
+});
+
+// ---------------------------------------------------------------------------
+// bridgeAfter: the bridge's share, decided by how long the preflight took.
+
+const http = await import('node:http');
+
+function get(port) {
+  return new Promise((resolve) => http.get({ host: '127.0.0.1', port, agent: false }, (res) => {
+    let body = '';
+    res.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => resolve(body));
+  }).on('error', (err) => resolve(err.code)));
+}
+
+/**
+ * An app whose exec'd image (not its preflight: another PID) does what
+ * mode.txt says before it listens: 'slow' waits 1500 ms, 'throw' throws.
+ */
+function bridgeApp(dir, port, options) {
+  put(dir, 'mode.txt', 'fast');
+  put(dir, 'app.mjs', `
+import http from 'node:http';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { listen, restartOnSignal } from ${JSON.stringify(join(root, 'dist', 'autorestart.mjs'))};
+const pidFile = ${JSON.stringify(join(dir, 'first.pid'))};
+if (!existsSync(pidFile)) writeFileSync(pidFile, String(process.pid));
+const execd = process.env.GEN === '2' && String(process.pid) === readFileSync(pidFile, 'utf8');
+console.log('START ' + process.pid + ' ' + (process.env.GEN ?? '1'));
+const mode = readFileSync(${JSON.stringify(join(dir, 'mode.txt'))}, 'utf8');
+if (execd && mode === 'slow') await new Promise((resolve) => setTimeout(resolve, 1500));
+if (execd && mode === 'throw') throw new Error('the exec\\'d image fails');
+const server = http.createServer((req, res) => res.end((process.env.GEN ?? '1') + ' ' + process.pid));
+await listen(server, { port: ${port}, host: '127.0.0.1' });
+restartOnSignal('SIGUSR2', { servers: [server], env: { ...process.env, GEN: '2' }, ${options} });
+console.log('READY ' + process.pid + ' ' + (process.env.GEN ?? '1'));
+`);
+}
+
+async function startBridgeApp(dir, mode) {
+  const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
+  const pid = app.child.pid;
+  await waitFor(() => app.out.includes(`READY ${pid} 1`), { what: () => `the first start (${app.err})`, timeout: 30000 });
+  put(dir, 'mode.txt', mode);
+  process.kill(pid, 'SIGUSR2');
+  // The preflight's lines come through the server, marked with its PID.
+  // (Marked [preflight PID] until it is up, [bridge PID] from then on.)
+  const readyLine = /\[(?:preflight|bridge) (\d+)\] READY \1 2/;
+  await waitFor(() => readyLine.test(app.out), { what: () => `the preflight (${app.out}; ${app.err})`, timeout: 30000 });
+  const bridge = Number(readyLine.exec(app.out)[1]);
+  // The exec'd image has started (its first line) and has not listened yet.
+  await waitFor(() => new RegExp(`^START ${pid} 2$`, 'm').test(app.out), { what: () => `the new image (${app.out}; ${app.err})`, timeout: 30000 });
+  return { app, pid, bridge };
+}
+
+test('a preflight that came up fast stands by, stopped, while the new image starts: a request waits for the new image', { timeout: 60000 }, async () => {
+  const dir = dirs.make('pd-cost-standby-');
+  const port = await freePort();
+  bridgeApp(dir, port, '');
+  const { app, pid, bridge } = await startBridgeApp(dir, 'slow');
+  const st = procStat(bridge);
+  assert.deepEqual([st?.state, st?.ppid], ['T', pid], 'the bridge is our child, stopped');
+  // Sent while only the stopped bridge has the socket open besides the
+  // starting image: the kernel queues it, the new image answers it.
+  assert.equal(await get(port), `2 ${pid}`);
+  // Once up, the new image ended the bridge: continued, drained, exited, reaped.
+  await waitFor(() => procStat(bridge) === null, { what: () => `the bridge's end (${JSON.stringify(procStat(bridge))})` });
+  assert.deepEqual(zombieChildren(pid), []);
+  assert.equal(app.child.exitCode, null);
+});
+
+test('bridgeAfter: 0 keeps the preflight accepting while the new image starts: the bridge answers', { timeout: 60000 }, async () => {
+  const dir = dirs.make('pd-cost-bridge0-');
+  const port = await freePort();
+  bridgeApp(dir, port, 'bridgeAfter: 0');
+  const { app, pid, bridge } = await startBridgeApp(dir, 'slow');
+  assert.notEqual(procStat(bridge)?.state, 'T');
+  assert.equal(await get(port), `2 ${bridge}`, 'the bridge serves the new version meanwhile');
+  await waitFor(() => procStat(bridge) === null, { what: 'the bridge\'s end' });
+  assert.equal(await get(port), `2 ${pid}`);
+  assert.equal(app.child.exitCode, null);
+});
+
+test('a new image that fails at start-up after a fast preflight: the bridge standing by is continued and serves', { timeout: 60000 }, async () => {
+  const dir = dirs.make('pd-cost-standby-fail-');
+  const port = await freePort();
+  bridgeApp(dir, port, '');
+  const { app, pid, bridge } = await startBridgeApp(dir, 'throw');
+  await waitFor(() => app.err.includes('failed at start-up'), { what: () => `the guard's report (${app.err})`, timeout: 30000 });
+  assert.notEqual(procStat(bridge)?.state, 'T', 'continued');
+  assert.equal(await get(port), `2 ${bridge}`, 'the bridge serves while the image waits for a fix');
+  assert.equal(app.child.exitCode, null, 'the service lives on');
+});
+
+test('bridgeAfter is validated like every duration', () => {
+  // Before anything starts: a bad value is the caller's to fix.
+  const r = spawnSync(process.execPath, ['-e', `
+const { restartViaExec } = require(${JSON.stringify(lib)});
+(async () => {
+  for (const v of [-1, '10', NaN, Infinity]) await restartViaExec({ bridgeAfter: v }).then(() => console.log('accepted ' + v), (e) => console.log(e.code));
+})();`], { encoding: 'utf8' });
+  assert.deepEqual(r.stdout.trim().split('\n'), ['ERR_OUT_OF_RANGE', 'ERR_INVALID_ARG_TYPE', 'ERR_OUT_OF_RANGE', 'ERR_OUT_OF_RANGE'], r.stderr);
 });

@@ -268,3 +268,29 @@ console.log(JSON.stringify({ ld: process.env.LD_PRELOAD ?? null, hold: process.e
     assert.deepEqual(JSON.parse(app.out), { ld: 'libc.so.6', hold: null, nodeOptions: null, sigBlk: '0000000000000000' });
   });
 }
+
+test('restartOnChange: an edit saved while the crashing version was still starting is not lost: the fix restarts', { timeout: 120000 }, async () => {
+  const dir = dirs.make('pd-guard-edit-during-start-');
+  const port = await freePort();
+  put(dir, 'version.mjs', 'export const version = 1;\n');
+  put(dir, 'app.mjs', `
+import http from 'node:http';
+import { listen, restartOnChange } from ${JSON.stringify(lib)};
+import { version } from './version.mjs';
+console.log('START ' + version);
+const server = http.createServer((req, res) => res.end('V ' + version + ' PID ' + process.pid));
+await listen(server, { port: ${port}, host: '127.0.0.1' });
+restartOnChange({ servers: [server], persistent: true, preflight: false });
+console.log('READY ' + version + ' ' + process.pid);
+`);
+  const app = startNode(join(dir, 'app.mjs'), { cwd: dir, reaper });
+  const pid = app.child.pid;
+  await waitFor(() => app.out.includes(`READY 1 ${pid}`), { what: () => `v1 (${app.err})`, timeout: 30000 });
+  // v2 takes 1.5 s to fail its start; v3 is saved while it is still starting.
+  put(dir, 'version.mjs', "export const version = 2;\nconsole.log('V2 STARTING');\nawait new Promise((r) => setTimeout(r, 1500));\nthrow new Error('v2 fails late');\n");
+  await waitFor(() => app.out.includes('V2 STARTING'), { what: () => `v2's start (${app.err})`, timeout: 30000 });
+  put(dir, 'version.mjs', 'export const version = 3;\n');
+  await waitFor(() => app.err.includes('v2 fails late'), { what: () => `v2's failure (${app.err})`, timeout: 30000 });
+  await waitFor(() => app.out.includes(`READY 3 ${pid}`), { what: () => `v3 (${app.out}; ${app.err})`, timeout: 30000 });
+  assert.equal(await get(port), `V 3 PID ${pid}`);
+});

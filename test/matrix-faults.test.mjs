@@ -102,7 +102,7 @@ for (const serve of SERVES) {
     await sleep(300);
     assert.ok(isAlive(pid), `the dev loop ended: ${app.err}`);
     setVersion(dir, 3);
-    await waitServing(port, 3, { pid, n: 3 });
+    await waitServing(port, 3, { pid, n: 3, what: () => `v3 serving from ${pid}; stdout: ${app.out.slice(-1500)}; stderr: ${app.err.slice(-3000)}` });
     process.kill(pid, 'SIGTERM');
     assert.deepEqual(await ended(app), { code: 0, signal: null }, app.err);
   });

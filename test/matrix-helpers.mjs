@@ -159,12 +159,14 @@ export function loadClients(port, connections = 10) {
 /** Resolves once `n` answers in a row came from version `v` (of `pid`, when given). */
 export async function waitServing(port, v, { pid, n = 1, what } = {}) {
   let streak = 0;
+  let last;
   await waitFor(async () => {
     const r = await get(port);
+    last = r.status === 200 ? r.body : r.error?.code ?? r.error?.message ?? r.status;
     const m = r.status === 200 ? /^v(\d+) pid (\d+)/.exec(r.body) : null;
     streak = m && Number(m[1]) === v && (pid === undefined || Number(m[2]) === pid) ? streak + 1 : 0;
     return streak >= n;
-  }, { timeout: 30000, interval: 25, what: what ?? `v${v} serving${pid ? ` from pid ${pid}` : ''}` });
+  }, { timeout: 30000, interval: 25, what: () => `${typeof what === 'function' ? what() : what ?? `v${v} serving${pid ? ` from pid ${pid}` : ''}`} (last answer: ${JSON.stringify(last)})` });
 }
 
 /** Waits for the process to end; { code, signal }. */

@@ -345,6 +345,18 @@ export interface Bridge {
   env: Record<string, string>;
   /** The restart did not happen after all: the bridge drains, exits and is reaped. */
   abandon(): void;
+  /**
+   * A fast start (see RestartViaExecOptions.bridgeAfter): the bridge is
+   * stopped (SIGSTOP) and only stands by. It takes no CPU from this image's
+   * drain and the new image's start, and accepts nothing: connections wait
+   * in the kernel's queue for the new image. The new image continues it
+   * (SIGCONT) to end it once up, or to serve if its own start fails.
+   */
+  standBy(): void;
+  /** Settles once it has exited and was reaped. */
+  exited: Promise<unknown>;
+  /** Milliseconds from its start to its report that it is up. */
+  upMs: number;
 }
 
 export interface PreflightSpec {
@@ -389,6 +401,7 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
   // stdio=piped: its stdout and stderr are pipes to us (see parentGone's use).
   env[BRIDGE_ENV] = `${process.pid};ready=${rx.address};control=${controlRead};drain=${spec.drainTimeout};stdio=piped`;
   let child;
+  const startedAt = performance.now();
   try {
     child = launch({
       what: 'preflight',
@@ -458,24 +471,49 @@ export async function startPreflight(spec: PreflightSpec): Promise<Bridge> {
   }
   child.unref();
   let given = false;
+  let standingBy = false;
+  const bridgedValue = (): string =>
+    `${child.pid};control=${controlWrite};stderr=${errRead};stdout=${outRead};timeout=${spec.timeout}${standingBy ? ';standby=1' : ''}`;
   return {
     pid: child.pid,
+    exited: child.exited,
+    upMs: Math.round(performance.now() - startedAt),
     keepFds: [controlWrite, errRead, outRead],
-    env: { [BRIDGED_ENV]: `${child.pid};control=${controlWrite};stderr=${errRead};stdout=${outRead};timeout=${spec.timeout}` },
+    get env() {
+      return { [BRIDGED_ENV]: bridgedValue() };
+    },
+    standBy() {
+      if (given || standingBy) return;
+      standingBy = signalBridge(child.pid, 'SIGSTOP');
+      if (standingBy) debug('preflight: pid %d stands by (stopped) across the exec', child.pid);
+    },
     abandon() {
       if (given) return;
       given = true;
       debug('preflight: restart abandoned: bridge %d drains and exits', child.pid);
+      // Stopped, it would never see the EOF.
+      if (standingBy) signalBridge(child.pid, 'SIGCONT');
       closeQuietly(controlWrite);
       void child.exited.then(() => endForwarders([errFwd, outFwd]));
     },
   };
 }
 
+/** Signals our own bridge child (not reaped yet: its PID cannot have been reused); false if it is gone. */
+function signalBridge(pid: number, signal: 'SIGSTOP' | 'SIGCONT'): boolean {
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch (err) {
+    debug('bridge: %s to %d: %s', signal, pid, (err as Error).message);
+    return false;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The new image's side: end the bridge once this image is up.
 
-interface Bridged { pid: number; control: number; stderr: number; stdout?: number; timeout: number }
+interface Bridged { pid: number; control: number; stderr: number; stdout?: number; timeout: number; standby: boolean }
 
 function readBridgedEnv(): Bridged | undefined {
   const taken = takeEnv(BRIDGED_ENV);
@@ -499,7 +537,8 @@ function readBridgedEnv(): Bridged | undefined {
   setCloexec(control, true);
   setCloexec(stderr, true);
   if (stdout !== undefined) setCloexec(stdout, true);
-  return { pid, control, stderr, stdout, timeout: Number.isSafeInteger(timeout) && timeout > 0 ? timeout : 10_000 };
+  return { pid, control, stderr, stdout, timeout: Number.isSafeInteger(timeout) && timeout > 0 ? timeout : 10_000,
+    standby: map.get('standby') === '1' };
 }
 
 /** The bridge this image was started over and has not ended yet. */
@@ -520,13 +559,19 @@ export function pendingBridgeHandoff(): { keepFds: number[]; env: Record<string,
   const stdout = b.stdout === undefined ? '' : `;stdout=${b.stdout}`;
   return {
     keepFds: [b.control, b.stderr, ...(b.stdout === undefined ? [] : [b.stdout])],
-    env: { [BRIDGED_ENV]: `${b.pid};control=${b.control};stderr=${b.stderr}${stdout};timeout=${b.timeout}` },
+    env: { [BRIDGED_ENV]: `${b.pid};control=${b.control};stderr=${b.stderr}${stdout};timeout=${b.timeout}${b.standby ? ';standby=1' : ''}` },
   };
 }
 
-/** A failed start: the bridge keeps serving until a next image is up. */
+/** A failed start: the bridge keeps serving (one standing by serves now) until a next image is up. */
 export function holdBridge(): void {
-  if (bridged !== undefined) bridged.hold = true;
+  if (bridged === undefined) return;
+  bridged.hold = true;
+  if (bridged.standby) {
+    bridged.standby = false;
+    debug('bridge: %d was standing by: it serves while this image waits for a fix', bridged.pid);
+    signalBridge(bridged.pid, 'SIGCONT');
+  }
 }
 
 function endBridge(why: string): void {
@@ -535,6 +580,11 @@ function endBridge(why: string): void {
   bridged = undefined;
   debug('bridge: %s: ending bridge %d', why, b.pid);
   closeQuietly(b.control);
+  // One standing by goes on to see the EOF, drain what it accepted before
+  // it stopped, and exit: continued after this image has been through one
+  // poll phase, in which it accepts what waited in the queue meanwhile
+  // (continued at once, the bridge raced it for those connections).
+  if (b.standby) setImmediate(() => setImmediate(() => signalBridge(b.pid, 'SIGCONT')));
   waitAsync(b.pid, { ref: false }).then((r) => {
     debug('bridge: %d reaped (%o)', b.pid, { code: r.exitCode, signal: r.signal });
     endForwarders(b.forward);

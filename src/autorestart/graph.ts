@@ -25,7 +25,7 @@ import { statSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { debuglog } from 'node:util';
-import { isMainThread, MessageChannel } from 'node:worker_threads';
+import { isMainThread } from '../main-thread';
 
 const debug = debuglog('posix-daemon');
 
@@ -168,7 +168,7 @@ class ModuleGraph extends EventEmitter {
   }
 
   #installHooks(): void {
-    if (!isMainThread) return;
+    if (!isMainThread()) return;
     if (typeof nodeModule.registerHooks === 'function') {
       const handle = nodeModule.registerHooks({
         load: (url, context, nextLoad) => {
@@ -198,6 +198,7 @@ class ModuleGraph extends EventEmitter {
         this.#registerPort.unref();
         return;
       }
+      const { MessageChannel } = require('node:worker_threads') as typeof import('node:worker_threads');
       const { port1, port2 } = new MessageChannel();
       port1.on('message', onMessage);
       port1.unref();  // tracking never keeps a program alive

@@ -236,7 +236,9 @@ async function waitForFix(signals: NodeJS.Signals[]): Promise<void> {
     paths: (info.files ?? []).filter((f) => existsSync(f)),
     onError: (e: Error) => process.stderr.write(`posix-daemon: not restarting: ${e.message}\n`),
   };
-  const runs: Array<Promise<never>> = [restartOnChange(options)];
+  // An edit saved while this version was starting (before the watch below)
+  // counts as a change: the image's start is the baseline, not now.
+  const runs: Array<Promise<never>> = [restartOnChange(options, { changedSince: performance.timeOrigin })];
   for (const sig of signals) {
     runs.push((async (): Promise<never> => {
       // Refusals are retried inside restartOnSignal; anything else ends this branch (no spin).

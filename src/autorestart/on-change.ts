@@ -81,7 +81,7 @@ const RESTART_ON_CHANGE_KEYS = [...new Set<string>([...NOTIFY_ON_CHANGE_KEYS, ..
  * Watchers do not hold the event loop open unless `persistent: true`.
  * Never resolves; rejects with an AbortError on `signal`.
  */
-export async function restartOnChange(options: RestartOnChangeOptions = {}): Promise<never> {
+export async function restartOnChange(options: RestartOnChangeOptions = {}, internal: { changedSince?: number } = {}): Promise<never> {
   validateObject(options as unknown, 'options');
   validateOptionKeys(options, 'options', RESTART_ON_CHANGE_KEYS);
   // The env files of `node --env-file` are part of the program (those of
@@ -90,6 +90,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   if (options.paths !== undefined) validateArray(options.paths, 'options.paths');
   const plan = parseWatchOptions(envFiles.length === 0 ? options
     : { ...options, paths: [...(options.paths ?? []), ...envFiles] }, false);
+  plan.changedSince = internal.changedSince;
   const o = options;
   const check = o.check ?? true;
   validateBoolean(check, 'options.check');
@@ -100,7 +101,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   const execOptions: RestartViaExecOptions = {
     env: o.env, args: o.args, keepFds: o.keepFds, retryInterval: o.retryInterval, signal: o.signal,
     servers: o.servers, drainTimeout: o.drainTimeout, compileCache: o.compileCache,
-    preflight: o.preflight, preflightTimeout: o.preflightTimeout,
+    preflight: o.preflight, preflightTimeout: o.preflightTimeout, bridgeAfter: o.bridgeAfter,
   };
   // The exec options now rather than at the first change, by the same
   // check restartViaExec makes (which makes it again at the restart: an fd
@@ -108,6 +109,7 @@ export async function restartOnChange(options: RestartOnChangeOptions = {}): Pro
   validateExecOptions(execOptions);
   if (o.preflight !== undefined) validateBoolean(o.preflight, 'options.preflight');
   if (o.preflightTimeout !== undefined) validateDuration(o.preflightTimeout, 'options.preflightTimeout');
+  if (o.bridgeAfter !== undefined) validateDuration(o.bridgeAfter, 'options.bridgeAfter');
   if (isBridge()) return never('restartOnChange', options.signal);
   validateChildProcessAllowed(process.execPath);
 

@@ -303,6 +303,12 @@ export interface WatchPlan {
   ignore: ((path: string) => boolean) | undefined;
   signal: AbortSignal | undefined;
   persistent: boolean;
+  /**
+   * Epoch ms: a file changed after it counts as changed as soon as it is
+   * watched. The guard's wait for a fix sets it to the image's start: an
+   * edit saved while the crashing version was still starting is not lost.
+   */
+  changedSince?: number;
 }
 
 const DEFAULT_DEBOUNCE = 100;
@@ -358,6 +364,15 @@ export function parseWatchOptions(options: unknown, defaultPersistent: boolean):
   // with the same ENOENT error fs.statSync gives.
   for (const t of targets) statSync(t);
   return { targets, polling, interval, debounce, nodeModules, ignore: o.ignore, signal: o.signal, persistent };
+}
+
+/** Whether `path` was written (or renamed into place: its ctime) after `since` (epoch ms). */
+function changedAfter(path: string, since: number): boolean {
+  try {
+    return statSync(path).ctimeMs > since;
+  } catch {
+    return false;
+  }
 }
 
 function isDirectory(path: string): boolean {
@@ -594,6 +609,7 @@ export function startWatching(plan: WatchPlan, onGraph?: () => void): Watching {
       return;
     }
     files.set(target, fingerprintSync(target));
+    if (plan.changedSince !== undefined && changedAfter(target, plan.changedSince)) mark(target, false);
     if (plan.polling) {
       // fs.watchFile stats the path, so a file replaced by rename or deleted
       // and recreated is followed naturally.

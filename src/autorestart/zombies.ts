@@ -4,7 +4,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { debuglog } from 'node:util';
-import { isMainThread } from 'node:worker_threads';
+import { isMainThread } from '../main-thread';
 import { childPids, waitAsync } from '../posix';
 import { readProcStat } from '../procstat';
 import { validateArray, validateBoolean, validateDuration, validateFunction, validateObject, validateOptionKeys, toSignalNumber } from '../validators';
@@ -85,7 +85,7 @@ function claimInherited(list: string): Set<number> {
 // exec writes a fresh list anyway. Workers get a copy of process.env, so only
 // the main thread consumes it.
 let inherited = new Set<number>();
-if (isMainThread && process.env[EXEC_CHILDREN_ENV] !== undefined) {
+if (process.env[EXEC_CHILDREN_ENV] !== undefined && isMainThread()) {
   inherited = claimInherited(String(process.env[EXEC_CHILDREN_ENV]));
   delete process.env[EXEC_CHILDREN_ENV];
   debug('autorestart: inherited children from the previous image: %j', [...inherited]);

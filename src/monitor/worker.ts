@@ -3,7 +3,7 @@
  * its own process group with a readiness receiver (launch()), or adopted
  * from the image before a restartViaExec; stopped through its group.
  */
-import { isMainThread } from 'node:worker_threads';
+import { isMainThread } from '../main-thread';
 import { readFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { debuglog } from 'node:util';
@@ -57,7 +57,7 @@ export async function startWorker(ctx: WorkerContext, slot: number): Promise<Wor
     // worker behind either: the kernel sends each the shutdown signal.
     spawn: (keepFds) => fork({
       file, args, stdio: 'inherit', env, keepFds: [...keepFds, ...ctx.keepFds], setpgid: true,
-      ...(process.platform === 'linux' && isMainThread ? { deathSignal: ctx.shutdownName } : {}),
+      ...(process.platform === 'linux' && isMainThread() ? { deathSignal: ctx.shutdownName } : {}),
     }),
     killTarget: (pid) => -pid,
     receiver: rx,
