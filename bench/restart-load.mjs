@@ -19,19 +19,20 @@ import { setTimeout as sleep } from 'node:timers/promises';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const log = (s) => console.error(`bench: ${s}`);
-const median = (xs) => {
+export const median = (xs) => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
   });
 }
 
-function put(dir, name, text) {
+/** Writes a file the way a deploy does: a temp file renamed over it. */
+export function put(dir, name, text) {
   writeFileSync(join(dir, `.${name}.tmp`), text);
   renameSync(join(dir, `.${name}.tmp`), join(dir, name));
 }

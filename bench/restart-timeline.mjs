@@ -6,34 +6,17 @@
 // (issue 24), and for the note under `npm run bench`'s row 8.
 //   node bench/restart-timeline.mjs [--node PATH] [--seconds 15] [--every 1000] [--no-preflight] [--json]
 import { spawn } from 'node:child_process';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, median, put } from './restart-load.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const BUCKET = 100;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
-
-function put(dir, name, text) {
-  writeFileSync(join(dir, `.${name}.tmp`), text);
-  renameSync(join(dir, `.${name}.tmp`), join(dir, name));
-}
-
-const median = (xs) => {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /**
  * Runs the restart-load server under 16 keep-alive connections for
@@ -106,7 +89,7 @@ export async function timeline({ node = process.execPath, seconds = 15, every = 
         exec: at((m) => m.pid === server && m.event === 'exec'),
         firstLine: at((m) => m.pid === server && m.event === 'first-line'),
         up: at((m) => m.pid === server && m.event === 'up'),
-        bridgeExit: at((m) => m.pid !== server && m.event === 'exit'),
+        preflightExit: at((m) => m.pid !== server && m.event === 'exit'),
       };
     });
     const markMedians = Object.fromEntries(Object.keys(perWindow[0] ?? {}).map((k) => {
@@ -130,7 +113,7 @@ export function timelineTable(tl) {
   const m = tl.marks;
   const at = (from) => Object.entries(m).filter(([, t]) => t !== null && t >= from && t < from + tl.bucket).map(([k]) => k).join(', ');
   let md = `| ms after SIGHUP | requests done (mean of ${tl.restarts}) | worst latency | what happens |\n| --- | --- | --- | --- |\n`;
-  for (const b of tl.perBucket) md += `| ${b.from}-${b.from + tl.bucket} | ${b.served} | ${b.maxMs} ms | ${at(b.from)} |\n`;
+  for (const b of tl.perBucket) md += `| ${b.from}-${b.from + tl.bucket} | ${b.served} | ${Math.round(b.maxMs)} ms | ${at(b.from)} |\n`;
   return md;
 }
 

@@ -441,6 +441,9 @@ md += '\nNotes from this run:\n\n';
 for (const r of rows) if (r.extra && r.unit !== 'facts') md += `- ${r.n}: ${r.extra}\n`;
 md += '- 5: during each drain the server stops accepting for a moment (connections wait in the kernel ' +
   'queue), which costs throughput, not requests: compare the request totals.\n';
+// Issue 24: where a restart's time goes, 100 ms at a time, for the
+// default schedule and for always bridging (bench/restart-timeline.mjs).
+if (!only || only.includes('timeline')) md += await timelineSection();
 // PID 1's memory, init() vs tini, is its own script (it needs unshare and
 // tini) with its own marked section: run it too, or keep its last section.
 const benchFile = join(root, 'BENCHMARKS.md');
@@ -462,6 +465,26 @@ if (!only || only.includes('workers')) runWorkersBench();
 if (!only || only.includes('initMemory')) {
   log('running initMemory (bench/init-memory.mjs)');
   spawnSync(process.execPath, [join(root, 'bench', 'init-memory.mjs')], { stdio: 'inherit' });
+}
+
+/** A restart every second under load, 100 ms at a time: the default, and `bridgeAfter: 0`. */
+async function timelineSection() {
+  const { timeline, timelineTable } = await import('./restart-timeline.mjs');
+  let out = '\n## A restart, 100 ms at a time\n\n' +
+    `\`node bench/restart-timeline.mjs\`: a restart every second, 16 keep-alive connections, ${quick ? 6 : 15} s, Node ${process.versions.node}; ` +
+    'requests completed in each 100 ms after SIGHUP (mean over the restarts) and the worst latency among them; ' +
+    'the marks are medians. The load generator counts every response itself here, so its totals are lower than row 8\'s.\n';
+  for (const [title, env] of [['Default (a fast start: the preflight stands by across the exec)', {}],
+    ['`bridgeAfter: 0` (the preflight bridges: it accepts while the new image starts)', { BENCH_BRIDGE_AFTER: '0' }]]) {
+    log(`timeline: ${title}`);
+    try {
+      const tl = await timeline({ seconds: quick ? 6 : 15, every: 1000, env });
+      out += `\n### ${title}\n\n${timelineTable(tl)}\nTotal: ${tl.total.served} served, ${tl.total.failed} failed, p99 ${tl.total.p99} ms, max ${tl.total.max} ms.\n`;
+    } catch (err) {
+      out += `\n### ${title}\n\nnot measured: ${err.message}\n`;
+    }
+  }
+  return out;
 }
 
 /** The section between two markers of the previous BENCHMARKS.md, kept when its script is not run. */

@@ -7,17 +7,13 @@ import { chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { fileScope, freePort, procStat, putFile as put, root, startNode, waitFor, zombieChildren } from './helpers.mjs';
+import { fileScope, freePort, jsonLines, procStat, putFile as put, root, startNode, waitFor, zombieChildren } from './helpers.mjs';
 
 const { reaper, dirs } = fileScope();
 const lib = join(root, 'dist', 'autorestart.js');
 const sockets = join(root, 'dist', 'sockets.js');
 const cacheApi = typeof createRequire(import.meta.url)('node:module').enableCompileCache === 'function';
 
-/** The lines of `text` that start with `prefix`, parsed as JSON after it. */
-function jsonLines(text, prefix) {
-  return text.split('\n').filter((l) => l.startsWith(prefix)).map((l) => JSON.parse(l.slice(prefix.length)));
-}
 
 /** The guard's own files: what an image without sockets may have loaded before its first line. */
 const GUARD_FILES = ['dist/autorestart/guard.js', 'dist/autorestart/guard-env.js', 'dist/node-options.js',

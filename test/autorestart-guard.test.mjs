@@ -7,16 +7,12 @@ import http from 'node:http';
 import { mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { fileScope, freePort, putFile as put, root, startNode, waitFor } from './helpers.mjs';
+import { fileScope, freePort, jsonLines, putFile as put, root, startNode, waitFor } from './helpers.mjs';
 
 const { reaper, dirs } = fileScope();
 
 const lib = pathToFileURL(join(root, 'dist', 'autorestart.mjs')).href;
 
-/** The lines of `text` that start with `prefix`, parsed as JSON after it. */
-function jsonLines(text, prefix) {
-  return text.split('\n').filter((l) => l.startsWith(prefix)).map((l) => JSON.parse(l.slice(prefix.length)));
-}
 
 test('a worker_threads Worker that throws at start-up emits error and exits 1, after a restart as on the first start', { timeout: 60000 }, async () => {
   const dir = dirs.make('pd-guard-worker-');

@@ -26,6 +26,11 @@ export function isAlive(pid) {
 }
 
 /** Fields of /proc/PID/stat, or null when the process is gone. */
+/** The lines of `text` that start with `prefix`, parsed as JSON after it. */
+export function jsonLines(text, prefix) {
+  return text.split('\n').filter((l) => l.startsWith(prefix)).map((l) => JSON.parse(l.slice(prefix.length)));
+}
+
 export function procStat(pid) {
   let text;
   try {
