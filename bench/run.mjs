@@ -355,11 +355,13 @@ const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split('
 // Issue 17's rows live in bench/restart-load.mjs.
 const restartLoad = await import('./restart-load.mjs');
 const THIS = Number(process.versions.node.split('.')[0]);
-const restartUnderLoad = () => restartLoad.restartUnderLoad({ quick, label: `Node ${THIS}`, major: THIS });
+// --rounds=N: rounds of the restart-under-load rows (default 3; 1 with --quick).
+const rounds = Number(process.argv.find((a) => a.startsWith('--rounds='))?.slice(9)) || undefined;
+const restartUnderLoad = () => restartLoad.restartUnderLoad({ quick, label: `Node ${THIS}`, major: THIS, rounds });
 // The same row on the current LTS line: its V8 (Maglev) warms a fresh
 // process up faster, and each restart starts two.
 const LTS = 26;
-const restartUnderLoadLts = () => restartLoad.restartUnderLoad({ quick, node: nodeBinary(LTS), label: `Node ${LTS}`, major: LTS });
+const restartUnderLoadLts = () => restartLoad.restartUnderLoad({ quick, node: nodeBinary(LTS), label: `Node ${LTS}`, major: LTS, rounds });
 const slowStart = () => restartLoad.slowStart({ quick });
 const brokenVersion = () => restartLoad.brokenVersion({ quick });
 const restartLatencyThis = () => restartLatency({ label: `Node ${THIS}` });
@@ -473,7 +475,7 @@ noteLines.set('5 (drain)', '- 5 (drain): during each drain the server stops acce
   'queue), which costs throughput, not requests: compare the request totals.');
 md += merged(previousById('Notes from this run:\n\n', '\n\n', /^- (.+?): .*$/gm), noteLines, ran);
 // Issue 24: where a restart's time goes, 100 ms at a time, for the
-// default schedule and for always bridging (bench/restart-timeline.mjs).
+// default schedule and for standing by (bench/restart-timeline.mjs).
 const TIMELINE = '\n## A restart, 100 ms at a time\n';
 if (!only || only.includes('timeline')) md += await timelineSection();
 else if (previous.includes(TIMELINE)) {
@@ -496,15 +498,15 @@ if (!only || only.includes('initMemory')) {
   spawnSync(process.execPath, [join(root, 'bench', 'init-memory.mjs')], { stdio: 'inherit' });
 }
 
-/** A restart every second under load, 100 ms at a time: the default, and `bridgeAfter: 0`. */
+/** A restart every second under load, 100 ms at a time: the default, and `bridgeAfter: 500`. */
 async function timelineSection() {
   const { timeline, timelineTable } = await import('./restart-timeline.mjs');
   let out = '\n## A restart, 100 ms at a time\n\n' +
     `\`node bench/restart-timeline.mjs\`: a restart every second, 16 keep-alive connections, ${quick ? 6 : 15} s, Node ${process.versions.node}; ` +
     'requests completed in each 100 ms after SIGHUP (mean over the restarts) and the worst latency among them; ' +
     'the marks are medians. The load generator counts every response itself here, so its totals are lower than row 8\'s.\n';
-  for (const [title, env] of [['Default (a fast start: the preflight stands by across the exec)', {}],
-    ['`bridgeAfter: 0` (the preflight bridges: it accepts while the new image starts)', { BENCH_BRIDGE_AFTER: '0' }]]) {
+  for (const [title, env] of [['Default: the preflight bridges (accepts while the new image starts)', {}],
+    ['`bridgeAfter: 500`: the preflight stands by, stopped, across the exec', { BENCH_BRIDGE_AFTER: '500' }]]) {
     log(`timeline: ${title}`);
     try {
       const tl = await timeline({ seconds: quick ? 6 : 15, every: 1000, env });

@@ -140,7 +140,7 @@ test('a cache directory that others can write is not used: the restart goes on w
 });
 
 // ---------------------------------------------------------------------------
-// bridgeAfter: the bridge's share, decided by how long the preflight took.
+// bridgeAfter: a preflight that came up within it stands by instead of bridging.
 
 const http = await import('node:http');
 
@@ -191,10 +191,10 @@ async function startBridgeApp(dir, mode) {
   return { app, pid, bridge };
 }
 
-test('a preflight that came up fast stands by, stopped, while the new image starts: a request waits for the new image', { timeout: 60000 }, async () => {
+test('bridgeAfter: a preflight that came up within it stands by, stopped, while the new image starts: a request waits for the new image', { timeout: 60000 }, async () => {
   const dir = dirs.make('pd-cost-standby-');
   const port = await freePort();
-  bridgeApp(dir, port, '');
+  bridgeApp(dir, port, 'bridgeAfter: 20000');
   const { app, pid, bridge } = await startBridgeApp(dir, 'slow');
   const st = procStat(bridge);
   assert.deepEqual([st?.state, st?.ppid], ['T', pid], 'the bridge is our child, stopped');
@@ -207,10 +207,10 @@ test('a preflight that came up fast stands by, stopped, while the new image star
   assert.equal(app.child.exitCode, null);
 });
 
-test('bridgeAfter: 0 keeps the preflight accepting while the new image starts: the bridge answers', { timeout: 60000 }, async () => {
+test('by default (bridgeAfter: 0) the preflight keeps accepting while the new image starts: the bridge answers', { timeout: 60000 }, async () => {
   const dir = dirs.make('pd-cost-bridge0-');
   const port = await freePort();
-  bridgeApp(dir, port, 'bridgeAfter: 0');
+  bridgeApp(dir, port, '');
   const { app, pid, bridge } = await startBridgeApp(dir, 'slow');
   assert.notEqual(procStat(bridge)?.state, 'T');
   assert.equal(await get(port), `2 ${bridge}`, 'the bridge serves the new version meanwhile');
@@ -219,10 +219,10 @@ test('bridgeAfter: 0 keeps the preflight accepting while the new image starts: t
   assert.equal(app.child.exitCode, null);
 });
 
-test('a new image that fails at start-up after a fast preflight: the bridge standing by is continued and serves', { timeout: 60000 }, async () => {
+test('a new image that fails at start-up while the preflight stands by: it is continued and serves', { timeout: 60000 }, async () => {
   const dir = dirs.make('pd-cost-standby-fail-');
   const port = await freePort();
-  bridgeApp(dir, port, '');
+  bridgeApp(dir, port, 'bridgeAfter: 20000');
   const { app, pid, bridge } = await startBridgeApp(dir, 'throw');
   await waitFor(() => app.err.includes('failed at start-up'), { what: () => `the guard's report (${app.err})`, timeout: 30000 });
   assert.notEqual(procStat(bridge)?.state, 'T', 'continued');

@@ -81,15 +81,18 @@ export interface RestartViaExecOptions {
   /** Milliseconds the preflight may take to come up; default 10000. */
   preflightTimeout?: number;
   /**
-   * The preflight stays on as the bridge (accepting while this image
-   * drains, execs and the new image starts) only when it took longer than
-   * this many ms to come up; default 500. A version that came up faster
-   * starts about as fast again after the exec: the preflight then ends at
-   * once, and connections wait in the kernel's accept queue for that start
-   * instead. Measured on 2 cores under load, a restart every second: the
-   * bridge served 0.27x of a server not restarting and this 0.37x, for a
-   * worst latency of 140 ms against 200 ms (see BENCHMARKS.md). 0: always
-   * bridge.
+   * A preflight that came up within this many ms stands by instead of
+   * bridging: from the exec until the new image is up it is stopped
+   * (SIGSTOP), takes no CPU and accepts nothing, and connections wait in
+   * the kernel's accept queue for the new image (which starts about as
+   * fast as the preflight did). If the new image fails to start, it is
+   * continued and serves. A slower preflight bridges (accepts meanwhile).
+   * Default 0: always bridge. Measured on 2 cores under load (paired
+   * rounds): at one restart every 5 s both served 0.90x of a server not
+   * restarting, and the bridge's worst latency was 62-103 ms against
+   * 190-273 ms; at one restart a second, standing by served 0.43x against
+   * 0.35x, for a worst latency of 225-235 ms against 143-159 ms. Set it
+   * (500, say) for a fast-starting service restarted that often.
    */
   bridgeAfter?: number;
   /** Called with every error that prevented a restart (the running version goes on). */
@@ -224,8 +227,8 @@ function heldSignals(): NodeJS.Signals[] {
   return [...armedSignals.keys()].filter(isHoldable);
 }
 
-/** bridgeAfter's default, in ms: a start the kernel's accept queue can wait out (see RestartViaExecOptions). */
-const DEFAULT_BRIDGE_AFTER = 500;
+/** bridgeAfter's default: always bridge (see RestartViaExecOptions for the measurements). */
+const DEFAULT_BRIDGE_AFTER = 0;
 
 // The restart in progress, if any: a second trigger (signal, change, call)
 // while it drains or retries joins it instead of starting another drain of
@@ -369,9 +372,9 @@ hooks: ExecHooks): Promise<never> {
         // would do: refused while it can still be seen. Its exit is not
         // reaped here.
         if (hasEnded(bridge.pid)) throw Object.assign(new Refused(), { cause: preflightEnded(bridge.pid) });
-        // A fast start needs no accepting bridge (see bridgeAfter): from
+        // A start faster than bridgeAfter needs no accepting bridge: from
         // here it stands by, stopped, in case the new image fails to start.
-        if (bridge.upMs <= bridgeAfter) {
+        if (bridge.upMs < bridgeAfter) {
           debug('autorestart: the preflight came up in %d ms (bridgeAfter %d): it stands by', bridge.upMs, bridgeAfter);
           bridge.standBy();
         }
